@@ -1,0 +1,113 @@
+"""`gossamer validate`: check manifests; each problem is `FILE:LINE: Kind name: field: message`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gossamer.resources.problems import Severity
+from gossamer.resources.validation import Validation, validate_paths
+
+
+class OutputFormat(StrEnum):
+    """How `validate` prints its findings."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+_STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.NOTICE: "cyan"}
+
+
+def validate(
+    files: Annotated[
+        list[Path],
+        typer.Option(
+            "--filename",
+            "-f",
+            exists=True,
+            help="A manifest file or a folder of them (searched recursively); may be repeated.",
+        ),
+    ],
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Also report fields that load but are not acted on yet, and fail on warnings."
+        ),
+    ] = False,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="text, or json for programs.")
+    ] = OutputFormat.TEXT,
+    list_resources: Annotated[
+        bool, typer.Option("--list", "-l", help="Also list every resource found and where.")
+    ] = False,
+) -> None:
+    """Check manifests: exit 0 when valid, 1 when not, 2 on a usage error."""
+    result = validate_paths(files, strict=strict)
+    if not result.loaded.files:
+        where = ", ".join(str(f) for f in files)
+        typer.echo(f"error: no manifest files (.yaml, .yml, .json) in {where}", err=True)
+        raise typer.Exit(2)
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(_as_json(result), indent=2))
+    else:
+        _print_text(result, list_resources)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _print_text(result: Validation, list_resources: bool) -> None:
+    console = Console(soft_wrap=True, highlight=False)
+    if not console.is_terminal:
+        # Piped output is read by programs and people's scripts: never truncate a column.
+        console = Console(soft_wrap=True, highlight=False, width=10_000)
+    for problem in result.problems:
+        line = str(problem)
+        if console.is_terminal:
+            console.print(line, style=_STYLE[problem.severity], markup=False)
+        else:
+            sys.stdout.write(line + "\n")
+    if list_resources:
+        table = Table("kind", "namespace/name", "defined at", box=None, pad_edge=False)
+        for loaded in result.loaded.resources:
+            table.add_row(loaded.kind, f"{loaded.namespace}/{loaded.name}", loaded.where)
+        console.print(table)
+    errors, warnings = result.count(Severity.ERROR), result.count(Severity.WARNING)
+    notices = result.count(Severity.NOTICE)
+    counts = f"{len(result.loaded.resources)} resources in {len(result.loaded.files)} files"
+    found = [
+        f"{n} {word}{'s' if n != 1 else ''}"
+        for n, word in ((errors, "error"), (warnings, "warning"), (notices, "field not enforced"))
+        if n
+    ]
+    summary = f"{counts}: {', '.join(found)}" if found else f"{counts}: valid"
+    if result.ok:
+        console.print(f"[green]✓[/green] {summary}" if console.is_terminal else f"ok: {summary}")
+    else:
+        console.print(f"[red]✗[/red] {summary}" if console.is_terminal else f"invalid: {summary}")
+
+
+def _as_json(result: Validation) -> dict[str, object]:
+    return {
+        "valid": result.ok,
+        "strict": result.strict,
+        "files": [str(f) for f in result.loaded.files],
+        "resources": [
+            {
+                "apiVersion": loaded.resource.api_version,
+                "kind": loaded.kind,
+                "namespace": loaded.namespace,
+                "name": loaded.name,
+                "file": loaded.document.file,
+                "line": loaded.document.line,
+            }
+            for loaded in result.loaded.resources
+        ],
+        "problems": [problem.as_dict() for problem in result.problems],
+    }

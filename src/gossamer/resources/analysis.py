@@ -1,0 +1,351 @@
+"""Checks across resources, as `istioctl analyze` users expect: references that lead nowhere."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from gossamer.resources.hosts import host_matches, qualify, service_fqdn
+from gossamer.resources.kinds.apps import Deployment
+from gossamer.resources.kinds.core import Service
+from gossamer.resources.kinds.gossamer_kinds import ApiProduct, Topic
+from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
+from gossamer.resources.kinds.istio_networking import (
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    VirtualService,
+)
+from gossamer.resources.kinds.istio_security import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    RequestAuthentication,
+)
+from gossamer.resources.loader import LoadedResource
+from gossamer.resources.problems import Problem, Severity
+
+# Istio's root namespace: a policy there applies mesh-wide, so its selector may match anything.
+ROOT_NAMESPACE = "istio-system"
+WARNING = Severity.WARNING
+
+
+@dataclass(slots=True)
+class _Index:
+    """The resources by the names other resources use to point at them."""
+
+    objects: dict[tuple[str, str, str], LoadedResource] = field(default_factory=dict)
+    services: dict[str, LoadedResource] = field(default_factory=dict)
+    deployments: dict[str, list[LoadedResource]] = field(default_factory=dict)
+    destination_rules: dict[str, list[LoadedResource]] = field(default_factory=dict)
+    external_hosts: list[str] = field(default_factory=list)
+    gateways: dict[tuple[str, str], LoadedResource] = field(default_factory=dict)
+    topics: set[tuple[str, str]] = field(default_factory=set)
+
+    def host_known(self, fqdn: str) -> bool:
+        return fqdn in self.services or any(host_matches(p, fqdn) for p in self.external_hosts)
+
+
+def analyze(resources: Sequence[LoadedResource]) -> list[Problem]:
+    """Every cross-resource problem among these resources."""
+    index = _Index()
+    problems = list(_index(resources, index))
+    for loaded in resources:
+        resource = loaded.resource
+        if isinstance(resource, VirtualService):
+            problems.extend(_virtual_service(loaded, resource, index))
+        elif isinstance(resource, Service):
+            problems.extend(_service(loaded, resource, index))
+        elif isinstance(resource, DestinationRule):
+            problems.extend(_destination_rule(loaded, resource, index))
+        elif isinstance(resource, Ingress | IngressV1Beta1):
+            problems.extend(_ingress(loaded, resource, index))
+        elif isinstance(resource, PeerAuthentication | AuthorizationPolicy | RequestAuthentication):
+            problems.extend(_policy_selector(loaded, resource, index))
+        elif isinstance(resource, Topic):
+            problems.extend(_topic(loaded, resource, index))
+        elif isinstance(resource, ApiProduct):
+            problems.extend(
+                _gateway_refs(
+                    loaded,
+                    loaded.resource.namespace,
+                    resource.spec.gateways,
+                    ("spec", "gateways"),
+                    index,
+                )
+            )
+    problems.extend(_host_conflicts(resources))
+    return problems
+
+
+def _index(resources: Sequence[LoadedResource], index: _Index) -> Iterator[Problem]:
+    for loaded in resources:
+        resource = loaded.resource
+        key = (resource.KIND, loaded.namespace, loaded.name)
+        if key in index.objects:
+            first = index.objects[key]
+            yield loaded.problem(
+                ("metadata", "name"),
+                f"{key[0]} {key[1]}/{key[2]} is already defined at {first.where}",
+                code="duplicate-object",
+            )
+            continue
+        index.objects[key] = loaded
+        if isinstance(resource, Service):
+            index.services[service_fqdn(loaded.name, loaded.namespace)] = loaded
+        elif isinstance(resource, Deployment):
+            index.deployments.setdefault(loaded.namespace, []).append(loaded)
+        elif isinstance(resource, DestinationRule):
+            host = qualify(resource.spec.host, loaded.namespace)
+            index.destination_rules.setdefault(host, []).append(loaded)
+        elif isinstance(resource, ServiceEntry):
+            index.external_hosts.extend(resource.spec.hosts)
+        elif isinstance(resource, Gateway):
+            index.gateways[(loaded.namespace, loaded.name)] = loaded
+        elif isinstance(resource, Topic):
+            index.topics.add((loaded.namespace, loaded.name))
+
+
+def _virtual_service(
+    loaded: LoadedResource, service: VirtualService, index: _Index
+) -> Iterator[Problem]:
+    for path, destination in service.destinations():
+        host = qualify(destination.host, loaded.namespace)
+        if not index.host_known(host):
+            yield loaded.problem(
+                (*path, "host"),
+                f"no Service or ServiceEntry is named {destination.host} ({host})",
+                WARNING,
+                "unknown-host",
+            )
+            continue
+        target = index.services.get(host)
+        if destination.port is not None and destination.port.number is not None and target:
+            ports = [p.port for p in _as_service(target).spec.ports]
+            if destination.port.number not in ports:
+                yield loaded.problem(
+                    (*path, "port", "number"),
+                    f"Service {target.name} has no port {destination.port.number} "
+                    f"(ports: {', '.join(map(str, ports)) or 'none'})",
+                    WARNING,
+                    "unknown-port",
+                )
+        if destination.subset is not None:
+            yield from _subset(loaded, (*path, "subset"), host, destination.subset, index)
+    yield from _gateway_refs(
+        loaded,
+        loaded.namespace,
+        [g for g in service.spec.gateways if g != "mesh"],
+        ("spec", "gateways"),
+        index,
+    )
+
+
+def _subset(
+    loaded: LoadedResource, path: tuple[str | int, ...], host: str, subset: str, index: _Index
+) -> Iterator[Problem]:
+    rules = index.destination_rules.get(host, [])
+    if not rules:
+        yield loaded.problem(
+            path,
+            f"subset {subset} needs a DestinationRule for {host} that defines it; "
+            "requests to this route would fail",
+            code="unknown-subset",
+        )
+        return
+    for rule in rules:
+        if any(s.name == subset for s in _as_rule(rule).spec.subsets):
+            return
+    names = ", ".join(s.name for r in rules for s in _as_rule(r).spec.subsets) or "none"
+    yield loaded.problem(
+        path,
+        f"DestinationRule {rules[0].name} ({rules[0].where}) defines no subset {subset} "
+        f"(subsets: {names}); requests to this route would fail",
+        code="unknown-subset",
+    )
+
+
+def _gateway_refs(
+    loaded: LoadedResource,
+    namespace: str,
+    names: Sequence[str],
+    path: tuple[str | int, ...],
+    index: _Index,
+) -> Iterator[Problem]:
+    for position, name in enumerate(names):
+        ns, _, short = name.rpartition("/")
+        if (ns or namespace, short) not in index.gateways:
+            yield loaded.problem(
+                (*path, position),
+                f"no Gateway named {short} in namespace {ns or namespace}",
+                WARNING,
+                "unknown-gateway",
+            )
+
+
+def _service(loaded: LoadedResource, service: Service, index: _Index) -> Iterator[Problem]:
+    selector = service.spec.selector
+    if not selector:
+        return
+    selected = [
+        d
+        for d in index.deployments.get(loaded.namespace, [])
+        if all(_as_deployment(d).pod_labels.get(k) == v for k, v in selector.items())
+    ]
+    if not selected:
+        yield loaded.problem(
+            ("spec", "selector"),
+            f"matches no Deployment in namespace {loaded.namespace}, "
+            "so the Service has no endpoints",
+            WARNING,
+            "selector-matches-nothing",
+        )
+        return
+    port_names = {
+        port.name
+        for d in selected
+        for c in _as_deployment(d).spec.template.spec.containers
+        for port in c.ports
+        if port.name
+    }
+    for position, port in enumerate(service.spec.ports):
+        if isinstance(port.target_port, str) and port.target_port not in port_names:
+            yield loaded.problem(
+                ("spec", "ports", position, "targetPort"),
+                f"no container of the selected Deployments names a port {port.target_port}",
+                WARNING,
+                "unknown-port",
+            )
+
+
+def _destination_rule(
+    loaded: LoadedResource, rule: DestinationRule, index: _Index
+) -> Iterator[Problem]:
+    host = qualify(rule.spec.host, loaded.namespace)
+    if "*" in host:
+        return
+    if not index.host_known(host):
+        yield loaded.problem(
+            ("spec", "host"),
+            f"no Service or ServiceEntry is named {rule.spec.host} ({host})",
+            WARNING,
+            "unknown-host",
+        )
+        return
+    target = index.services.get(host)
+    if target is None:
+        return
+    selector = _as_service(target).spec.selector or {}
+    pods = [
+        _as_deployment(d).pod_labels
+        for d in index.deployments.get(target.namespace, [])
+        if all(_as_deployment(d).pod_labels.get(k) == v for k, v in selector.items())
+    ]
+    for position, subset in enumerate(rule.spec.subsets):
+        if subset.labels and not any(
+            all(labels.get(k) == v for k, v in subset.labels.items()) for labels in pods
+        ):
+            yield loaded.problem(
+                ("spec", "subsets", position, "labels"),
+                f"no replica of Service {target.name} carries these labels, so subset "
+                f"{subset.name} has no endpoints",
+                WARNING,
+                "subset-matches-nothing",
+            )
+
+
+def _ingress(
+    loaded: LoadedResource, ingress: Ingress | IngressV1Beta1, index: _Index
+) -> Iterator[Problem]:
+    for route in ingress.routes():
+        if route.service is None:
+            continue
+        host = service_fqdn(route.service, loaded.namespace)
+        target = index.services.get(host)
+        field_name = "service" if isinstance(ingress, Ingress) else "serviceName"
+        if target is None:
+            yield loaded.problem(
+                (*route.path, field_name),
+                f"no Service named {route.service} in namespace {loaded.namespace}",
+                WARNING,
+                "unknown-service",
+            )
+            continue
+        ports = _as_service(target).spec.ports
+        if route.port is not None and not any(route.port in (p.port, p.name) for p in ports):
+            known = ", ".join(str(p.port) + (f" ({p.name})" if p.name else "") for p in ports)
+            yield loaded.problem(
+                route.path,
+                f"Service {route.service} has no port {route.port} (ports: {known or 'none'})",
+                WARNING,
+                "unknown-port",
+            )
+
+
+def _policy_selector(
+    loaded: LoadedResource,
+    policy: PeerAuthentication | AuthorizationPolicy | RequestAuthentication,
+    index: _Index,
+) -> Iterator[Problem]:
+    selector = policy.spec.selector
+    if selector is None or not selector.match_labels or loaded.namespace == ROOT_NAMESPACE:
+        return
+    deployments = index.deployments.get(loaded.namespace, [])
+    if not any(
+        all(_as_deployment(d).pod_labels.get(k) == v for k, v in selector.match_labels.items())
+        for d in deployments
+    ):
+        yield loaded.problem(
+            ("spec", "selector", "matchLabels"),
+            f"matches no Deployment in namespace {loaded.namespace}, so the policy applies to "
+            "nothing",
+            WARNING,
+            "selector-matches-nothing",
+        )
+
+
+def _topic(loaded: LoadedResource, topic: Topic, index: _Index) -> Iterator[Problem]:
+    dead = topic.spec.dead_letter
+    if dead is not None and (loaded.namespace, dead.topic) not in index.topics:
+        yield loaded.problem(
+            ("spec", "deadLetter", "topic"),
+            f"no Topic named {dead.topic} in namespace {loaded.namespace}",
+            WARNING,
+            "unknown-topic",
+        )
+
+
+def _host_conflicts(resources: Sequence[LoadedResource]) -> Iterator[Problem]:
+    # Inside the mesh a host has one routing table; two VirtualServices for it are ambiguous.
+    claimed: dict[str, LoadedResource] = {}
+    for loaded in resources:
+        service = loaded.resource
+        if not isinstance(service, VirtualService):
+            continue
+        if service.spec.gateways and "mesh" not in service.spec.gateways:
+            continue
+        for position, host in enumerate(service.spec.hosts):
+            fqdn = qualify(host, loaded.namespace)
+            first = claimed.get(fqdn)
+            if first is not None and first is not loaded:
+                yield loaded.problem(
+                    ("spec", "hosts", position),
+                    f"host {host} is also routed by VirtualService {first.name} ({first.where}); "
+                    "inside the mesh one VirtualService must own a host",
+                    code="conflicting-hosts",
+                )
+            claimed.setdefault(fqdn, loaded)
+
+
+def _as_service(loaded: LoadedResource) -> Service:
+    assert isinstance(loaded.resource, Service)
+    return loaded.resource
+
+
+def _as_rule(loaded: LoadedResource) -> DestinationRule:
+    assert isinstance(loaded.resource, DestinationRule)
+    return loaded.resource
+
+
+def _as_deployment(loaded: LoadedResource) -> Deployment:
+    assert isinstance(loaded.resource, Deployment)
+    return loaded.resource

@@ -1,0 +1,99 @@
+"""The kinds Gossamer reads, by apiVersion and kind; clear words when a manifest names another."""
+
+from __future__ import annotations
+
+from gossamer.resources.base import Resource
+from gossamer.resources.kinds.apps import Deployment
+from gossamer.resources.kinds.core import Service
+from gossamer.resources.kinds.gossamer_kinds import ApiProduct, Topic
+from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
+from gossamer.resources.kinds.istio_networking import (
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    VirtualService,
+)
+from gossamer.resources.kinds.istio_security import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    RequestAuthentication,
+)
+
+MODELS: tuple[type[Resource], ...] = (
+    Service,
+    Deployment,
+    Ingress,
+    IngressV1Beta1,
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication,
+    Topic,
+    ApiProduct,
+)
+
+# Older API groups that serve the same schema as a model above.
+_ALSO_SERVED: dict[tuple[str, str, str], type[Resource]] = {
+    ("networking.k8s.io", "v1beta1", "Ingress"): IngressV1Beta1,
+}
+
+
+def api_version(group: str, version: str) -> str:
+    """`apps` + `v1` -> `apps/v1`; the core group is written as the version alone."""
+    return f"{group}/{version}" if group else version
+
+
+def _table() -> dict[tuple[str, str, str], type[Resource]]:
+    table = {
+        (model.GROUP, version, model.KIND): model for model in MODELS for version in model.VERSIONS
+    }
+    table.update(_ALSO_SERVED)
+    return table
+
+
+KINDS: dict[tuple[str, str, str], type[Resource]] = _table()
+
+
+class UnknownKindError(Exception):
+    """A manifest names an apiVersion and kind Gossamer does not read; `field` says which is off."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def split_api_version(value: str) -> tuple[str, str]:
+    """`networking.istio.io/v1` -> (`networking.istio.io`, `v1`); `v1` -> (``, `v1`)."""
+    group, _, version = value.rpartition("/")
+    return group, version
+
+
+def lookup(version_text: str, kind: str) -> type[Resource]:
+    """The model for apiVersion + kind, or UnknownKindError explaining what is served instead."""
+    group, version = split_api_version(version_text)
+    model = KINDS.get((group, version, kind))
+    if model is not None:
+        return model
+    served = sorted(api_version(g, v) for (g, v, k) in KINDS if k == kind)
+    if served:
+        return _raise(
+            "apiVersion",
+            f"{kind} is read as {_or_list(served)}, not {version_text}",
+        )
+    lowered = {k.lower(): k for (_, _, k) in KINDS}
+    if kind.lower() in lowered:
+        return _raise("kind", f"unknown kind {kind}; did you mean {lowered[kind.lower()]}?")
+    known = ", ".join(sorted({k for (_, _, k) in KINDS}))
+    return _raise("kind", f"unknown kind {kind} (Gossamer reads {known})")
+
+
+def _raise(field: str, message: str) -> type[Resource]:
+    raise UnknownKindError(field, message)
+
+
+def _or_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
