@@ -80,9 +80,12 @@ def _print_text(result: Validation, list_resources: bool) -> None:
         console.print(table)
     errors, warnings = result.count(Severity.ERROR), result.count(Severity.WARNING)
     notices = result.count(Severity.NOTICE)
-    counts = f"{len(result.loaded.resources)} resources in {len(result.loaded.files)} files"
+    counts = (
+        f"{_plural(len(result.loaded.resources), 'resource')} in "
+        f"{_plural(len(result.loaded.files), 'file')}"
+    )
     found = [
-        f"{n} {word}{'s' if n != 1 else ''}"
+        _plural(n, word)
         for n, word in ((errors, "error"), (warnings, "warning"), (notices, "field not enforced"))
         if n
     ]
@@ -91,6 +94,13 @@ def _print_text(result: Validation, list_resources: bool) -> None:
         console.print(f"[green]✓[/green] {summary}" if console.is_terminal else f"ok: {summary}")
     else:
         console.print(f"[red]✗[/red] {summary}" if console.is_terminal else f"invalid: {summary}")
+
+
+def _plural(count: int, word: str) -> str:
+    if count == 1:
+        return f"1 {word}"
+    plural = word.replace("field ", "fields ") if word.startswith("field ") else f"{word}s"
+    return f"{count} {plural}"
 
 
 def _as_json(result: Validation) -> dict[str, object]:

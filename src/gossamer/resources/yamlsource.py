@@ -73,6 +73,8 @@ def read_documents(text: str, file: str) -> Iterator[SourceDocument]:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
+        # At the end of the stream the parser points one past the last line; name the last one.
+        line = max(1, min(line, len(text.splitlines())))
         problem = error.problem or error.context or "invalid YAML"
         raise YamlSyntaxError(file, line, f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as error:

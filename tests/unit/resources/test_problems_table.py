@@ -53,7 +53,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "yaml syntax error",
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: [a\n",
-        ["m.yaml:5: YAML syntax error: did not find expected ',' or ']'"],
+        ["m.yaml:4: YAML syntax error: did not find expected ',' or ']'"],
     ),
     (
         "wrong type: string where a number belongs",

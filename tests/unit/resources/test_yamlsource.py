@@ -65,7 +65,7 @@ def test_merge_keys_take_the_line_of_the_anchor() -> None:
     [
         ("a: 1\nb: [1, 2\nc: 3\n", 3),
         ("a:\n  - x\n  y: 1\n", 3),
-        ("a: 'unterminated\n", 2),
+        ("a: 'unterminated\n", 1),
         ("key: value\n\tbad: tab\n", 2),
     ],
 )
