@@ -92,7 +92,7 @@ class HTTPRouteDestination(Model):
     """A weighted destination of an HTTP route."""
 
     destination: Destination
-    weight: Annotated[int, ranged(0, 100)] | None = None
+    weight: NonNegative | None = None
     headers: Headers | None = None
 
 
@@ -100,7 +100,7 @@ class RouteDestination(Model):
     """A weighted destination of a TLS or TCP route."""
 
     destination: Destination
-    weight: Annotated[int, ranged(0, 100)] | None = None
+    weight: NonNegative | None = None
 
 
 class HTTPRedirect(Model):
@@ -112,6 +112,7 @@ class HTTPRedirect(Model):
     derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
     scheme: str | None = None
     redirect_code: Annotated[int, ranged(300, 399)] | None = None
+    prefix_rewrite: str | None = None
 
 
 class HTTPBody(Model):
@@ -212,6 +213,29 @@ class CorsPolicy(Model):
     unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
 
 
+class SessionPersistenceCookie(Model):
+    """The cookie that carries a persistent session."""
+
+    name: str | None = None
+    path: str | None = None
+    lifetime_type: Literal["SESSION", "PERMANENT"] | None = None
+
+
+class SessionPersistenceHeader(Model):
+    """The header that carries a persistent session."""
+
+    name: str
+
+
+class SessionPersistence(Model):
+    """Keep a client's requests on the destination its session started on."""
+
+    absolute_timeout: Duration | None = None
+    type: Literal["COOKIE", "HEADER"] | None = None
+    cookie: SessionPersistenceCookie | None = None
+    header: SessionPersistenceHeader | None = None
+
+
 class HTTPRoute(Model):
     """One HTTP rule: when it matches, and what happens to the request."""
 
@@ -231,6 +255,7 @@ class HTTPRoute(Model):
     mirror_percent: Annotated[int, ranged(0, 100)] | None = None
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
+    session_persistence: SessionPersistence | None = None
 
 
 class TLSMatchAttributes(Model):
@@ -573,7 +598,7 @@ class ProxyProtocol(Model):
 class RetryBudget(Model):
     """Cap retries as a share of active requests."""
 
-    percent: Percent | None = None
+    percent: Percentage | None = None
     min_retry_concurrency: NonNegative | None = None
 
 
@@ -669,6 +694,7 @@ class ServerTLSSettings(Model):
     ca_crl: str | None = None
     credential_name: str | None = None
     credential_names: list[str] = Field(default_factory=list)
+    ca_cert_credential_name: str | None = None
     tls_certificates: list[ServerTLSCertificate] = Field(default_factory=list)
     subject_alt_names: list[str] = Field(default_factory=list)
     verify_certificate_spki: list[str] = Field(default_factory=list)
@@ -747,6 +773,12 @@ class WorkloadEntrySpec(Model):
     service_account: str | None = None
 
 
+class EntryWorkloadSelector(Model):
+    """A ServiceEntry's workload selector: plain `labels`, unlike the policies' `matchLabels`."""
+
+    labels: Labels = Field(default_factory=dict)
+
+
 class ServiceEntrySpec(Model):
     """Istio ServiceEntry: a service outside (or not registered in) the mesh."""
 
@@ -754,9 +786,9 @@ class ServiceEntrySpec(Model):
     addresses: list[str] = Field(default_factory=list)
     ports: list[ServicePort] = Field(default_factory=list)
     location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] | None = None
-    resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"] | None = None
+    resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"] | None = None
     endpoints: list[WorkloadEntrySpec] = Field(default_factory=list)
-    workload_selector: WorkloadSelector | None = None
+    workload_selector: EntryWorkloadSelector | None = None
     export_to: list[str] = Field(default_factory=list)
     subject_alt_names: list[str] = Field(default_factory=list)
 
