@@ -1,0 +1,302 @@
+"""The configuration one proxy runs: listeners, routes, clusters, endpoints; immutable, versioned.
+
+Both planes import this module and nothing else of each other. Durations are seconds (float),
+header names are lowercase, and every struct is frozen: a proxy swaps a whole snapshot at once and
+a request keeps the one it started with.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Role = Literal["inbound", "outbound", "gateway"]
+# `path_prefix` is Kubernetes' Prefix path type: "/foo" matches "/foo" and "/foo/bar", not "/foobar".
+MatchKind = Literal["exact", "prefix", "regex", "path_prefix"]
+LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "PEAK_EWMA"]
+
+
+class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Base of every snapshot part: frozen, strict about unknown fields, compact when encoded."""
+
+
+class StringMatch(Struct):
+    """Match a string exactly, by prefix or by a regular expression (whole-string match)."""
+
+    kind: MatchKind
+    value: str
+    ignore_case: bool = False
+
+
+class HeaderMatch(Struct):
+    """Match a request header; with no `match`, its presence; `invert` negates the result."""
+
+    name: str
+    match: StringMatch | None = None
+    invert: bool = False
+
+
+class QueryMatch(Struct):
+    """Match a query parameter; with no `match`, its presence."""
+
+    name: str
+    match: StringMatch | None = None
+
+
+class RouteMatch(Struct):
+    """All conditions must hold. An empty match matches every request."""
+
+    path: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    scheme: StringMatch | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+    query: tuple[QueryMatch, ...] = ()
+    port: int | None = None
+
+
+class HeaderOps(Struct):
+    """Header changes: `set` replaces, `add` appends, `remove` deletes (names lowercase)."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+class WeightedCluster(Struct):
+    """A cluster a route sends a share of its requests to."""
+
+    cluster: str
+    weight: int = 100
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
+
+
+class RetryPolicy(Struct):
+    """When and how often a failed request is tried again.
+
+    `retry_on` holds Envoy/Istio condition names: 5xx, gateway-error, connect-failure, reset,
+    retriable-4xx, retriable-status-codes, refused-stream. Backoff is jittered exponential.
+    """
+
+    attempts: int = 2
+    per_try_timeout: float | None = None
+    retry_on: tuple[str, ...] = ("connect-failure", "refused-stream", "gateway-error")
+    retriable_status_codes: tuple[int, ...] = ()
+    backoff_base: float = 0.025
+    backoff_max: float = 0.25
+    retry_non_idempotent: bool = False
+
+
+class Mirror(Struct):
+    """Copy a share of requests to another cluster, without waiting for its answer."""
+
+    cluster: str
+    percent: float = 100.0
+
+
+class Fault(Struct):
+    """Delay or fail a share of requests, to test how callers cope."""
+
+    delay: float | None = None
+    delay_percent: float = 100.0
+    abort_status: int | None = None
+    abort_percent: float = 100.0
+
+
+class Rewrite(Struct):
+    """Change the path prefix (or the whole path by regex) and the authority before forwarding."""
+
+    prefix: str | None = None
+    regex: str | None = None
+    substitution: str | None = None
+    authority: str | None = None
+
+
+class Redirect(Struct):
+    """Answer with a redirect."""
+
+    status: int = 301
+    path: str | None = None
+    authority: str | None = None
+    scheme: str | None = None
+    port: int | None = None
+
+
+class DirectResponse(Struct):
+    """Answer with a fixed status and body."""
+
+    status: int
+    body: str = ""
+
+
+class Route(Struct):
+    """A match and what to do: forward to weighted clusters, redirect, or answer directly."""
+
+    name: str
+    match: RouteMatch = RouteMatch()
+    clusters: tuple[WeightedCluster, ...] = ()
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    timeout: float | None = None
+    retries: RetryPolicy | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    fault: Fault | None = None
+    rewrite: Rewrite | None = None
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
+
+
+class VirtualHost(Struct):
+    """The routes for a set of domains (`*` and `*.suffix` wildcards; `:port` optional)."""
+
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[Route, ...]
+
+
+class RouteTable(Struct):
+    """The virtual hosts a listener routes with."""
+
+    name: str
+    virtual_hosts: tuple[VirtualHost, ...]
+
+
+class Endpoint(Struct):
+    """One address of a cluster."""
+
+    address: str
+    port: int
+    weight: int = 1
+    zone: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    healthy: bool = True
+
+
+class PoolLimits(Struct):
+    """Connection pool limits: the circuit breaker, as Envoy and Istio define it."""
+
+    max_connections: int = 1024
+    max_pending: int = 1024
+    max_requests: int = 1024
+    max_requests_per_connection: int = 0
+    max_retries: int = 3
+    connect_timeout: float = 1.0
+    idle_timeout: float = 60.0
+
+
+class OutlierDetection(Struct):
+    """Eject an endpoint after consecutive failures, for a growing time."""
+
+    consecutive_5xx: int = 5
+    consecutive_gateway_errors: int = 0
+    interval: float = 10.0
+    base_ejection_time: float = 30.0
+    max_ejection_percent: int = 10
+
+
+class HealthCheck(Struct):
+    """Active HTTP health checks of each endpoint."""
+
+    path: str = "/healthz"
+    interval: float = 5.0
+    timeout: float = 1.0
+    healthy_threshold: int = 1
+    unhealthy_threshold: int = 3
+
+
+class HashPolicy(Struct):
+    """What consistent hashing hashes: a header, a cookie, a query parameter or the source IP."""
+
+    header: str | None = None
+    cookie: str | None = None
+    query_param: str | None = None
+    source_ip: bool = False
+
+
+class RetryBudget(Struct):
+    """Retries may be at most `percent` of active requests (but `min_concurrency` always)."""
+
+    percent: float = 20.0
+    min_concurrency: int = 3
+
+
+class ServiceLabels(Struct):
+    """Who the cluster's endpoints are, for metric labels (Istio's destination_* labels)."""
+
+    service: str = "unknown"
+    service_name: str = "unknown"
+    namespace: str = "unknown"
+    workload: str = "unknown"
+    version: str = "unknown"
+
+
+class Cluster(Struct):
+    """A set of endpoints and how to balance and protect them."""
+
+    name: str
+    endpoints: tuple[Endpoint, ...] = ()
+    lb_policy: LbPolicy = "LEAST_REQUEST"
+    hash_policy: HashPolicy | None = None
+    limits: PoolLimits = PoolLimits()
+    outlier_detection: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
+    retry_budget: RetryBudget = RetryBudget()
+    labels: ServiceLabels = ServiceLabels()
+
+
+class ListenerLimits(Struct):
+    """Bounds that protect a listener from slow, large or too many requests."""
+
+    max_request_line: int = 8192
+    max_header_bytes: int = 65536
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    request_timeout: float = 300.0
+    max_connections: int = 10000
+    max_concurrent_requests: int = 5000
+    max_request_body_buffer: int = 65536
+    drain_timeout: float = 10.0
+
+
+class Listener(Struct):
+    """An address the proxy accepts connections on, and the route table it uses."""
+
+    name: str
+    address: str
+    port: int
+    role: Role
+    route_table: str
+    limits: ListenerLimits = ListenerLimits()
+
+
+class Node(Struct):
+    """Who this proxy speaks for: its workload, for metrics and headers."""
+
+    workload: str = "unknown"
+    namespace: str = "default"
+    service_account: str = "default"
+    cluster_domain: str = "cluster.local"
+    service: str = "unknown"
+    version: str = "unknown"
+
+
+class Telemetry(Struct):
+    """Access log and tracing settings."""
+
+    access_log: bool = False
+    access_log_path: str = "-"
+    trace_sampling: float = 1.0
+
+
+class Snapshot(Struct):
+    """Everything one proxy runs, under one version."""
+
+    version: str
+    node: Node = Node()
+    listeners: tuple[Listener, ...] = ()
+    route_tables: tuple[RouteTable, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    telemetry: Telemetry = Telemetry()
