@@ -77,9 +77,10 @@ def _check_route(route: Route, clusters: set[str], where: str) -> None:
     )
     if actions != 1:
         raise SnapshotError(f"{where}: needs exactly one of clusters, redirect, direct_response")
-    for target in (*route.clusters, *route.mirrors):
-        if target.cluster not in clusters:
-            raise SnapshotError(f"{where}: no cluster named {target.cluster}")
+    named = [c.cluster for c in route.clusters] + [m.cluster for m in route.mirrors]
+    for name in named:
+        if name not in clusters:
+            raise SnapshotError(f"{where}: no cluster named {name}")
     if route.clusters and sum(c.weight for c in route.clusters) <= 0:
         raise SnapshotError(f"{where}: cluster weights add up to 0")
     matches: list[StringMatch | None] = [

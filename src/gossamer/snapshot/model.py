@@ -12,7 +12,7 @@ from typing import Literal
 import msgspec
 
 Role = Literal["inbound", "outbound", "gateway"]
-# `path_prefix` is Kubernetes' Prefix path type: "/foo" matches "/foo" and "/foo/bar", not "/foobar".
+# `path_prefix` is Kubernetes' Prefix type: "/foo" matches "/foo" and "/foo/bar", not "/foobar".
 MatchKind = Literal["exact", "prefix", "regex", "path_prefix"]
 LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "PEAK_EWMA"]
 
@@ -21,7 +21,7 @@ class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     """Base of every snapshot part: frozen, strict about unknown fields, compact when encoded."""
 
 
-class StringMatch(Struct):
+class StringMatch(Struct, frozen=True):
     """Match a string exactly, by prefix or by a regular expression (whole-string match)."""
 
     kind: MatchKind
@@ -29,7 +29,7 @@ class StringMatch(Struct):
     ignore_case: bool = False
 
 
-class HeaderMatch(Struct):
+class HeaderMatch(Struct, frozen=True):
     """Match a request header; with no `match`, its presence; `invert` negates the result."""
 
     name: str
@@ -37,14 +37,14 @@ class HeaderMatch(Struct):
     invert: bool = False
 
 
-class QueryMatch(Struct):
+class QueryMatch(Struct, frozen=True):
     """Match a query parameter; with no `match`, its presence."""
 
     name: str
     match: StringMatch | None = None
 
 
-class RouteMatch(Struct):
+class RouteMatch(Struct, frozen=True):
     """All conditions must hold. An empty match matches every request."""
 
     path: StringMatch | None = None
@@ -56,7 +56,7 @@ class RouteMatch(Struct):
     port: int | None = None
 
 
-class HeaderOps(Struct):
+class HeaderOps(Struct, frozen=True):
     """Header changes: `set` replaces, `add` appends, `remove` deletes (names lowercase)."""
 
     set: tuple[tuple[str, str], ...] = ()
@@ -64,7 +64,7 @@ class HeaderOps(Struct):
     remove: tuple[str, ...] = ()
 
 
-class WeightedCluster(Struct):
+class WeightedCluster(Struct, frozen=True):
     """A cluster a route sends a share of its requests to."""
 
     cluster: str
@@ -73,7 +73,7 @@ class WeightedCluster(Struct):
     response_headers: HeaderOps | None = None
 
 
-class RetryPolicy(Struct):
+class RetryPolicy(Struct, frozen=True):
     """When and how often a failed request is tried again.
 
     `retry_on` holds Envoy/Istio condition names: 5xx, gateway-error, connect-failure, reset,
@@ -89,14 +89,14 @@ class RetryPolicy(Struct):
     retry_non_idempotent: bool = False
 
 
-class Mirror(Struct):
+class Mirror(Struct, frozen=True):
     """Copy a share of requests to another cluster, without waiting for its answer."""
 
     cluster: str
     percent: float = 100.0
 
 
-class Fault(Struct):
+class Fault(Struct, frozen=True):
     """Delay or fail a share of requests, to test how callers cope."""
 
     delay: float | None = None
@@ -105,7 +105,7 @@ class Fault(Struct):
     abort_percent: float = 100.0
 
 
-class Rewrite(Struct):
+class Rewrite(Struct, frozen=True):
     """Change the path prefix (or the whole path by regex) and the authority before forwarding."""
 
     prefix: str | None = None
@@ -114,7 +114,7 @@ class Rewrite(Struct):
     authority: str | None = None
 
 
-class Redirect(Struct):
+class Redirect(Struct, frozen=True):
     """Answer with a redirect."""
 
     status: int = 301
@@ -124,14 +124,14 @@ class Redirect(Struct):
     port: int | None = None
 
 
-class DirectResponse(Struct):
+class DirectResponse(Struct, frozen=True):
     """Answer with a fixed status and body."""
 
     status: int
     body: str = ""
 
 
-class Route(Struct):
+class Route(Struct, frozen=True):
     """A match and what to do: forward to weighted clusters, redirect, or answer directly."""
 
     name: str
@@ -148,7 +148,7 @@ class Route(Struct):
     response_headers: HeaderOps | None = None
 
 
-class VirtualHost(Struct):
+class VirtualHost(Struct, frozen=True):
     """The routes for a set of domains (`*` and `*.suffix` wildcards; `:port` optional)."""
 
     name: str
@@ -156,14 +156,14 @@ class VirtualHost(Struct):
     routes: tuple[Route, ...]
 
 
-class RouteTable(Struct):
+class RouteTable(Struct, frozen=True):
     """The virtual hosts a listener routes with."""
 
     name: str
     virtual_hosts: tuple[VirtualHost, ...]
 
 
-class Endpoint(Struct):
+class Endpoint(Struct, frozen=True):
     """One address of a cluster."""
 
     address: str
@@ -174,7 +174,7 @@ class Endpoint(Struct):
     healthy: bool = True
 
 
-class PoolLimits(Struct):
+class PoolLimits(Struct, frozen=True):
     """Connection pool limits: the circuit breaker, as Envoy and Istio define it."""
 
     max_connections: int = 1024
@@ -186,7 +186,7 @@ class PoolLimits(Struct):
     idle_timeout: float = 60.0
 
 
-class OutlierDetection(Struct):
+class OutlierDetection(Struct, frozen=True):
     """Eject an endpoint after consecutive failures, for a growing time."""
 
     consecutive_5xx: int = 5
@@ -196,7 +196,7 @@ class OutlierDetection(Struct):
     max_ejection_percent: int = 10
 
 
-class HealthCheck(Struct):
+class HealthCheck(Struct, frozen=True):
     """Active HTTP health checks of each endpoint."""
 
     path: str = "/healthz"
@@ -206,7 +206,7 @@ class HealthCheck(Struct):
     unhealthy_threshold: int = 3
 
 
-class HashPolicy(Struct):
+class HashPolicy(Struct, frozen=True):
     """What consistent hashing hashes: a header, a cookie, a query parameter or the source IP."""
 
     header: str | None = None
@@ -215,14 +215,14 @@ class HashPolicy(Struct):
     source_ip: bool = False
 
 
-class RetryBudget(Struct):
+class RetryBudget(Struct, frozen=True):
     """Retries may be at most `percent` of active requests (but `min_concurrency` always)."""
 
     percent: float = 20.0
     min_concurrency: int = 3
 
 
-class ServiceLabels(Struct):
+class ServiceLabels(Struct, frozen=True):
     """Who the cluster's endpoints are, for metric labels (Istio's destination_* labels)."""
 
     service: str = "unknown"
@@ -232,7 +232,7 @@ class ServiceLabels(Struct):
     version: str = "unknown"
 
 
-class Cluster(Struct):
+class Cluster(Struct, frozen=True):
     """A set of endpoints and how to balance and protect them."""
 
     name: str
@@ -246,7 +246,7 @@ class Cluster(Struct):
     labels: ServiceLabels = ServiceLabels()
 
 
-class ListenerLimits(Struct):
+class ListenerLimits(Struct, frozen=True):
     """Bounds that protect a listener from slow, large or too many requests."""
 
     max_request_line: int = 8192
@@ -261,7 +261,7 @@ class ListenerLimits(Struct):
     drain_timeout: float = 10.0
 
 
-class Listener(Struct):
+class Listener(Struct, frozen=True):
     """An address the proxy accepts connections on, and the route table it uses."""
 
     name: str
@@ -272,7 +272,7 @@ class Listener(Struct):
     limits: ListenerLimits = ListenerLimits()
 
 
-class Node(Struct):
+class Node(Struct, frozen=True):
     """Who this proxy speaks for: its workload, for metrics and headers."""
 
     workload: str = "unknown"
@@ -283,7 +283,7 @@ class Node(Struct):
     version: str = "unknown"
 
 
-class Telemetry(Struct):
+class Telemetry(Struct, frozen=True):
     """Access log and tracing settings."""
 
     access_log: bool = False
@@ -291,7 +291,7 @@ class Telemetry(Struct):
     trace_sampling: float = 1.0
 
 
-class Snapshot(Struct):
+class Snapshot(Struct, frozen=True):
     """Everything one proxy runs, under one version."""
 
     version: str
