@@ -149,7 +149,7 @@ class Container(Model):
     startup_probe: Probe | None = None
     resources: Opaque = None
     resize_policy: list[Opaque] = Field(default_factory=list)
-    restart_policy: Literal["Always"] | None = None
+    restart_policy: Literal["Always", "OnFailure", "Never"] | None = None
     restart_policy_rules: list[Opaque] = Field(default_factory=list)
     volume_mounts: list[Opaque] = Field(default_factory=list)
     volume_devices: list[Opaque] = Field(default_factory=list)
@@ -169,6 +169,7 @@ class PodSpec(Model):
     containers: list[Container]
     init_containers: list[Container] = Field(default_factory=list)
     ephemeral_containers: list[Opaque] = Field(default_factory=list)
+    eviction_responders: list[Opaque] = Field(default_factory=list)
     service_account_name: str | None = None
     service_account: str | None = None
     automount_service_account_token: bool | None = None
@@ -195,6 +196,8 @@ class PodSpec(Model):
     topology_spread_constraints: list[Opaque] = Field(default_factory=list)
     scheduler_name: str | None = None
     scheduling_gates: list[Opaque] = Field(default_factory=list)
+    scheduling_group: Opaque = None
+    workload_ref: Opaque = None
     priority: int | None = None
     priority_class_name: str | None = None
     preemption_policy: str | None = None

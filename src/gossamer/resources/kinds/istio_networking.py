@@ -92,7 +92,7 @@ class HTTPRouteDestination(Model):
     """A weighted destination of an HTTP route."""
 
     destination: Destination
-    weight: NonNegative | None = None
+    weight: Annotated[int, ranged(0, 100)] | None = None
     headers: Headers | None = None
 
 
@@ -100,7 +100,7 @@ class RouteDestination(Model):
     """A weighted destination of a TLS or TCP route."""
 
     destination: Destination
-    weight: NonNegative | None = None
+    weight: Annotated[int, ranged(0, 100)] | None = None
 
 
 class HTTPRedirect(Model):
@@ -338,7 +338,7 @@ class VirtualService(Resource):
     def check(self) -> Iterator[Finding]:
         """Istio's own VirtualService rules, as `istioctl validate` applies them."""
         if not self.spec.hosts:
-            yield Finding(("spec", "hosts"), "must list at least one host")
+            yield from _check_delegate(self.spec)
         if not (self.spec.http or self.spec.tls or self.spec.tcp):
             yield Finding(("spec",), "needs at least one http, tls or tcp route")
         for r, rule in enumerate(self.spec.http):
@@ -347,6 +347,21 @@ class VirtualService(Resource):
             if not targets:
                 yield Finding(path, "must list at least one destination")
         yield from _check_weights(self)
+
+
+def _check_delegate(spec: VirtualServiceSpec) -> Iterator[Finding]:
+    # Without hosts a VirtualService is a delegate: another one hands it HTTP routes.
+    for name, given in (("gateways", spec.gateways), ("tls", spec.tls), ("tcp", spec.tcp)):
+        if given:
+            yield Finding(
+                ("spec", name), f"a VirtualService without hosts is a delegate and takes no {name}"
+            )
+    for r, rule in enumerate(spec.http):
+        if rule.delegate is not None:
+            yield Finding(
+                ("spec", "http", r, "delegate"),
+                "a VirtualService without hosts is a delegate and cannot delegate again",
+            )
 
 
 def _check_http_route(rule: HTTPRoute, path: FieldPath) -> Iterator[Finding]:
@@ -366,6 +381,8 @@ def _check_http_route(rule: HTTPRoute, path: FieldPath) -> Iterator[Finding]:
         yield Finding(path, f"gives {' and '.join(actions)}; a rule takes only one of them")
     if rule.mirror is not None and rule.mirrors:
         yield Finding((*path, "mirrors"), "cannot be used together with mirror")
+    if rule.redirect is not None and rule.redirect.uri and rule.redirect.prefix_rewrite:
+        yield Finding((*path, "redirect"), "give uri or prefixRewrite, not both")
     if rule.rewrite is not None and rule.rewrite.uri and rule.rewrite.uri_regex_rewrite:
         yield Finding((*path, "rewrite"), "give uri or uriRegexRewrite, not both")
     for m, match in enumerate(rule.match):

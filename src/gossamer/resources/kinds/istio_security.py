@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from gossamer.resources.base import (
     Duration,
@@ -206,7 +206,8 @@ class JWTRule(Model):
 
     issuer: str
     audiences: list[str] = Field(default_factory=list)
-    jwks_uri: str | None = None
+    # Istio's CRD also accepts the proto spelling `jwks_uri` for the same URL.
+    jwks_uri: str | None = Field(default=None, validation_alias=AliasChoices("jwksUri", "jwks_uri"))
     jwks: str | None = None
     from_headers: list[JWTHeader] = Field(default_factory=list)
     from_params: list[str] = Field(default_factory=list)
@@ -215,6 +216,7 @@ class JWTRule(Model):
     output_claim_to_headers: list[ClaimToHeader] = Field(default_factory=list)
     forward_original_token: bool | None = None
     timeout: Duration | None = None
+    space_delimited_claims: list[str] = Field(default_factory=list)
 
 
 class RequestAuthenticationSpec(Model):
