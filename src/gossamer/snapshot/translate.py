@@ -1,0 +1,267 @@
+"""Resources and endpoints to the snapshot one sidecar or gateway runs: a pure translation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from gossamer.resources import Resource
+from gossamer.snapshot.model import (
+    Cluster,
+    Endpoint,
+    Listener,
+    Node,
+    Route,
+    RouteMatch,
+    RouteTable,
+    ServiceLabels,
+    Snapshot,
+    VirtualHost,
+    WeightedCluster,
+)
+from gossamer.snapshot.translate_catalog import (
+    Caller,
+    Catalog,
+    MeshPort,
+    MeshService,
+    build_catalog,
+    labels_match,
+    pod_labels,
+)
+from gossamer.snapshot.translate_clusters import (
+    EndpointIndex,
+    canonical_name,
+    canonical_revision,
+    cluster_name,
+    outbound_clusters,
+    placeholder_cluster,
+)
+from gossamer.snapshot.translate_gateway import gateway_virtual_hosts
+from gossamer.snapshot.translate_routes import RouteContext, default_route, virtual_service_routes
+
+__all__ = [
+    "EndpointIndex",
+    "GatewaySpec",
+    "SidecarSpec",
+    "gateway_snapshot",
+    "sidecar_snapshot",
+]
+
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSpec:
+    """The workload a sidecar serves, and where the sidecar and its app listen."""
+
+    workload: str
+    namespace: str
+    service_account: str
+    outbound_port: int = 15001
+    inbound_port: int = 15006
+    # Service (or container) port -> the port the app listens on at 127.0.0.1. When empty, the
+    # ports of the Services that select the workload, each to its targetPort.
+    app_ports: Mapping[int, int] = field(default_factory=dict)
+    address: str = LOCALHOST
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySpec:
+    """An ingress gateway: its identity, the labels Gateway selectors match, and its HTTP port."""
+
+    name: str = "ingressgateway"
+    namespace: str = "istio-system"
+    http_port: int = 8080
+    address: str = "0.0.0.0"
+    labels: Mapping[str, str] = field(default_factory=lambda: {"istio": "ingressgateway"})
+    # Istio's ingress gateway identity, which AuthorizationPolicies name as a principal.
+    service_account: str = "istio-ingressgateway-service-account"
+
+
+def sidecar_snapshot(
+    resources: Sequence[Resource], endpoints: EndpointIndex, sidecar: SidecarSpec, version: str
+) -> Snapshot:
+    """What the sidecar of one workload runs: an outbound and an inbound listener, and clusters."""
+    labels = pod_labels(resources, sidecar.workload, sidecar.namespace)
+    catalog = build_catalog(resources, Caller(sidecar.namespace, labels))
+    app_ports = dict(sidecar.app_ports) or _derived_app_ports(catalog, sidecar.workload)
+    node = Node(
+        workload=sidecar.workload,
+        namespace=sidecar.namespace,
+        service_account=sidecar.service_account,
+        service=canonical_name(labels, sidecar.workload),
+        version=canonical_revision(labels),
+    )
+    outbound = RouteTable(name="outbound", virtual_hosts=_outbound_hosts(catalog))
+    inbound = RouteTable(name="inbound", virtual_hosts=_inbound_hosts(app_ports))
+    clusters = [
+        *outbound_clusters(catalog, endpoints),
+        *_inbound_clusters(catalog, node, app_ports),
+    ]
+    return Snapshot(
+        version=version,
+        node=node,
+        listeners=(
+            Listener("outbound", LOCALHOST, sidecar.outbound_port, "outbound", "outbound"),
+            Listener("inbound", sidecar.address, sidecar.inbound_port, "inbound", "inbound"),
+        ),
+        route_tables=(outbound, inbound),
+        clusters=_complete(clusters, (outbound, inbound)),
+    )
+
+
+def gateway_snapshot(
+    resources: Sequence[Resource], endpoints: EndpointIndex, gateway: GatewaySpec, version: str
+) -> Snapshot:
+    """What an ingress gateway runs: Ingress and Gateway-bound routes on one HTTP listener."""
+    catalog = build_catalog(resources, Caller(gateway.namespace, dict(gateway.labels)))
+    table = RouteTable(
+        name="gateway",
+        virtual_hosts=gateway_virtual_hosts(catalog, gateway.labels, gateway.http_port),
+    )
+    return Snapshot(
+        version=version,
+        node=Node(
+            workload=gateway.name,
+            namespace=gateway.namespace,
+            service_account=gateway.service_account,
+            service=canonical_name(gateway.labels, gateway.name),
+            version=canonical_revision(gateway.labels),
+        ),
+        listeners=(Listener("gateway", gateway.address, gateway.http_port, "gateway", "gateway"),),
+        route_tables=(table,),
+        clusters=_complete(list(outbound_clusters(catalog, endpoints)), (table,)),
+    )
+
+
+def _outbound_hosts(catalog: Catalog) -> tuple[VirtualHost, ...]:
+    """A virtual host per HTTP port of every service, under the names the caller may use."""
+    hosts = []
+    for service in catalog.services:
+        ports = service.http_ports
+        names = _dns_names(service, catalog.caller.namespace)
+        # A Host header without a port names port 80, or else the service's first port.
+        bare = next((p for p in ports if p.number == 80), ports[0] if ports else None)
+        for port in ports:
+            suffixes = ("", f":{port.number}") if port is bare else (f":{port.number}",)
+            hosts.append(
+                VirtualHost(
+                    name=f"{service.host}:{port.number}",
+                    domains=tuple(name + suffix for name in names for suffix in suffixes),
+                    routes=_mesh_routes(catalog, service, port),
+                )
+            )
+    return tuple(hosts)
+
+
+def _dns_names(service: MeshService, namespace: str) -> list[str]:
+    """The names Kubernetes DNS search resolves to a service from a pod in `namespace`."""
+    if service.name == service.host:
+        # A ServiceEntry host: it is known by that name only.
+        return [service.host]
+    short = f"{service.name}.{service.namespace}"
+    names = [short, f"{short}.svc", service.host]
+    return [service.name, *names] if service.namespace == namespace else names
+
+
+def _mesh_routes(catalog: Catalog, service: MeshService, port: MeshPort) -> tuple[Route, ...]:
+    context = RouteContext(
+        catalog=catalog,
+        gateways=frozenset({"mesh"}),
+        ports=frozenset({port.number}),
+        port=port.number,
+    )
+    routes = virtual_service_routes(catalog.mesh_virtual_services(service.host), context)
+    return routes or (default_route(cluster_name(port.number, "", service.host)),)
+
+
+def _derived_app_ports(catalog: Catalog, workload: str) -> dict[int, int]:
+    """Each port of the Services selecting the workload, to the container port it targets."""
+    named = {
+        port.name: port.container_port
+        for deployment in catalog.deployments
+        if deployment.name == workload and deployment.namespace == catalog.caller.namespace
+        for container in deployment.spec.template.spec.containers
+        for port in container.ports
+        if port.name
+    }
+    ports: dict[int, int] = {}
+    for service in _selecting(catalog, catalog.caller.labels):
+        for port in service.http_ports:
+            target = named.get(port.target) if isinstance(port.target, str) else port.target
+            if target is not None:
+                ports.setdefault(port.number, target)
+    return ports
+
+
+def _selecting(catalog: Catalog, labels: Mapping[str, str]) -> list[MeshService]:
+    """The Kubernetes Services of the caller's namespace whose selector picks these pod labels."""
+    return [
+        service
+        for service in catalog.services
+        if service.namespace == catalog.caller.namespace
+        and service.selector
+        and not service.entries
+        and labels_match(service.selector, labels)
+    ]
+
+
+def _inbound_hosts(app_ports: Mapping[int, int]) -> tuple[VirtualHost, ...]:
+    if not app_ports:
+        return ()
+    several = len(app_ports) > 1
+    routes = tuple(_inbound_route(port, several) for port in sorted(app_ports))
+    return (VirtualHost(name="inbound", domains=("*",), routes=routes),)
+
+
+def _inbound_route(port: int, several: bool) -> Route:
+    route = Route(
+        name=f"inbound|{port}", clusters=(WeightedCluster(cluster=_inbound_cluster_name(port)),)
+    )
+    # With one app port every request is for it; with several, the port tells them apart.
+    return msgspec.structs.replace(route, match=RouteMatch(port=port)) if several else route
+
+
+def _inbound_clusters(catalog: Catalog, node: Node, app_ports: Mapping[int, int]) -> list[Cluster]:
+    services = _selecting(catalog, catalog.caller.labels)
+    clusters = []
+    for port, app_port in sorted(app_ports.items()):
+        owner = next((s for s in services if any(p.number == port for p in s.ports)), None)
+        labels = ServiceLabels(
+            service=owner.host if owner else node.service,
+            service_name=owner.name if owner else node.service,
+            namespace=node.namespace,
+            workload=node.workload,
+            version=node.version,
+        )
+        clusters.append(
+            Cluster(
+                name=_inbound_cluster_name(port),
+                endpoints=(Endpoint(address=LOCALHOST, port=app_port),),
+                labels=labels,
+            )
+        )
+    return clusters
+
+
+def _inbound_cluster_name(port: int) -> str:
+    return f"inbound|{port}||"
+
+
+def _complete(clusters: list[Cluster], tables: Iterable[RouteTable]) -> tuple[Cluster, ...]:
+    """The clusters by name, plus a placeholder for each one a route names but nothing defines."""
+    known = {cluster.name for cluster in clusters}
+    named = {
+        target
+        for table in tables
+        for host in table.virtual_hosts
+        for route in host.routes
+        for target in (
+            *(c.cluster for c in route.clusters),
+            *(m.cluster for m in route.mirrors),
+        )
+    }
+    clusters.extend(placeholder_cluster(name) for name in sorted(named - known))
+    return tuple(sorted(clusters, key=lambda cluster: cluster.name))
