@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from gossamer import __version__
+from gossamer.cli.proxy import proxy
 from gossamer.cli.validate import validate
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(validate)
+app.command()(proxy)
 
 
 def _print_version(value: bool) -> None:

@@ -6,14 +6,14 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from gossamer.resources.problems import Severity
-from gossamer.resources.validation import Validation, validate_paths
+if TYPE_CHECKING:
+    from gossamer.resources.validation import Validation
 
 
 class OutputFormat(StrEnum):
@@ -23,7 +23,7 @@ class OutputFormat(StrEnum):
     JSON = "json"
 
 
-_STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.NOTICE: "cyan"}
+_STYLE = {"error": "red", "warning": "yellow", "notice": "cyan"}
 
 
 def validate(
@@ -50,6 +50,9 @@ def validate(
     ] = False,
 ) -> None:
     """Check manifests: exit 0 when valid, 1 when not, 2 on a usage error."""
+    # Imported here so that commands which do not read manifests (the proxy) start lean.
+    from gossamer.resources.validation import validate_paths
+
     result = validate_paths(files, strict=strict)
     if not result.loaded.files:
         where = ", ".join(str(f) for f in files)
@@ -63,6 +66,8 @@ def validate(
 
 
 def _print_text(result: Validation, list_resources: bool) -> None:
+    from gossamer.resources.problems import Severity
+
     console = Console(soft_wrap=True, highlight=False)
     if not console.is_terminal:
         # Piped output is read by programs and people's scripts: never truncate a column.
@@ -70,7 +75,7 @@ def _print_text(result: Validation, list_resources: bool) -> None:
     for problem in result.problems:
         line = str(problem)
         if console.is_terminal:
-            console.print(line, style=_STYLE[problem.severity], markup=False)
+            console.print(line, style=_STYLE[problem.severity.value], markup=False)
         else:
             sys.stdout.write(line + "\n")
     if list_resources:

@@ -1,0 +1,393 @@
+"""Proxy throughput and latency: direct, nginx, haproxy and Gossamer in front of one nginx backend.
+
+Usage: python bench/proxy_bench.py [--duration 10] [--markdown FILE]
+
+Every target proxies to the same nginx backend (1 worker). Each proxy runs on one core (taskset
+-c 0); the backend and wrk share the other. The same wrk load (100 B and 1 KB bodies, 1 and 50
+connections) runs against each, and the table gives requests per second, p50 and p99 latency,
+the proxy's CPU and peak RSS, and Gossamer's ratios to nginx and haproxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROXY_CORE = "0"
+LOAD_CORE = "1"
+BODIES = {"100B": 100, "1KB": 1024}
+CONNECTIONS = (1, 50)
+
+
+@dataclass
+class Result:
+    """One wrk run against one target."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_percent: float | None
+    rss_mb: float | None
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, deadline: float = 10.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def nginx_backend(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    for name, size in BODIES.items():
+        (workdir / f"body{name}").write_bytes(b"x" * size)
+    conf = workdir / "backend.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {workdir}/backend.pid;
+error_log {workdir}/backend.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{ root {workdir}; }}
+  }}
+}}
+""")
+    return subprocess.Popen(
+        ["taskset", "-c", LOAD_CORE, "nginx", "-c", str(conf), "-p", str(workdir)]
+    )
+
+
+def nginx_proxy(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
+    conf = workdir / "proxy-nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {workdir}/proxy-nginx.pid;
+error_log {workdir}/proxy-nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+""")
+    return subprocess.Popen(
+        ["taskset", "-c", PROXY_CORE, "nginx", "-c", str(conf), "-p", str(workdir)]
+    )
+
+
+def haproxy(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
+    conf = workdir / "haproxy.cfg"
+    conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{port}
+  default_backend b
+backend b
+  server s1 127.0.0.1:{backend}
+""")
+    return subprocess.Popen(["taskset", "-c", PROXY_CORE, "haproxy", "-f", str(conf)])
+
+
+def gossamer_snapshot(port: int, backend: int) -> dict[str, object]:
+    """10 routes over 3 clusters, with retries and metrics on, as a sidecar would run."""
+    clusters = [f"outbound|80||svc{i}.default.svc.cluster.local" for i in range(3)]
+    routes = [
+        {
+            "name": f"route-{i}",
+            "match": {"path": {"kind": "prefix", "value": f"/api/v{i}/"}},
+            "clusters": [{"cluster": clusters[i % 3]}],
+            "timeout": 15.0,
+            "retries": {"attempts": 2},
+        }
+        for i in range(9)
+    ]
+    routes.append(
+        {
+            "name": "default",
+            "match": {"path": {"kind": "prefix", "value": "/"}},
+            "clusters": [{"cluster": clusters[0]}],
+            "timeout": 15.0,
+            "retries": {"attempts": 2},
+        }
+    )
+    return {
+        "version": "bench",
+        "listeners": [
+            {
+                "name": "outbound",
+                "address": "127.0.0.1",
+                "port": port,
+                "role": "outbound",
+                "route_table": "outbound",
+            }
+        ],
+        "route_tables": [
+            {
+                "name": "outbound",
+                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
+            }
+        ],
+        "clusters": [
+            {
+                "name": name,
+                "endpoints": [{"address": "127.0.0.1", "port": backend}],
+                "lb_policy": "LEAST_REQUEST",
+                "labels": {"service": name.split("|")[-1], "service_name": name.split("|")[-1][:4]},
+            }
+            for name in clusters
+        ],
+    }
+
+
+def gossamer(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
+    bootstrap = workdir / "gossamer.json"
+    bootstrap.write_text(json.dumps(gossamer_snapshot(port, backend)))
+    exe = str(Path(sys.executable).parent / "gossamer")
+    return subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            PROXY_CORE,
+            exe,
+            "proxy",
+            "--bootstrap",
+            str(bootstrap),
+            "--admin",
+            f"127.0.0.1:{free_port()}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+def family(pid: int) -> list[int]:
+    """A process and its children (nginx's master and worker)."""
+    found = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        found.extend(family(int(child)))
+    return found
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if found is None:
+        raise ValueError(f"wrk printed a latency I cannot read: {text!r}")
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def wrk(port: int, path: str, connections: int, duration: int, pids: list[int]) -> Result:
+    threads = 1 if connections == 1 else 2
+    warm = [
+        "taskset",
+        "-c",
+        LOAD_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        "-d1s",
+        f"http://127.0.0.1:{port}{path}",
+    ]
+    subprocess.run(warm, capture_output=True, check=True)
+    before = cpu_seconds(pids)
+    started = time.monotonic()
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    elapsed = time.monotonic() - started
+    used = cpu_seconds(pids) - before
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    return Result(
+        rps,
+        p50,
+        p99,
+        100.0 * used / elapsed if pids else None,
+        peak_rss_mb(pids) if pids else None,
+        errors,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--only", choices=["direct", "nginx", "haproxy", "gossamer"], nargs="*")
+    args = parser.parse_args()
+    for tool in ("nginx", "haproxy", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(
+                f"error: {tool} is not installed (apt-get install -y nginx haproxy wrk util-linux)"
+            )
+            return 2
+    workdir = Path(tempfile.mkdtemp(prefix="gossamer-bench-"))
+    workdir.chmod(0o755)  # nginx workers run as an unprivileged user and must read the bodies
+    backend_port = free_port()
+    processes: list[subprocess.Popen[bytes]] = [nginx_backend(workdir, backend_port)]
+    targets: dict[str, tuple[int, list[int]]] = {"direct": (backend_port, [])}
+    try:
+        wait_port(backend_port)
+        for name, start in (("nginx", nginx_proxy), ("haproxy", haproxy), ("gossamer", gossamer)):
+            if args.only and name not in args.only:
+                continue
+            port = free_port()
+            process = start(workdir, port, backend_port)
+            processes.append(process)
+            wait_port(port)
+            targets[name] = (port, family(process.pid))
+        rows: list[tuple[str, str, int, Result]] = []
+        for body in BODIES:
+            for connections in CONNECTIONS:
+                for name, (port, pids) in targets.items():
+                    if args.only and name not in args.only:
+                        continue
+                    result = wrk(port, f"/body{body}", connections, args.duration, pids)
+                    rows.append((body, name, connections, result))
+                    print(
+                        f"{body:>5} c{connections:<3} {name:<9} {result.rps:>10.0f} rps  "
+                        f"p50 {result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.3f} ms",
+                        flush=True,
+                    )
+        table = render(rows)
+        print()
+        print(table)
+        if args.markdown:
+            args.markdown.write_text(table + "\n")
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def render(rows: list[tuple[str, str, int, Result]]) -> str:
+    lines = [
+        "| body | conns | target | rps | p50 ms | p99 ms | proxy CPU % | proxy peak RSS MB "
+        "| errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    by_key = {(b, c, n): r for b, n, c, r in rows}
+    for body, name, connections, r in rows:
+        cpu = f"{r.cpu_percent:.0f}" if r.cpu_percent is not None else "-"
+        rss = f"{r.rss_mb:.1f}" if r.rss_mb is not None else "-"
+        lines.append(
+            f"| {body} | {connections} | {name} | {r.rps:.0f} | {r.p50_ms:.3f} | "
+            f"{r.p99_ms:.3f} | {cpu} | {rss} | {r.errors} |"
+        )
+    lines.append("")
+    lines.append(
+        "| body | conns | gossamer/nginx rps | gossamer/haproxy rps | "
+        "added p50 vs direct: nginx / gossamer (ms) |"
+    )
+    lines.append("| --- | --- | --- | --- | --- |")
+    for body in BODIES:
+        for connections in CONNECTIONS:
+            g = by_key.get((body, connections, "gossamer"))
+            n = by_key.get((body, connections, "nginx"))
+            h = by_key.get((body, connections, "haproxy"))
+            d = by_key.get((body, connections, "direct"))
+            if g is None:
+                continue
+            ratio_n = f"{g.rps / n.rps:.2f}" if n else "-"
+            ratio_h = f"{g.rps / h.rps:.2f}" if h else "-"
+            added = f"{n.p50_ms - d.p50_ms:.3f} / {g.p50_ms - d.p50_ms:.3f}" if n and d else "-"
+            lines.append(f"| {body} | {connections} | {ratio_n} | {ratio_h} | {added} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""A client connection: parses requests strictly, runs them in order, enforces the limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from gossamer.proxy import local_reply as lr
+from gossamer.proxy.exchange import Exchange, RequestHead
+
+if TYPE_CHECKING:
+    from gossamer.proxy.listener import ListenerRuntime
+    from gossamer.proxy.server import ListenerHandle
+
+log = logging.getLogger(__name__)
+
+
+class RequestRejectedError(Exception):
+    """Raised from a parser callback to refuse a request with a status (431, 414, 400)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class DownstreamConnection(asyncio.Protocol):
+    """One client connection; requests are parsed as they come and answered in order."""
+
+    __slots__ = (
+        "batch",
+        "current",
+        "handle",
+        "header_bytes",
+        "header_count",
+        "headers",
+        "in_trailers",
+        "incoming",
+        "last_activity",
+        "parser",
+        "paused_by",
+        "peer",
+        "queue",
+        "request_started",
+        "runtime",
+        "transport",
+        "url",
+        "write_paused",
+    )
+
+    def __init__(self, handle: ListenerHandle) -> None:
+        self.handle = handle
+        self.runtime: ListenerRuntime = handle.runtime
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ""
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.header_count = 0
+        self.in_trailers = False
+        self.current: Exchange | None = None
+        self.incoming: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.paused_by: set[str] = set()
+        self.write_paused = False
+        self.batch: list[bytes] | None = None
+        self.request_started = 0.0
+        self.last_activity = time.monotonic()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Accept, or refuse with a 503 when the listener is at max_connections."""
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else ""
+        high = self.runtime.limits.max_request_body_buffer
+        transport.set_write_buffer_limits(high=high, low=high // 2)
+        if not self.handle.admit(self):
+            self.runtime.stats.incr("gossamer_downstream_connections_refused_total")
+            transport.write(lr.render(503, "overloaded: too many connections", close=True))
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; a malformed request gets a 400 and the connection closes."""
+        self.last_activity = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except RequestRejectedError as rejected:
+            self._reject(rejected.status, rejected.reason)
+        except httptools.HttpParserUpgrade:
+            self._reject(501, "protocol upgrade is not supported on this listener")
+        except httptools.HttpParserCallbackError as error:
+            cause = error.__context__
+            if isinstance(cause, RequestRejectedError):
+                self._reject(cause.status, cause.reason)
+            else:
+                # A bug of ours: say so, keep serving everyone else, never crash the loop.
+                log.error("internal error handling a request", exc_info=cause)
+                self.runtime.stats.incr("gossamer_internal_errors_total")
+                self._reject(500, "internal proxy error")
+        except httptools.HttpParserError as error:
+            self._reject(400, f"malformed request: {_describe(error)}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Abandon whatever was in flight."""
+        self.transport = None
+        self.handle.forget(self)
+        if self.current is not None:
+            self.current.client_lost()
+        for waiting in self.queue:
+            waiting.finished = True
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        """The client reads slowly: slow the upstream down."""
+        self.write_paused = True
+        if self.current is not None:
+            self.current.client_paused()
+
+    def resume_writing(self) -> None:
+        """The client caught up."""
+        self.write_paused = False
+        if self.current is not None:
+            self.current.client_resumed()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        """A new request starts: its header bytes are counted and timed from here."""
+        self.url = b""
+        self.headers = []
+        self.header_bytes = 0
+        self.header_count = 0
+        self.in_trailers = False
+        self.request_started = time.monotonic()
+
+    def on_url(self, url: bytes) -> None:
+        """The request target, possibly in pieces."""
+        self.url += url
+        if len(self.url) > self.runtime.limits.max_request_line:
+            raise RequestRejectedError(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A header (or a trailer); counted against the header limits."""
+        self.header_bytes += len(name) + len(value) + 4
+        self.header_count += 1
+        limits = self.runtime.limits
+        if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
+            raise RequestRejectedError(431, "request headers too large")
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """Make the exchange; start it now, or queue it behind a pipelined one."""
+        self.request_started = 0.0
+        parser = self.parser
+        head = RequestHead(
+            parser.get_method(),
+            self.url,
+            parser.get_http_version(),
+            self.headers,
+            parser.should_keep_alive(),
+        )
+        _framing(head)
+        self.headers = []
+        self.header_count = 0
+        self.header_bytes = 0
+        self.in_trailers = True
+        exchange = Exchange(self, head)
+        self.incoming = exchange
+        if self.current is None:
+            if not self.handle.begin_request():
+                exchange.local(503, "overloaded: too many concurrent requests", lr.LOAD_SHED)
+                return
+            self.current = exchange
+            exchange.start()
+        else:
+            self.queue.append(exchange)
+            self.pause_reading("pipeline")
+
+    def on_body(self, body: bytes) -> None:
+        """Request body for the request being parsed."""
+        incoming = self.incoming
+        if incoming is not None:
+            incoming.request_body(body)
+
+    def on_message_complete(self) -> None:
+        """The request being parsed is complete."""
+        incoming = self.incoming
+        self.incoming = None
+        self.in_trailers = False
+        if incoming is not None:
+            trailers = self.headers
+            self.headers = []
+            incoming.request_end(trailers)
+            if incoming.finished and incoming is self.current:
+                self._next(incoming.keep_alive)
+
+    # Used by exchanges (the Client protocol)
+
+    def write(self, data: bytes) -> None:
+        """Send to the client, unless it is gone; inside a batch, at the batch's end."""
+        if self.batch is not None:
+            self.batch.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def begin_batch(self) -> bool:
+        """Collect writes until end_batch: one send for a response's head and body."""
+        if self.batch is not None:
+            return False
+        self.batch = []
+        return True
+
+    def end_batch(self) -> None:
+        """Send what the batch collected."""
+        batch = self.batch
+        self.batch = None
+        if batch and self.transport is not None:
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+
+    def pause_reading(self, why: str = "body") -> None:
+        """Stop reading the client until every reason to pause is gone."""
+        if not self.paused_by and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused_by.add(why)
+
+    def resume_reading(self, why: str = "body") -> None:
+        """Read again once nothing holds the connection paused."""
+        self.paused_by.discard(why)
+        if not self.paused_by and self.transport is not None:
+            self.transport.resume_reading()
+
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        """The current response is complete: start the next queued request or close."""
+        if exchange is not self.current:
+            return
+        self.handle.end_request()
+        if exchange.request_done or not keep_alive:
+            self._next(keep_alive)
+
+    def abort(self) -> None:
+        """Close at once, without finishing any response."""
+        self.batch = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    # Internals
+
+    def _next(self, keep_alive: bool) -> None:
+        self.current = None
+        self.last_activity = time.monotonic()
+        if not keep_alive or self.runtime.draining:
+            self._close_after_write()
+            return
+        while self.queue:
+            exchange = self.queue.popleft()
+            if not self.handle.begin_request():
+                exchange.local(503, "overloaded: too many concurrent requests", lr.LOAD_SHED)
+                continue
+            self.current = exchange
+            exchange.start()
+            if not exchange.finished:
+                break
+            self.current = None
+        if not self.queue:
+            self.resume_reading("pipeline")
+
+    def _reject(self, status: int, reason: str) -> None:
+        self.runtime.stats.incr("gossamer_downstream_rejected_requests_total")
+        current = self.current
+        if current is not None and not current.finished and not current.response_started:
+            current.local(status, reason, lr.DOWNSTREAM_PROTOCOL_ERROR)
+        elif current is None and self.transport is not None:
+            self.transport.write(lr.render(status, reason, close=True))
+        self._close_after_write()
+
+    def _close_after_write(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if self.batch:
+                self.end_batch()
+            transport.close()
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the listener's sweep: slow headers get a 408, idle connections close."""
+        limits = self.runtime.limits
+        if self.request_started and now - self.request_started > limits.header_timeout:
+            self._reject(408, "request headers timeout")
+        elif (
+            self.current is None
+            and not self.queue
+            and now - self.last_activity > limits.idle_timeout
+        ):
+            self._close_after_write()
+
+    def drain(self) -> None:
+        """Close once idle; a request in flight finishes first (with connection: close)."""
+        if self.current is None and not self.queue and not self.request_started:
+            self._close_after_write()
+
+
+def _framing(head: RequestHead) -> None:
+    for name, value in head.headers:
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            head.chunked = True
+        elif len(name) == 14 and name.lower() == b"content-length":
+            head.content_length = int(value)
+        elif len(name) == 6 and name.lower() == b"expect":
+            head.expect_continue = value.lower() == b"100-continue"
+
+
+def _describe(error: Exception) -> str:
+    text = str(error) or error.__class__.__name__
+    return text.replace("\r", " ").replace("\n", " ")[:120]

@@ -1,0 +1,835 @@
+"""One request and its response through the proxy: route, balance, retry, time out, stream.
+
+Callback driven, no task per request: the downstream connection calls `start`, `request_body`
+and `request_end`; the upstream connection calls the `on_response_*` methods; timers call the
+`_on_*timeout` methods. Every path ends in `_finish`, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qsl
+
+from gossamer.proxy import local_reply as lr
+from gossamer.proxy.cluster import ClusterState, EndpointState, jittered_backoff, open_connection
+from gossamer.proxy.headers import HOP_BY_HOP, TRACE_HEADER_NAMES, connection_tokens, trace_headers
+from gossamer.proxy.router import CompiledRoute, RequestFacts
+from gossamer.proxy.timers import Timeout
+from gossamer.proxy.upstream import UpstreamConnection
+from gossamer.snapshot import RetryPolicy
+
+if TYPE_CHECKING:
+    from gossamer.proxy.listener import ListenerRuntime
+
+# Request headers the proxy looks at on the way upstream, by what it does with them.
+_HOP, _FORWARDED_FOR, _TRACE, _REQUEST_ID, _PROTO, _HOST = range(6)
+_SPECIAL: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP, _HOP)
+_SPECIAL.update(dict.fromkeys(TRACE_HEADER_NAMES, _TRACE))
+_SPECIAL.update(
+    {
+        b"x-forwarded-for": _FORWARDED_FOR,
+        b"x-request-id": _REQUEST_ID,
+        b"x-forwarded-proto": _PROTO,
+        b"host": _HOST,
+    }
+)
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
+
+
+class Client(Protocol):
+    """What an exchange needs of the downstream connection it answers."""
+
+    peer: str
+    runtime: ListenerRuntime
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the client."""
+
+    def begin_batch(self) -> bool:
+        """Hold writes until end_batch (True if this call started the batch)."""
+
+    def end_batch(self) -> None:
+        """Send what was held."""
+
+    def pause_reading(self) -> None:
+        """Stop reading the client (request body backpressure)."""
+
+    def resume_reading(self) -> None:
+        """Read the client again."""
+
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        """The response is complete; the next pipelined request may start."""
+
+    def abort(self) -> None:
+        """Close the client's connection at once (a response cannot be finished)."""
+
+
+class RequestHead:
+    """A parsed request line and headers, as the downstream parser produced them."""
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "headers",
+        "keep_alive",
+        "method",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.chunked = False
+        self.content_length = 0
+        self.expect_continue = False
+
+
+class Exchange:
+    """The life of one request; see the module docstring for who calls what."""
+
+    __slots__ = (
+        "attempt",
+        "authority",
+        "body",
+        "body_size",
+        "client",
+        "cluster",
+        "endpoint",
+        "finished",
+        "flags",
+        "head",
+        "head_bytes",
+        "is_head",
+        "keep_alive",
+        "path",
+        "reason",
+        "replayable",
+        "request_done",
+        "request_id",
+        "response_bytes",
+        "response_framing",
+        "response_started",
+        "retry",
+        "reused",
+        "route",
+        "runtime",
+        "started",
+        "status",
+        "target_index",
+        "timer",
+        "try_started",
+        "try_timer",
+        "upstream",
+        "upstream_paused",
+    )
+
+    def __init__(self, client: Client, head: RequestHead) -> None:
+        self.client = client
+        self.runtime = client.runtime
+        self.head = head
+        self.is_head = head.method == b"HEAD"
+        self.started = time.monotonic()
+        self.route: CompiledRoute | None = None
+        self.cluster: ClusterState | None = None
+        self.endpoint: EndpointState | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.target_index = 0
+        self.head_bytes = b""
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.replayable = True
+        self.request_done = False
+        self.response_started = False
+        self.response_framing = 0  # 0 none/length, 1 chunked, 2 until close
+        self.response_bytes = 0
+        self.status = 0
+        self.flags = "-"
+        self.reason = ""
+        self.attempt = 0
+        self.retry: RetryPolicy | None = None
+        self.reused = False
+        self.timer: Timeout | asyncio.TimerHandle | None = None
+        self.try_timer: Timeout | None = None
+        self.try_started = 0.0
+        self.finished = False
+        self.keep_alive = head.keep_alive
+        self.upstream_paused = False
+        self.authority = ""
+        self.path = ""
+        self.request_id = b""
+
+    # Request side: called by the downstream connection
+
+    def start(self) -> None:
+        """Route the request and send it on, or answer it locally."""
+        runtime = self.runtime
+        head = self.head
+        target = head.target
+        authority = b""
+        if target[:1] != b"/":
+            # Absolute form (explicit proxy mode): http://host[:port]/path
+            scheme_end = target.find(b"://")
+            if scheme_end > 0:
+                rest = target[scheme_end + 3 :]
+                slash = rest.find(b"/")
+                authority, target = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+            elif target != b"*":
+                self.local(400, "bad request target", lr.DOWNSTREAM_PROTOCOL_ERROR)
+                return
+        host_header: bytes | None = None
+        for name, value in head.headers:
+            if len(name) == 4 and name.lower() == b"host":
+                if host_header is not None:
+                    self.local(400, "duplicate host header", lr.DOWNSTREAM_PROTOCOL_ERROR)
+                    return
+                host_header = value
+        if not authority:
+            if host_header is None and head.version == "1.1":
+                self.local(400, "missing host header", lr.DOWNSTREAM_PROTOCOL_ERROR)
+                return
+            authority = host_header or b""
+        self.authority = authority.decode("latin-1")
+        query_at = target.find(b"?")
+        path = target if query_at < 0 else target[:query_at]
+        self.path = path.decode("latin-1")
+        vhost = runtime.routes.host(self.authority)
+        if vhost is None:
+            self.local(404, "no route", lr.NO_ROUTE)
+            return
+        facts = RequestFacts(
+            self.path, head.method.decode("latin-1"), self.authority, port=runtime.port
+        )
+        if vhost.needs_headers:
+            facts.headers = {
+                n.lower().decode("latin-1"): v.decode("latin-1") for n, v in head.headers
+            }
+            facts.query = _query(target, query_at)
+        route = vhost.find(facts)
+        if route is None:
+            self.local(404, "no route", lr.NO_ROUTE)
+            return
+        self.route = route
+        self._dispatch(route, target)
+
+    def _dispatch(self, route: CompiledRoute, target: bytes) -> None:
+        config = route.route
+        if config.direct_response is not None:
+            self.flags = lr.DIRECT_RESPONSE
+            direct = config.direct_response
+            self.local(direct.status, "", lr.DIRECT_RESPONSE, body=direct.body.encode())
+            return
+        if config.redirect is not None:
+            self._redirect(route, target)
+            return
+        fault = config.fault
+        if fault is not None:
+            if fault.abort_status is not None and random.random() * 100 < fault.abort_percent:
+                self.local(fault.abort_status, "fault injected", lr.FAULT_INJECTED)
+                return
+            if fault.delay is not None and random.random() * 100 < fault.delay_percent:
+                self.flags = lr.DELAY_INJECTED
+                loop = asyncio.get_running_loop()
+                self.timer = loop.call_later(fault.delay, self._after_delay, route, target)
+                return
+        self._forward(route, target)
+
+    def _after_delay(self, route: CompiledRoute, target: bytes) -> None:
+        self.timer = None
+        if not self.finished:
+            self._forward(route, target)
+
+    def _forward(self, route: CompiledRoute, target: bytes) -> None:
+        runtime = self.runtime
+        index = route.pick()
+        cluster = runtime.clusters.get(route.cluster_names[index])
+        if cluster is None:
+            self.local(503, "no cluster", lr.NO_CLUSTER)
+            return
+        self.target_index = index
+        self.cluster = cluster
+        config = route.route
+        self.retry = config.retries
+        if config.timeout:
+            self.timer = runtime.timers.call_later(config.timeout, self._on_timeout)
+        self.head_bytes = self._upstream_head(route, target)
+        cluster.counters.active_requests += 1
+        self._attempt(None)
+
+    def request_body(self, data: bytes) -> None:
+        """Part of the request body (decoded); forwarded in the framing the upstream expects."""
+        if self.finished:
+            return
+        chunk = b"%x\r\n%b\r\n" % (len(data), data) if self.head.chunked else data
+        if self.replayable:
+            self.body.append(chunk)
+            self.body_size += len(chunk)
+            if self.body_size > self.runtime.limits.max_request_body_buffer:
+                self.replayable = False
+                if self.upstream is not None or self.route is None:
+                    self.body.clear()
+        elif self.upstream is None:
+            self.body.append(chunk)
+        upstream = self.upstream
+        if upstream is not None and self.try_started:
+            upstream.write(chunk)
+        elif not self.replayable and self.body_size > self.runtime.limits.max_request_body_buffer:
+            # Nowhere to send it yet and too much to hold: wait for the upstream connection.
+            self.client.pause_reading()
+
+    def request_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """The request is complete; a chunked body gets its last chunk and any trailers."""
+        self.request_done = True
+        if self.finished or not self.head.chunked:
+            return
+        end = b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+        if self.replayable:
+            self.body.append(end)
+        upstream = self.upstream
+        if upstream is not None and self.try_started:
+            upstream.write(end)
+        elif not self.replayable:
+            self.body.append(end)
+
+    # Choosing an endpoint and a connection
+
+    def _attempt(self, avoid: EndpointState | None) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        key = self._hash_key(cluster) if cluster.config.hash_policy is not None else None
+        endpoint = cluster.pick(key) if avoid is None else cluster.pick_other(avoid)
+        if endpoint is None:
+            self._fail(503, "no healthy upstream", lr.NO_HEALTHY_UPSTREAM)
+            return
+        if cluster.counters.active_requests > cluster.config.limits.max_requests:
+            self._fail(503, "circuit open: too many requests to the cluster", lr.UPSTREAM_OVERFLOW)
+            return
+        self.endpoint = endpoint
+        endpoint.active += 1
+        self.try_started = 0.0
+        connection = cluster.acquire(endpoint, self._deliver, self._connect_failed, self._connect)
+        if connection is not None:
+            self.reused = True
+            self._send(connection)
+
+    def _connect(self, endpoint: EndpointState) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        loop = asyncio.get_running_loop()
+        high = self.runtime.limits.max_request_body_buffer
+
+        def factory() -> UpstreamConnection:
+            return UpstreamConnection(cluster, endpoint, high)
+
+        task = loop.create_task(
+            open_connection(loop, factory, endpoint, cluster.config.limits.connect_timeout)
+        )
+        task.add_done_callback(lambda done: _connected(cluster, endpoint, done))
+
+    def _deliver(self, connection: UpstreamConnection) -> None:
+        if self.finished or self.endpoint is None:
+            connection.cluster.release(connection)
+            return
+        self.reused = connection.served > 0
+        self._send(connection)
+
+    def _connect_failed(self, flag: str, reason: str) -> None:
+        if self.finished:
+            return
+        endpoint = self.endpoint
+        self._end_try(gateway_error=True)
+        if self._may_retry("connect-failure"):
+            self._schedule_retry(endpoint)
+            return
+        status = 503
+        self._fail(status, reason, flag)
+
+    def _send(self, connection: UpstreamConnection) -> None:
+        self.upstream = connection
+        self.try_started = time.monotonic()
+        retry = self.retry
+        if retry is not None and retry.per_try_timeout:
+            self.try_timer = self.runtime.timers.call_later(
+                retry.per_try_timeout, self._on_try_timeout
+            )
+        if self.body:
+            connection.start(self, [self.head_bytes, *self.body], self.is_head)
+            if not self.replayable:
+                self.body.clear()
+                self.client.resume_reading()
+        else:
+            connection.start(self, self.head_bytes, self.is_head)
+
+    # Response side: called by the upstream connection
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None:
+        """Retry on a retriable status, or pass the head to the client."""
+        if status < 200:
+            if status == 100 and self.head.expect_continue:
+                self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        retry = self.retry
+        if retry is not None and self._retriable_status(status, retry):
+            if self._may_retry(None):
+                endpoint = self.endpoint
+                assert self.cluster is not None and endpoint is not None
+                self.cluster.report(endpoint, status, status in (502, 503, 504))
+                self._drop_upstream()
+                self._end_try(gateway_error=False, record=False)
+                self._schedule_retry(endpoint)
+                return
+            if self.attempt:
+                self.flags = lr.UPSTREAM_RETRY_LIMIT
+        self.status = status
+        self.response_started = True
+        self.client.write(self._downstream_head(status, reason, headers))
+
+    def on_response_body(self, data: bytes) -> None:
+        """Stream the body on, in the framing chosen for the client."""
+        if not self.response_started:
+            return
+        self.response_bytes += len(data)
+        if self.response_framing == 1:
+            self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.client.write(data)
+
+    def on_response_end(self, trailers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        """The upstream finished: end the client's response and the exchange."""
+        if not self.response_started:
+            return
+        if self.response_framing == 1:
+            self.client.write(
+                b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+            )
+        elif self.response_framing == 2:
+            self.keep_alive = False
+        self.upstream = None
+        self._end_try(gateway_error=False)
+        self._finish()
+
+    def on_upstream_lost(self, reason: str) -> None:
+        """The upstream connection failed before the response was complete."""
+        if self.finished:
+            return
+        self.upstream = None
+        endpoint = self.endpoint
+        if self.response_started:
+            self.flags = lr.UPSTREAM_RESET
+            self._end_try(gateway_error=True)
+            self.keep_alive = False
+            self.client.abort()
+            self._finish()
+            return
+        stale = self.reused and self.attempt == 0
+        self._end_try(gateway_error=not stale)
+        if stale and self.replayable:
+            # A pooled connection the upstream had closed: try once more on a fresh one.
+            self.attempt += 1
+            self._attempt(None)
+            return
+        if self._may_retry("reset"):
+            self._schedule_retry(endpoint)
+            return
+        self._fail(503, reason, lr.UPSTREAM_RESET)
+
+    def on_upstream_pause(self) -> None:
+        """The upstream is slow to take the request body: stop reading the client."""
+        self.upstream_paused = True
+        self.client.pause_reading()
+
+    def on_upstream_resume(self) -> None:
+        """The upstream caught up."""
+        if self.upstream_paused:
+            self.upstream_paused = False
+            self.client.resume_reading()
+
+    def client_paused(self) -> None:
+        """The client is slow to read the response: stop reading the upstream."""
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def client_resumed(self) -> None:
+        """The client caught up."""
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    def client_lost(self) -> None:
+        """The client went away: give up the upstream request."""
+        if self.finished:
+            return
+        self.flags = lr.DOWNSTREAM_CONNECTION_TERMINATION
+        self._drop_upstream()
+        self._end_try(gateway_error=False, record=False)
+        self.keep_alive = False
+        self.status = self.status or 499
+        self._finish()
+
+    # Timers
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        self._drop_upstream()
+        self._end_try(gateway_error=True)
+        if self.response_started:
+            self.flags = lr.UPSTREAM_TIMEOUT
+            self.keep_alive = False
+            self.client.abort()
+            self._finish()
+            return
+        self._fail(504, "upstream timeout", lr.UPSTREAM_TIMEOUT)
+
+    def _on_try_timeout(self) -> None:
+        self.try_timer = None
+        if self.finished or self.response_started:
+            return
+        endpoint = self.endpoint
+        self._drop_upstream()
+        self._end_try(gateway_error=True)
+        if self._may_retry(None, timeout=True):
+            self._schedule_retry(endpoint)
+            return
+        self._fail(504, "upstream per-try timeout", lr.UPSTREAM_TIMEOUT)
+
+    # Retries
+
+    def _retriable_status(self, status: int, retry: RetryPolicy) -> bool:
+        if status < 500 and status not in retry.retriable_status_codes and status != 409:
+            return False
+        on = retry.retry_on
+        if status >= 500 and "5xx" in on:
+            return True
+        if status in (502, 503, 504) and "gateway-error" in on:
+            return True
+        if status == 409 and "retriable-4xx" in on:
+            return True
+        return status in retry.retriable_status_codes and "retriable-status-codes" in on
+
+    def _may_retry(self, condition: str | None, timeout: bool = False) -> bool:
+        retry = self.retry
+        cluster = self.cluster
+        if retry is None or cluster is None or self.attempt >= retry.attempts:
+            return False
+        # A reset before any response counts as a 5xx, as in Envoy.
+        wanted = condition is None or condition in retry.retry_on
+        if not wanted and not (condition == "reset" and "5xx" in retry.retry_on):
+            return False
+        if not self.replayable:
+            return False
+        sent = condition != "connect-failure"
+        if sent and self.head.method not in IDEMPOTENT and not retry.retry_non_idempotent:
+            return False
+        if not cluster.retry_allowed():
+            self.runtime.stats.incr(f'gossamer_retry_overflow_total{{cluster="{cluster.name}"}}')
+            return False
+        del timeout
+        return True
+
+    def _schedule_retry(self, avoid: EndpointState | None) -> None:
+        retry = self.retry
+        cluster = self.cluster
+        assert retry is not None and cluster is not None
+        self.attempt += 1
+        cluster.counters.active_retries += 1
+        self.runtime.stats.incr(f'gossamer_upstream_retries_total{{cluster="{cluster.name}"}}')
+        delay = jittered_backoff(self.attempt - 1, retry.backoff_base, retry.backoff_max)
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, self._retry_now, avoid)
+
+    def _retry_now(self, avoid: EndpointState | None) -> None:
+        assert self.cluster is not None
+        self.cluster.counters.active_retries -= 1
+        if not self.finished:
+            self._attempt(avoid)
+
+    # Endings
+
+    def local(
+        self,
+        status: int,
+        reason: str,
+        flag: str,
+        *,
+        body: bytes | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Answer the client from the proxy and end the exchange."""
+        if self.finished:
+            return
+        self.flags = flag
+        self.reason = reason
+        self.status = status
+        if flag == lr.DOWNSTREAM_PROTOCOL_ERROR:
+            self.keep_alive = False
+        self.keep_alive = self.keep_alive and self.request_done
+        data = lr.render(
+            status, reason, close=not self.keep_alive, body=body, head_only=self.is_head,
+            extra=extra,
+        )  # fmt: skip
+        self.response_bytes = len(data)
+        self.response_started = True
+        self.client.write(data)
+        self._finish()
+
+    def _fail(self, status: int, reason: str, flag: str) -> None:
+        self._drop_upstream()
+        self.local(status, reason, flag)
+
+    def _redirect(self, route: CompiledRoute, target: bytes) -> None:
+        redirect = route.route.redirect
+        assert redirect is not None
+        scheme = redirect.scheme or "http"
+        authority = redirect.authority or self.authority
+        if redirect.port is not None:
+            authority = f"{authority.rsplit(':', 1)[0]}:{redirect.port}"
+        path = redirect.path or target.decode("latin-1")
+        location = f"{scheme}://{authority}{path}".encode("latin-1")
+        self.local(redirect.status, "", "-", body=b"", extra=[(b"location", location)])
+
+    def _end_try(self, gateway_error: bool, record: bool = True) -> None:
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        endpoint.active -= 1
+        self.endpoint = None
+        cluster = self.cluster
+        if cluster is None:
+            return
+        if record:
+            if self.try_started and cluster.config.lb_policy == "PEAK_EWMA":
+                now = time.monotonic()
+                endpoint.observe_latency(now - self.try_started, now)
+            if cluster.config.outlier_detection is not None:
+                cluster.report(endpoint, self.status if not gateway_error else 503, gateway_error)
+
+    def _drop_upstream(self) -> None:
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.detach()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.endpoint is not None:
+            self._end_try(gateway_error=False, record=False)
+        if self.cluster is not None and self.route is not None and self.head_bytes:
+            self.cluster.counters.active_requests -= 1
+        self.runtime.record(self)
+        self.client.exchange_done(self, self.keep_alive and self.request_done)
+
+    # Building heads
+
+    def _upstream_head(self, route: CompiledRoute, target: bytes) -> bytes:
+        head = self.head
+        scan = _scan(head.headers)
+        headers, forwarded_for, request_id, dropped, has_proto, has_host = scan[:6]
+        if dropped:
+            headers = [(n, v) for n, v in headers if n not in dropped]
+        peer = self.client.peer.encode()
+        headers.append(
+            (b"x-forwarded-for", forwarded_for + b", " + peer if forwarded_for else peer)
+        )
+        if not has_proto:
+            headers.append((b"x-forwarded-proto", b"http"))
+        if request_id is None:
+            request_id = self.runtime.next_request_id()
+            headers.append((b"x-request-id", request_id))
+        self.request_id = request_id
+        headers.extend(trace_headers(*scan[6:]))
+        if head.chunked:
+            headers.append((b"transfer-encoding", b"chunked"))
+        rewrite = route.route.rewrite
+        if rewrite is not None and rewrite.authority:
+            headers = [(n, v) for n, v in headers if n != b"host"]
+            headers.append((b"host", rewrite.authority.encode("latin-1")))
+        elif not has_host and self.authority:
+            headers.append((b"host", self.authority.encode("latin-1")))
+        if route.request_ops is not None:
+            headers = route.request_ops.apply(headers)
+        target_ops = route.target_request_ops[self.target_index]
+        if target_ops is not None:
+            headers = target_ops.apply(headers)
+        if rewrite is not None:
+            target = self._rewrite(route, target)
+        lines = [head.method, b" ", target, b" HTTP/1.1\r\n"]
+        for name, value in headers:
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def _rewrite(self, route: CompiledRoute, target: bytes) -> bytes:
+        rewrite = route.route.rewrite
+        if rewrite is None:
+            return target
+        return self.runtime.rewrite(route, rewrite, target, self.path)
+
+    def _downstream_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> bytes:
+        head = self.head
+        drop = HOP_BY_HOP
+        out: list[tuple[bytes, bytes]] = []
+        length_known = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower in drop:
+                if lower == b"connection":
+                    drop = drop | connection_tokens(value)
+                    out = [(n, v) for n, v in out if n.lower() not in drop]
+                continue
+            if lower == b"content-length":
+                length_known = True
+            out.append((name, value))
+        bodiless = self.is_head or status in (204, 304)
+        if bodiless or length_known:
+            self.response_framing = 0
+        elif head.version == "1.1":
+            self.response_framing = 1
+            out.append((b"transfer-encoding", b"chunked"))
+        else:
+            self.response_framing = 2
+            self.keep_alive = False
+        route = self.route
+        if route is not None:
+            if route.response_ops is not None:
+                out = route.response_ops.apply(out)
+            target_ops = route.target_response_ops[self.target_index]
+            if target_ops is not None:
+                out = target_ops.apply(out)
+        if self.runtime.draining:
+            self.keep_alive = False
+        if not self.keep_alive or not self.request_done:
+            out.append((b"connection", b"close"))
+            self.keep_alive = False
+        elif head.version == "1.0":
+            out.append((b"connection", b"keep-alive"))
+        lines = [b"HTTP/1.1 ", _STATUS_TEXT[status].encode(), b" ", reason, b"\r\n"]
+        for name, value in out:
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def _hash_key(self, cluster: ClusterState) -> bytes | None:
+        policy = cluster.config.hash_policy
+        assert policy is not None
+        if policy.source_ip:
+            return self.client.peer.encode()
+        wanted = (policy.header or "").lower().encode()
+        cookie = (policy.cookie or "").encode()
+        for name, value in self.head.headers:
+            lower = name.lower()
+            if wanted and lower == wanted:
+                return value
+            if cookie and lower == b"cookie":
+                for part in value.split(b";"):
+                    key, _, found = part.strip().partition(b"=")
+                    if key == cookie:
+                        return found
+        if policy.query_param:
+            query = _query(self.head.target, self.head.target.find(b"?"))
+            if query and policy.query_param in query:
+                return query[policy.query_param].encode()
+        return None
+
+
+def _scan(
+    pairs: list[tuple[bytes, bytes]],
+) -> tuple[
+    list[tuple[bytes, bytes]],
+    bytes | None,
+    bytes | None,
+    set[bytes] | None,
+    bool,
+    bool,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+]:
+    """One pass over the request headers: what to forward, and what the proxy must know."""
+    special = _SPECIAL
+    headers: list[tuple[bytes, bytes]] = []
+    forwarded_for = request_id = traceparent = b3_trace = b3_span = None
+    has_proto = has_host = False
+    dropped: set[bytes] | None = None
+    for name, value in pairs:
+        lower = name.lower()
+        kind = special.get(lower)
+        if kind is None:
+            headers.append((lower, value))
+        elif kind == _HOP:
+            if lower == b"connection":
+                dropped = connection_tokens(value)
+            elif lower == b"te" and b"trailers" in value.lower():
+                headers.append((b"te", b"trailers"))
+        elif kind == _FORWARDED_FOR:
+            forwarded_for = value
+        elif kind == _TRACE:
+            if lower == b"traceparent":
+                traceparent = value
+            elif lower == b"x-b3-traceid":
+                b3_trace = value
+            elif lower == b"x-b3-spanid":
+                b3_span = value
+        else:
+            if kind == _REQUEST_ID:
+                request_id = value
+            elif kind == _PROTO:
+                has_proto = True
+            else:
+                has_host = True
+            headers.append((lower, value))
+    return (
+        headers, forwarded_for, request_id, dropped, has_proto, has_host,
+        traceparent, b3_trace, b3_span,
+    )  # fmt: skip
+
+
+def _connected(
+    cluster: ClusterState, endpoint: EndpointState, done: asyncio.Task[UpstreamConnection]
+) -> None:
+    if done.cancelled():
+        cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, "upstream connect cancelled")
+        return
+    error = done.exception()
+    if error is None:
+        cluster.connected(done.result())
+    elif isinstance(error, TimeoutError):
+        cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, "upstream connect timeout")
+    elif isinstance(error, ConnectionRefusedError):
+        cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, "upstream connect refused")
+    else:
+        reason = f"upstream connect error: {error.__class__.__name__}"
+        cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, reason)
+
+
+def _query(target: bytes, at: int) -> dict[str, str]:
+    if at < 0:
+        return {}
+    return dict(parse_qsl(target[at + 1 :].decode("latin-1"), keep_blank_values=True))

@@ -1,0 +1,166 @@
+"""A listener's state under one snapshot: its routes, the clusters, limits, stats and access log."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, TextIO
+
+from gossamer.proxy.router import CompiledRoute, CompiledRouteTable
+from gossamer.proxy.stats import ProxyStats
+from gossamer.proxy.timers import TimerWheel
+from gossamer.snapshot import Listener, ListenerLimits, Node, Rewrite, ServiceLabels, Telemetry
+
+if TYPE_CHECKING:
+    from gossamer.proxy.cluster import ClusterState
+    from gossamer.proxy.exchange import Exchange
+
+
+class ListenerRuntime:
+    """What a connection of this listener uses; replaced whole when a snapshot changes it."""
+
+    __slots__ = (
+        "clusters",
+        "draining",
+        "label_prefixes",
+        "limits",
+        "log",
+        "node",
+        "port",
+        "regexes",
+        "request_ids",
+        "role",
+        "routes",
+        "stats",
+        "telemetry",
+        "timers",
+        "version",
+    )
+
+    def __init__(
+        self,
+        listener: Listener,
+        *,
+        routes: CompiledRouteTable,
+        clusters: dict[str, ClusterState],
+        stats: ProxyStats,
+        node: Node,
+        telemetry: Telemetry,
+        version: str,
+        timers: TimerWheel,
+        request_ids: Iterator[bytes],
+        log: TextIO | None = None,
+    ) -> None:
+        self.routes = routes
+        self.timers = timers
+        self.request_ids = request_ids
+        self.clusters = clusters
+        self.stats = stats
+        self.node = node
+        self.telemetry = telemetry
+        self.version = version
+        self.role = listener.role
+        self.port = listener.port
+        self.limits: ListenerLimits = listener.limits
+        self.draining = False
+        self.label_prefixes: dict[str, tuple[str, ...]] = {}
+        self.regexes: dict[str, re.Pattern[str]] = {}
+        self.log = log if log is not None else (sys.stdout if telemetry.access_log else None)
+
+    def next_request_id(self) -> bytes:
+        """An x-request-id for a request that came without one."""
+        return next(self.request_ids)
+
+    def record(self, exchange: Exchange) -> None:
+        """Count a finished request in the Istio metrics, and log it when the access log is on."""
+        cluster = exchange.cluster
+        cluster_name = cluster.name if cluster is not None else ""
+        prefix = self.label_prefixes.get(cluster_name)
+        if prefix is None:
+            labels = cluster.config.labels if cluster is not None else ServiceLabels()
+            prefix = self.label_prefixes[cluster_name] = self._prefix(labels)
+        status = exchange.status
+        duration = (time.monotonic() - exchange.started) * 1000.0
+        self.stats.record(
+            (*prefix, str(status), exchange.flags),
+            duration,
+            exchange.body_size,
+            exchange.response_bytes,
+        )
+        if self.log is not None:
+            self._log(exchange, cluster_name, duration)
+
+    def _prefix(self, labels: ServiceLabels) -> tuple[str, ...]:
+        node = self.node
+        me = (
+            node.workload,
+            node.namespace,
+            f"spiffe://{node.cluster_domain}/ns/{node.namespace}/sa/{node.service_account}",
+            node.service,
+            node.version,
+        )
+        unknown = ("unknown",) * 5
+        them = (labels.workload, labels.namespace, "unknown", labels.service_name, labels.version)
+        if self.role == "inbound":
+            source, destination, reporter = unknown, me, "destination"
+            service = (node.service, node.service, node.namespace)
+        else:
+            source, destination, reporter = me, them, "source"
+            service = (labels.service, labels.service_name, labels.namespace)
+        return (
+            reporter,
+            *source,
+            *destination,
+            *service,
+            "Kubernetes",
+            "http",
+            "none",
+            "-",
+        )
+
+    def _log(self, exchange: Exchange, cluster: str, duration: float) -> None:
+        assert self.log is not None
+        head = exchange.head
+        entry = {
+            "start_time": time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - duration / 1000.0)
+            ),
+            "method": head.method.decode("latin-1"),
+            "path": exchange.path,
+            "authority": exchange.authority,
+            "protocol": f"HTTP/{head.version}",
+            "response_code": exchange.status,
+            "response_flags": exchange.flags,
+            "reason": exchange.reason or None,
+            "bytes_received": exchange.body_size,
+            "bytes_sent": exchange.response_bytes,
+            "duration_ms": round(duration, 3),
+            "upstream_cluster": cluster or None,
+            "attempts": exchange.attempt + 1,
+            "x_request_id": exchange.request_id.decode("latin-1") or None,
+            "downstream_remote_address": exchange.client.peer,
+            "route_name": exchange.route.route.name if exchange.route is not None else None,
+            "snapshot_version": self.version,
+        }
+        self.log.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self.log.flush()
+
+    def rewrite(self, route: CompiledRoute, rewrite: Rewrite, target: bytes, path: str) -> bytes:
+        """The request target after a route's prefix or regex rewrite (query kept)."""
+        query = target[len(path.encode("latin-1")) :]
+        if rewrite.regex is not None and rewrite.substitution is not None:
+            pattern = self.regexes.get(rewrite.regex)
+            if pattern is None:
+                pattern = self.regexes[rewrite.regex] = re.compile(rewrite.regex)
+            new_path = pattern.sub(rewrite.substitution, path)
+        elif rewrite.prefix is not None:
+            matched = route.route.match.path
+            old = matched.value if matched is not None and matched.kind != "regex" else ""
+            new_path = rewrite.prefix + path[len(old) :] if path.startswith(old) else path
+            new_path = new_path.replace("//", "/") if new_path.startswith("//") else new_path
+        else:
+            return target
+        return new_path.encode("latin-1") + query

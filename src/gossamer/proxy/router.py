@@ -1,0 +1,254 @@
+"""Routing compiled once per snapshot: virtual host by authority, then the first matching route."""
+
+from __future__ import annotations
+
+import random
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+
+from gossamer.snapshot import (
+    HeaderOps,
+    Route,
+    RouteMatch,
+    RouteTable,
+    StringMatch,
+    VirtualHost,
+)
+
+StringTest = Callable[[str], bool]
+Headers = dict[str, str]
+
+
+def compile_string_match(match: StringMatch) -> StringTest:
+    """A predicate for one StringMatch, built once; regexes must match the whole string."""
+    value = match.value.lower() if match.ignore_case else match.value
+    if match.kind == "regex":
+        pattern = re.compile(match.value, re.IGNORECASE if match.ignore_case else 0)
+        return lambda text: pattern.fullmatch(text) is not None
+    test: StringTest
+    if match.kind == "exact":
+        test = value.__eq__
+    elif match.kind == "prefix":
+
+        def test(text: str) -> bool:
+            return text.startswith(value)
+
+    else:
+        test = _path_prefix(value)
+    if match.ignore_case:
+        return lambda text: test(text.lower())
+    return test
+
+
+def _path_prefix(prefix: str) -> StringTest:
+    # Kubernetes' Prefix type matches by path element: /foo matches /foo and /foo/bar only.
+    trimmed = prefix.rstrip("/")
+    if not trimmed:
+        return lambda _text: True
+    with_slash = trimmed + "/"
+    return lambda text: text == trimmed or text.startswith(with_slash)
+
+
+class CompiledHeaderOps:
+    """Header changes ready to apply to a list of (name, value) pairs."""
+
+    __slots__ = ("add", "remove", "set")
+
+    def __init__(self, ops: HeaderOps) -> None:
+        self.set = tuple((k.lower().encode(), v.encode()) for k, v in ops.set)
+        self.add = tuple((k.lower().encode(), v.encode()) for k, v in ops.add)
+        names = {k for k, _ in self.set} | {k.lower().encode() for k in ops.remove}
+        self.remove = frozenset(names)
+
+    def apply(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """A new header list with removals (and replaced names) dropped, then set and add."""
+        if self.remove:
+            headers = [(k, v) for k, v in headers if k.lower() not in self.remove]
+        headers.extend(self.set)
+        headers.extend(self.add)
+        return headers
+
+
+def compile_header_ops(ops: HeaderOps | None) -> CompiledHeaderOps | None:
+    """None when there is nothing to do, so the hot path skips it with one test."""
+    if ops is None or not (ops.set or ops.add or ops.remove):
+        return None
+    return CompiledHeaderOps(ops)
+
+
+class CompiledRoute:
+    """A route with its matcher and its weighted cluster choice prepared."""
+
+    __slots__ = (
+        "cluster_names",
+        "cumulative",
+        "matcher",
+        "needs_headers",
+        "request_ops",
+        "response_ops",
+        "route",
+        "target_request_ops",
+        "target_response_ops",
+        "total",
+    )
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.matcher, self.needs_headers = _compile_match(route.match)
+        self.cluster_names = tuple(c.cluster for c in route.clusters)
+        self.cumulative = tuple(accumulate(c.weight for c in route.clusters))
+        self.total = self.cumulative[-1] if self.cumulative else 0
+        self.request_ops = compile_header_ops(route.request_headers)
+        self.response_ops = compile_header_ops(route.response_headers)
+        self.target_request_ops = tuple(
+            compile_header_ops(c.request_headers) for c in route.clusters
+        )
+        self.target_response_ops = tuple(
+            compile_header_ops(c.response_headers) for c in route.clusters
+        )
+
+    def pick(self, chance: Callable[[], float] = random.random) -> int:
+        """The index of the weighted cluster this request goes to."""
+        if len(self.cumulative) == 1:
+            return 0
+        return bisect_right(self.cumulative, chance() * self.total)
+
+
+class RequestFacts:
+    """What routes match on, taken from a request once: path, method, authority, headers, query."""
+
+    __slots__ = ("authority", "headers", "method", "path", "port", "query", "scheme")
+
+    def __init__(
+        self,
+        path: str,
+        method: str,
+        authority: str,
+        *,
+        scheme: str = "http",
+        port: int = 0,
+        headers: Headers | None = None,
+        query: Headers | None = None,
+    ) -> None:
+        self.path = path
+        self.method = method
+        self.authority = authority
+        self.scheme = scheme
+        self.port = port
+        self.headers = headers
+        self.query = query
+
+
+Matcher = Callable[[RequestFacts], bool]
+
+
+def _compile_match(match: RouteMatch) -> tuple[Matcher | None, bool]:
+    tests: list[Matcher] = []
+    for field_name, string_match in (
+        ("path", match.path),
+        ("method", match.method),
+        ("authority", match.authority),
+        ("scheme", match.scheme),
+    ):
+        if string_match is not None:
+            tests.append(_field_test(field_name, compile_string_match(string_match)))
+    if match.port is not None:
+        wanted = match.port
+        tests.append(lambda facts: facts.port == wanted)
+    for header in match.headers:
+        tests.append(_header_test(header.name.lower(), header.match, header.invert))
+    for query in match.query:
+        tests.append(_query_test(query.name, query.match))
+    needs_headers = bool(match.headers or match.query)
+    if not tests:
+        return None, False
+    if len(tests) == 1:
+        return tests[0], needs_headers
+    frozen = tuple(tests)
+    return (lambda facts: all(test(facts) for test in frozen)), needs_headers
+
+
+def _field_test(field_name: str, test: StringTest) -> Matcher:
+    getter = getattr(RequestFacts, field_name).__get__
+    return lambda facts: test(getter(facts))
+
+
+def _header_test(name: str, match: StringMatch | None, invert: bool) -> Matcher:
+    value_test = compile_string_match(match) if match is not None else None
+
+    def test(facts: RequestFacts) -> bool:
+        value = facts.headers.get(name) if facts.headers is not None else None
+        found = value is not None and (value_test is None or value_test(value))
+        return found != invert
+
+    return test
+
+
+def _query_test(name: str, match: StringMatch | None) -> Matcher:
+    value_test = compile_string_match(match) if match is not None else None
+
+    def test(facts: RequestFacts) -> bool:
+        value = facts.query.get(name) if facts.query is not None else None
+        return value is not None and (value_test is None or value_test(value))
+
+    return test
+
+
+class CompiledVirtualHost:
+    """The routes of one virtual host, in order: the first that matches wins."""
+
+    __slots__ = ("name", "needs_headers", "routes")
+
+    def __init__(self, host: VirtualHost) -> None:
+        self.name = host.name
+        self.routes = tuple(CompiledRoute(route) for route in host.routes)
+        self.needs_headers = any(route.needs_headers for route in self.routes)
+
+    def find(self, facts: RequestFacts) -> CompiledRoute | None:
+        """The first route whose match holds, or None."""
+        for route in self.routes:
+            matcher = route.matcher
+            if matcher is None or matcher(facts):
+                return route
+        return None
+
+
+class CompiledRouteTable:
+    """Virtual hosts by domain: exact names first, then the longest wildcard suffix, then `*`."""
+
+    __slots__ = ("catch_all", "exact", "suffixes")
+
+    def __init__(self, table: RouteTable) -> None:
+        self.exact: dict[str, CompiledVirtualHost] = {}
+        suffixes: list[tuple[str, CompiledVirtualHost]] = []
+        self.catch_all: CompiledVirtualHost | None = None
+        for host in table.virtual_hosts:
+            compiled = CompiledVirtualHost(host)
+            for name in host.domains:
+                domain = name.lower()
+                if domain == "*":
+                    self.catch_all = self.catch_all or compiled
+                elif domain.startswith("*"):
+                    suffixes.append((domain[1:], compiled))
+                else:
+                    self.exact.setdefault(domain, compiled)
+        self.suffixes: Sequence[tuple[str, CompiledVirtualHost]] = sorted(
+            suffixes, key=lambda item: -len(item[0])
+        )
+
+    def host(self, authority: str) -> CompiledVirtualHost | None:
+        """The virtual host for a Host header (case-insensitive; with or without its port)."""
+        authority = authority.lower()
+        found = self.exact.get(authority)
+        if found is not None:
+            return found
+        bare = authority.rsplit(":", 1)[0] if ":" in authority else authority
+        found = self.exact.get(bare)
+        if found is not None:
+            return found
+        for suffix, host in self.suffixes:
+            if bare.endswith(suffix):
+                return host
+        return self.catch_all

@@ -1,0 +1,237 @@
+"""The proxy: listeners bound to addresses, clusters, and the atomic swap of snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterator
+
+from gossamer.proxy.cluster import ClusterState
+from gossamer.proxy.downstream import DownstreamConnection
+from gossamer.proxy.listener import ListenerRuntime
+from gossamer.proxy.router import CompiledRouteTable
+from gossamer.proxy.stats import ProxyStats
+from gossamer.proxy.timers import TimerWheel
+from gossamer.snapshot import Listener, Snapshot
+from gossamer.snapshot.codec import check
+
+SWEEP_INTERVAL = 0.5
+
+
+class ListenerHandle:
+    """A bound listener and its connections; its runtime is swapped when a snapshot changes it."""
+
+    def __init__(self, proxy: Proxy, config: Listener, runtime: ListenerRuntime) -> None:
+        self.proxy = proxy
+        self.config = config
+        self.runtime = runtime
+        self.server: asyncio.Server | None = None
+        self.connections: set[DownstreamConnection] = set()
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when the snapshot asked for port 0)."""
+        if self.server is None or not self.server.sockets:
+            return self.config.port
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def bind(self) -> None:
+        """Start accepting connections."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: DownstreamConnection(self),
+            self.config.address,
+            self.config.port,
+            reuse_address=True,
+            backlog=1024,
+        )
+
+    def admit(self, connection: DownstreamConnection) -> bool:
+        """Track a new connection, unless the listener is at max_connections."""
+        if len(self.connections) >= self.runtime.limits.max_connections:
+            return False
+        self.connections.add(connection)
+        return True
+
+    def forget(self, connection: DownstreamConnection) -> None:
+        """A connection closed."""
+        self.connections.discard(connection)
+
+    def begin_request(self) -> bool:
+        """Count a request in; False means shed it (max_concurrent_requests reached)."""
+        proxy = self.proxy
+        if proxy.active_requests >= self.runtime.limits.max_concurrent_requests:
+            proxy.stats.incr("gossamer_requests_shed_total")
+            return False
+        proxy.active_requests += 1
+        return True
+
+    def end_request(self) -> None:
+        """Count a request out."""
+        self.proxy.active_requests -= 1
+
+    def sweep(self, now: float) -> None:
+        """Enforce header and idle timeouts on every connection."""
+        for connection in list(self.connections):
+            connection.check_timeouts(now)
+
+    async def drain(self, deadline: float) -> None:
+        """Stop accepting, let requests in flight finish until `deadline`, then close the rest."""
+        self.runtime.draining = True
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.connections):
+            connection.drain()
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            for connection in list(self.connections):
+                connection.drain()
+        for connection in list(self.connections):
+            connection.abort()
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+
+
+class Proxy:
+    """Runs snapshots: `apply` swaps to a new one atomically, or raises and keeps the old."""
+
+    def __init__(self, stats: ProxyStats | None = None) -> None:
+        self.stats = stats or ProxyStats()
+        self.snapshot: Snapshot | None = None
+        self.listeners: dict[str, ListenerHandle] = {}
+        self.clusters: dict[str, ClusterState] = {}
+        self.active_requests = 0
+        self.draining = False
+        self.applied_at = 0.0
+        self._sweeper: asyncio.Task[None] | None = None
+        self.timers: TimerWheel | None = None
+        self.request_ids = request_id_source()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.on_apply: list[Callable[[Snapshot], None]] = []
+
+    async def apply(self, snapshot: Snapshot) -> None:
+        """Make `snapshot` current; on any error nothing changes and the error is raised."""
+        check(snapshot)
+        clusters = {c.name: ClusterState(c, self.clusters.get(c.name)) for c in snapshot.clusters}
+        tables = {t.name: CompiledRouteTable(t) for t in snapshot.route_tables}
+        runtimes = {
+            listener.name: ListenerRuntime(
+                listener,
+                routes=tables[listener.route_table],
+                clusters=clusters,
+                stats=self.stats,
+                node=snapshot.node,
+                telemetry=snapshot.telemetry,
+                version=snapshot.version,
+                timers=self._timers(),
+                request_ids=self.request_ids,
+            )
+            for listener in snapshot.listeners
+        }
+        kept: dict[str, ListenerHandle] = {}
+        fresh: list[ListenerHandle] = []
+        try:
+            for listener in snapshot.listeners:
+                handle = self.listeners.get(listener.name)
+                if handle is not None and _same_address(handle.config, listener):
+                    kept[listener.name] = handle
+                else:
+                    handle = ListenerHandle(self, listener, runtimes[listener.name])
+                    await handle.bind()
+                    fresh.append(handle)
+        except OSError:
+            for handle in fresh:
+                if handle.server is not None:
+                    handle.server.close()
+            raise
+        # From here on nothing can fail: swap everything at once.
+        for name, handle in kept.items():
+            handle.config = next(x for x in snapshot.listeners if x.name == name)
+            handle.runtime = runtimes[name]
+        removed = [h for name, h in self.listeners.items() if name not in runtimes]
+        for old in self.clusters.values():
+            old.retired = True
+        self.listeners = {**kept, **{h.config.name: h for h in fresh}}
+        self.clusters = clusters
+        self.snapshot = snapshot
+        self.applied_at = time.time()
+        self.stats.gauges["gossamer_snapshot_applied_timestamp_seconds"] = self.applied_at
+        for handle in removed:
+            deadline = time.monotonic() + handle.runtime.limits.drain_timeout
+            task = asyncio.get_running_loop().create_task(handle.drain(deadline))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        for callback in self.on_apply:
+            callback(snapshot)
+
+    def _timers(self) -> TimerWheel:
+        if self.timers is None:
+            self.timers = TimerWheel(asyncio.get_running_loop())
+        return self.timers
+
+    def port(self, listener: str) -> int:
+        """The bound port of a listener, by name."""
+        return self.listeners[listener].port
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop accepting and finish requests in flight, within a bound; then close."""
+        self.draining = True
+        deadline = time.monotonic() + (
+            timeout
+            if timeout is not None
+            else max((h.runtime.limits.drain_timeout for h in self.listeners.values()), default=0)
+        )
+        await asyncio.gather(*(h.drain(deadline) for h in self.listeners.values()))
+        await self.close()
+
+    async def close(self) -> None:
+        """Close everything now."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for handle in self.listeners.values():
+            if handle.server is not None:
+                handle.server.close()
+            for connection in list(handle.connections):
+                connection.abort()
+        for task in list(self._retiring):
+            task.cancel()
+        for cluster in self.clusters.values():
+            for endpoint in cluster.endpoints:
+                for upstream in list(endpoint.idle):
+                    upstream.close()
+        self.listeners = {}
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for handle in list(self.listeners.values()):
+                handle.sweep(now)
+            for cluster in self.clusters.values():
+                cluster.sweep(now)
+            self.stats.gauges["gossamer_active_requests"] = self.active_requests
+            self.stats.gauges["gossamer_downstream_connections"] = sum(
+                len(h.connections) for h in self.listeners.values()
+            )
+
+
+def request_id_source() -> Iterator[bytes]:
+    """Unique request ids: a random 64-bit prefix per proxy process and a counter."""
+    prefix = b"%016x" % random.getrandbits(64)
+    for number in itertools.count(1):
+        yield b"%s-%x" % (prefix, number)
+    raise AssertionError("unreachable")
+
+
+def _same_address(old: Listener, new: Listener) -> bool:
+    # Port 0 in both means "any port": the one already bound is kept.
+    return (old.address, old.port) == (new.address, new.port)

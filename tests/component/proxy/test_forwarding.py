@@ -1,0 +1,249 @@
+"""Requests go through the proxy to a real upstream and back, as HTTP/1.1 says they should."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from gossamer.snapshot import (
+    DirectResponse,
+    HeaderMatch,
+    HeaderOps,
+    Rewrite,
+    Route,
+    RouteMatch,
+    Snapshot,
+    StringMatch,
+    WeightedCluster,
+)
+
+from .backend import Backend
+from .harness import Running, cluster, exchange, read_response, snapshot, to
+
+Run = Callable[[Snapshot], Awaitable[Running]]
+
+
+async def test_get_and_post_reach_the_upstream_with_forwarding_headers(
+    backend: Backend, run_proxy: Run, client: httpx.AsyncClient
+) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    response = await client.get(f"{proxy.url}/hello?x=1", headers={"x-custom": "yes"})
+    assert response.status_code == 200
+    seen = response.json()
+    assert seen["target"] == "/hello?x=1"
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    assert headers["x-custom"] == "yes"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-request-id"]
+    assert headers["traceparent"].startswith("00-") and len(headers["traceparent"]) == 55
+    assert headers["x-b3-traceid"] == headers["traceparent"][3:35]
+    response = await client.post(f"{proxy.url}/items", content=b"payload")
+    assert response.json()["body"] == "payload"
+    assert response.headers["x-backend"] == "one"
+
+
+async def test_a_trace_is_continued_not_restarted(
+    backend: Backend, run_proxy: Run, client: httpx.AsyncClient
+) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    seen = (await client.get(proxy.url, headers={"traceparent": parent})).json()
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    trace = headers["traceparent"].split("-")
+    assert trace[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert trace[2] != "b7ad6b7169203331"
+    assert headers["x-b3-parentspanid"] == "b7ad6b7169203331"
+
+
+async def test_hop_by_hop_headers_and_those_named_in_connection_are_removed(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    raw = await exchange(
+        proxy.port,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-secret\r\nx-secret: 1\r\n"
+        b"Keep-Alive: timeout=5\r\nProxy-Authorization: basic\r\nx-kept: 2\r\n\r\n",
+    )
+    body = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    names = {k.lower() for k, _ in body["headers"]}
+    assert "x-kept" in names
+    assert not names & {"x-secret", "keep-alive", "proxy-authorization"}
+    assert b"connection: close" in raw.lower()
+
+
+async def test_keep_alive_reuses_one_upstream_connection(backend: Backend, run_proxy: Run) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    for number in range(5):
+        writer.write(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % number)
+        status, _, body = await read_response(reader)
+        assert status == 200
+        assert json.loads(body)["target"] == f"/{number}"
+    writer.close()
+    assert backend.connections == 1
+    assert len(backend.requests) == 5
+
+
+async def test_pipelined_requests_are_answered_in_order(backend: Backend, run_proxy: Run) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(
+        b"GET /slow HTTP/1.1\r\nHost: a\r\nx-delay: 0.2\r\n\r\n"
+        b"POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /third HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    targets = []
+    for _ in range(3):
+        _, _, body = await read_response(reader)
+        targets.append(json.loads(body)["target"])
+    writer.close()
+    assert targets == ["/slow", "/second", "/third"]
+
+
+async def test_chunked_both_ways_and_trailers(backend: Backend, run_proxy: Run) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    raw = await exchange(
+        proxy.port,
+        b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nx-chunked: 1\r\n"
+        b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    body = b""
+    rest = payload
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        body, rest = body + rest[:size], rest[size + 2 :]
+    assert json.loads(body)["body"] == "hello world"
+    assert rest.startswith(b"x-trailer: done\r\n")
+
+
+async def test_http10_client_gets_a_body_delimited_by_close(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    raw = await exchange(proxy.port, b"GET /old HTTP/1.0\r\nx-chunked: 1\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    assert json.loads(body)["target"] == "/old"
+
+
+async def test_head_response_has_no_body_and_the_connection_lives_on(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n")
+    status_line = await reader.readline()
+    assert b"200" in status_line
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"content-length:" in head.lower()
+    writer.write(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, _, body = await read_response(reader)
+    writer.close()
+    assert status == 200 and json.loads(body)["target"] == "/after"
+
+
+async def test_absolute_form_target_routes_by_its_host(
+    backend: Backend, backend2: Backend, run_proxy: Run
+) -> None:
+    routes = [
+        Route(
+            name="reviews",
+            match=RouteMatch(authority=StringMatch(kind="exact", value="reviews")),
+            clusters=(WeightedCluster(cluster="one"),),
+        ),
+        to("two"),
+    ]
+    proxy = await run_proxy(
+        snapshot(routes, [cluster("one", backend.port), cluster("two", backend2.port)])
+    )
+    raw = await exchange(
+        proxy.port, b"GET http://reviews/r/1 HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n"
+    )
+    assert b"x-backend: one" in raw
+    assert json.loads(raw.split(b"\r\n\r\n", 1)[1])["target"] == "/r/1"
+
+
+async def test_routes_match_in_order_on_path_and_headers(
+    backend: Backend, backend2: Backend, run_proxy: Run, client: httpx.AsyncClient
+) -> None:
+    routes = [
+        Route(
+            name="jason",
+            match=RouteMatch(
+                path=StringMatch(kind="prefix", value="/reviews"),
+                headers=(
+                    HeaderMatch(name="end-user", match=StringMatch(kind="exact", value="jason")),
+                ),
+            ),
+            clusters=(WeightedCluster(cluster="two"),),
+            response_headers=HeaderOps(set=(("x-route", "jason"),)),
+        ),
+        Route(
+            name="teapot",
+            match=RouteMatch(path=StringMatch(kind="exact", value="/teapot")),
+            direct_response=DirectResponse(status=418, body="short and stout"),
+        ),
+        Route(
+            name="rest",
+            match=RouteMatch(path=StringMatch(kind="regex", value="/reviews/[0-9]+")),
+            clusters=(WeightedCluster(cluster="one"),),
+        ),
+    ]
+    proxy = await run_proxy(
+        snapshot(routes, [cluster("one", backend.port), cluster("two", backend2.port)])
+    )
+    jason = await client.get(f"{proxy.url}/reviews/1", headers={"end-user": "jason"})
+    assert jason.headers["x-backend"] == "two" and jason.headers["x-route"] == "jason"
+    other = await client.get(f"{proxy.url}/reviews/1")
+    assert other.headers["x-backend"] == "one"
+    teapot = await client.get(f"{proxy.url}/teapot")
+    assert (teapot.status_code, teapot.text) == (418, "short and stout")
+    missing = await client.get(f"{proxy.url}/reviews/abc")
+    assert missing.status_code == 404
+    assert missing.headers["x-gossamer-reason"] == "no route"
+
+
+async def test_weighted_split_follows_the_weights(
+    backend: Backend, backend2: Backend, run_proxy: Run, client: httpx.AsyncClient
+) -> None:
+    route = Route(
+        name="canary",
+        clusters=(
+            WeightedCluster(cluster="one", weight=80),
+            WeightedCluster(cluster="two", weight=20),
+        ),
+    )
+    proxy = await run_proxy(
+        snapshot([route], [cluster("one", backend.port), cluster("two", backend2.port)])
+    )
+    results = await asyncio.gather(*(client.get(proxy.url) for _ in range(400)))
+    share = sum(1 for r in results if r.headers["x-backend"] == "two") / len(results)
+    assert 0.12 < share < 0.28
+
+
+async def test_request_header_operations_and_rewrite(
+    backend: Backend, run_proxy: Run, client: httpx.AsyncClient
+) -> None:
+    route = Route(
+        name="rewrite",
+        match=RouteMatch(path=StringMatch(kind="prefix", value="/old")),
+        clusters=(WeightedCluster(cluster="one"),),
+        rewrite=Rewrite(prefix="/new", authority="internal.example"),
+        request_headers=HeaderOps(set=(("x-set", "1"),), add=(("x-add", "2"),), remove=("x-drop",)),
+    )
+    proxy = await run_proxy(snapshot([route], [cluster("one", backend.port)]))
+    seen = (await client.get(f"{proxy.url}/old/page?q=1", headers={"x-drop": "gone"})).json()
+    headers = {k.lower(): v for k, v in seen["headers"]}
+    assert seen["target"] == "/new/page?q=1"
+    assert headers["host"] == "internal.example"
+    assert headers["x-set"] == "1" and headers["x-add"] == "2"
+    assert "x-drop" not in headers
