@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench docs clean
+# Debian packages that benchmarks and some tests run against (real servers, not mocks).
+SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd
+SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server
+
+.PHONY: demo test lint unit bench docs clean system-deps
 
 # Create the virtual environment once, and reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -25,8 +29,19 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
-	@echo "No benchmark yet: bench/ gains its scripts with the proxy, control plane and event backbone."
+# Installs what is missing, once, when run as root on Debian; says what to install otherwise.
+system-deps:
+	@missing=""; for cmd in $(SYSTEM_COMMANDS); do \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "missing:$$missing; install: apt-get install $(SYSTEM_PACKAGES)"; exit 1; fi; \
+	fi
+
+bench: $(STAMP) system-deps
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/proxy_bench.py --markdown bench/results-proxy.md
 
 docs: $(STAMP)
 	$(BIN)/python -m gossamer.resources.reference docs/resources.md
