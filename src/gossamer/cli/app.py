@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from gossamer import __version__
+from gossamer.cli.control import control_plane
 from gossamer.cli.proxy import proxy
 from gossamer.cli.validate import validate
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.command()(validate)
 app.command()(proxy)
+app.command("control-plane")(control_plane)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,59 @@
+"""`gossamer control-plane`: run the store and the resource API until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from gossamer.control.server import ControlPlane
+
+
+def control_plane(
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite:FILE or etcd://HOST:PORT, optionally etcd://HOST:PORT/PREFIX "
+            "(default: sqlite in the state folder).",
+            show_default=False,
+        ),
+    ] = None,
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT of the API; port 0 picks a free one.")
+    ] = "127.0.0.1:15010",
+    state: Annotated[
+        Path,
+        typer.Option(help="Folder of the admin token (and of the sqlite store by default)."),
+    ] = Path(".gossamer/control-plane"),
+) -> None:
+    """Run the control plane: the resource store and its API with watches."""
+    # Imported here so that other commands (the proxy above all) do not load the control plane.
+    from gossamer.control.auth import TokenFileError
+    from gossamer.control.server import ControlPlaneConfig, configure_logging, serve
+    from gossamer.control.store.errors import StoreError
+
+    try:
+        config = ControlPlaneConfig.from_options(state, store, listen)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    configure_logging()
+
+    def ready(plane: ControlPlane) -> None:
+        sys.stdout.write(
+            f"gossamer control-plane: listening on {plane.url} "
+            f"(store {config.store_location}, admin token in {plane.token_file})\n"
+        )
+        sys.stdout.flush()
+
+    try:
+        asyncio.run(serve(config, ready))
+    except (StoreError, TokenFileError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as error:
+        typer.echo(f"error: cannot listen on {listen}: {error.strerror or error}", err=True)
+        raise typer.Exit(1) from None

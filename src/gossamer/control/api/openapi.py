@@ -1,0 +1,211 @@
+"""The OpenAPI 3.1 description of the API, built from the catalog and the resource models."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from gossamer import __version__
+from gossamer.control.api.catalog import Catalog, ServedResource
+from gossamer.control.api.mergepatch import MEDIA_TYPE as MERGE_PATCH
+
+Json = dict[str, Any]
+_REF = "#/components/schemas/{model}"
+
+
+class OpenApi:
+    """The document, built on first use and kept (it depends only on the catalog)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    @cached_property
+    def document(self) -> Json:
+        """The whole OpenAPI document."""
+        served = list(self._catalog)
+        models = sorted({s.model for s in served}, key=lambda m: m.__name__)
+        refs, definitions = models_json_schema(
+            [(model, "validation") for model in models], ref_template=_REF, by_alias=True
+        )
+        schemas: Json = dict(definitions.get("$defs", {}))
+        assert not schemas.keys() & _COMMON_SCHEMAS.keys(), "a model shadows a common schema"
+        schemas.update(_COMMON_SCHEMAS)
+        paths: Json = {}
+        for resource in served:
+            schema = refs[(resource.model, "validation")]
+            paths.update(_paths(resource, schema))
+        return {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "Gossamer control plane",
+                "version": __version__,
+                "description": "Kubernetes-style resource API of the Gossamer service mesh.",
+            },
+            "security": [{"bearer": []}],
+            "paths": paths,
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+        }
+
+
+def _paths(resource: ServedResource, schema: Json) -> Json:
+    base = resource.base_path
+    namespaced = f"{base}/namespaces/{{namespace}}/{resource.plural}"
+    found = _object_response(schema)
+    as_json = _body(schema, "application/json")
+    delete_options = _body({"$ref": _REF.format(model="DeleteOptions")}, "application/json")
+    writes = (413, 422, 503)
+    return {
+        namespaced: {
+            "parameters": [_path_param("namespace")],
+            "get": _list_operation(resource, "Namespaced"),
+            "post": _operation(resource, "create", found, (409, *writes), code=201, body=as_json),
+        },
+        f"{namespaced}/{{name}}": {
+            "parameters": [_path_param("namespace"), _path_param("name")],
+            "get": _operation(resource, "read", found, (404, 503)),
+            "put": _operation(resource, "replace", found, (404, 409, *writes), body=as_json),
+            "patch": _operation(
+                resource,
+                "patch",
+                found,
+                (404, 409, 415, *writes),
+                body=_body({"type": "object"}, MERGE_PATCH),
+            ),
+            "delete": _operation(resource, "delete", found, (404, 409, 503), body=delete_options),
+        },
+        f"{base}/{resource.plural}": {"get": _list_operation(resource, "AllNamespaces")},
+    }
+
+
+def _operation_id(verb: str, resource: ServedResource, infix: str = "Namespaced") -> str:
+    group = "".join(p.capitalize() for p in (resource.group or "core").split("."))
+    return f"{verb}{group}{resource.version.capitalize()}{infix}{resource.kind}"
+
+
+def _operation(
+    resource: ServedResource,
+    verb: str,
+    success: Json,
+    errors: tuple[int, ...],
+    *,
+    code: int = 200,
+    body: Json | None = None,
+    infix: str = "Namespaced",
+    parameters: list[Json] | None = None,
+) -> Json:
+    responses: Json = {str(code): success}
+    for status in (400, 401, 403, *errors):
+        responses[str(status)] = _status_response()
+    operation: Json = {
+        "operationId": _operation_id(verb, resource, infix),
+        "tags": [resource.api_version],
+        "responses": responses,
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _list_operation(resource: ServedResource, infix: str) -> Json:
+    parameters = [
+        _query("labelSelector", "string", "e.g. app=web,tier!=db,env in (a,b),!legacy"),
+        _query("watch", "boolean", "stream newline-delimited watch events instead of a list"),
+        _query("resourceVersion", "string", "with watch: deliver changes after this version"),
+        _query("timeoutSeconds", "integer", "with watch: end the stream after this long"),
+    ]
+    success = {
+        "description": f"a {resource.kind}List, or with watch=true a stream of watch events",
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="List")}}},
+    }
+    return _operation(resource, "list", success, (410, 503), infix=infix, parameters=parameters)
+
+
+def _body(schema: Json, media_type: str) -> Json:
+    return {"content": {media_type: {"schema": schema}}}
+
+
+def _object_response(schema: Json) -> Json:
+    return {"description": "the object", "content": {"application/json": {"schema": schema}}}
+
+
+def _status_response() -> Json:
+    schema = {"$ref": _REF.format(model="Status")}
+    return {"description": "a Status", "content": {"application/json": {"schema": schema}}}
+
+
+def _path_param(name: str) -> Json:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, kind: str, description: str) -> Json:
+    return {"name": name, "in": "query", "schema": {"type": kind}, "description": description}
+
+
+_COMMON_SCHEMAS: Json = {
+    "Status": {
+        "type": "object",
+        "properties": {
+            "kind": {"const": "Status"},
+            "apiVersion": {"const": "v1"},
+            "status": {"enum": ["Failure"]},
+            "message": {"type": "string"},
+            "reason": {"type": "string"},
+            "code": {"type": "integer"},
+            "details": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "group": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "causes": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "reason": {"type": "string"},
+                                "field": {"type": "string"},
+                                "message": {"type": "string"},
+                                "line": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    "List": {
+        "type": "object",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {
+                "type": "object",
+                "properties": {"resourceVersion": {"type": "string"}},
+            },
+            "items": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "WatchEvent": {
+        "type": "object",
+        "properties": {
+            "type": {"enum": ["ADDED", "MODIFIED", "DELETED", "ERROR"]},
+            "object": {"type": "object"},
+        },
+    },
+    "DeleteOptions": {
+        "type": "object",
+        "properties": {
+            "preconditions": {
+                "type": "object",
+                "properties": {"resourceVersion": {"type": "string"}},
+            }
+        },
+    },
+}

@@ -1,0 +1,140 @@
+"""Who may call the API: bearer tokens, the principals they stand for, and what each may do.
+
+Tokens are kept by their SHA-256, so a lookup compares digests rather than secrets. A principal
+carries RBAC-like rules (verbs x groups x resources x namespaces x names, `*` for any); the admin
+token's principal may do everything. Workload tokens will be principals whose rules name their
+own workload's objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+ANY = "*"
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+class Verb(StrEnum):
+    """What a request does, as Kubernetes RBAC names it."""
+
+    GET = "get"
+    LIST = "list"
+    WATCH = "watch"
+    CREATE = "create"
+    UPDATE = "update"
+    PATCH = "patch"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One request to authorize; namespace None is a list or watch across namespaces."""
+
+    verb: Verb
+    group: str
+    plural: str
+    namespace: str | None = None
+    name: str | None = None
+
+
+def _any() -> frozenset[str]:
+    return frozenset({ANY})
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Allows every combination of the listed values; `*` stands for any value."""
+
+    verbs: frozenset[str] = field(default_factory=_any)
+    groups: frozenset[str] = field(default_factory=_any)
+    plurals: frozenset[str] = field(default_factory=_any)
+    namespaces: frozenset[str] = field(default_factory=_any)
+    names: frozenset[str] = field(default_factory=_any)
+
+    def allows(self, access: Access) -> bool:
+        """Whether this rule covers the access (an unnamed or all-namespace one needs `*`)."""
+        return (
+            _covers(self.verbs, access.verb.value)
+            and _covers(self.groups, access.group)
+            and _covers(self.plurals, access.plural)
+            and _covers(self.namespaces, access.namespace)
+            and _covers(self.names, access.name)
+        )
+
+
+def _covers(allowed: frozenset[str], value: str | None) -> bool:
+    return ANY in allowed or (value is not None and value in allowed)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a token stands for, and what they may do."""
+
+    name: str
+    rules: tuple[Rule, ...]
+
+    def allows(self, access: Access) -> bool:
+        """Whether any rule covers the access."""
+        return any(rule.allows(access) for rule in self.rules)
+
+
+ADMIN = Principal("admin", (Rule(),))
+
+
+class TokenRegistry:
+    """Bearer tokens -> principals."""
+
+    def __init__(self) -> None:
+        self._by_digest: dict[bytes, Principal] = {}
+
+    def __repr__(self) -> str:
+        return f"<TokenRegistry {len(self._by_digest)} tokens>"
+
+    def add(self, token: str, principal: Principal) -> None:
+        """Accept `token` as `principal` from now on."""
+        self._by_digest[_digest(token)] = principal
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The token's principal, or None for a token nobody issued."""
+        return self._by_digest.get(_digest(token))
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenFileError(Exception):
+    """The admin token file cannot be used (unreadable, empty, or readable by others)."""
+
+
+def load_admin_token(state_dir: Path) -> str:
+    """The admin token in `state_dir`, created (mode 0600, folder 0700) on first start."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = state_dir / ADMIN_TOKEN_FILE
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_token(path)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    return token
+
+
+def _read_token(path: Path) -> str:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TokenFileError(
+            f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}): "
+            f"run `chmod 600 {path}` or delete it to have a new token made"
+        )
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise TokenFileError(f"{path} is empty: delete it to have a new token made")
+    return token

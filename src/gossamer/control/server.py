@@ -1,0 +1,212 @@
+"""`gossamer control-plane`: the store and the API on uvicorn, started and stopped in a fixed order.
+
+Start: open the store, load (or create) the admin token, bind the socket, serve. Stop: uvicorn
+stops accepting and closes connections (open watches get `graceful_s` to end), then the store
+closes. Everything a run needs is in `ControlPlaneConfig`; nothing lives at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import uvicorn
+
+from gossamer.control.api.app import create_app
+from gossamer.control.api.catalog import Catalog
+from gossamer.control.api.resources import ApiSettings, ResourceEndpoints
+from gossamer.control.auth import ADMIN, TokenRegistry, load_admin_token
+from gossamer.control.store.location import (
+    SqliteLocation,
+    StoreLocation,
+    open_store,
+    parse_location,
+)
+from gossamer.control.store.model import Store, StoreSettings
+
+DEFAULT_LISTEN = "127.0.0.1:15010"
+DEFAULT_STATE = Path(".gossamer/control-plane")
+STORE_FILE = "store.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """A host and port to listen on; port 0 picks a free one."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Listen:
+        """`HOST:PORT`, `[V6]:PORT` or `:PORT` (all interfaces)."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"expected HOST:PORT, not {text!r}")
+        return cls(host.strip("[]") or "0.0.0.0", int(port))
+
+    def bind(self) -> socket.socket:
+        """A listening socket, so that the real port is known before the server starts."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        return sock
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlaneConfig:
+    """Everything one control plane run needs."""
+
+    state_dir: Path = DEFAULT_STATE
+    store: StoreLocation | None = None
+    """None: sqlite in `state_dir`."""
+    listen: Listen = field(default_factory=lambda: Listen.parse(DEFAULT_LISTEN))
+    api: ApiSettings = field(default_factory=ApiSettings)
+    store_settings: StoreSettings = field(default_factory=StoreSettings)
+    graceful_s: float = 5.0
+    start_timeout_s: float = 30.0
+
+    @property
+    def store_location(self) -> StoreLocation:
+        """Where the store is."""
+        return self.store or SqliteLocation(self.state_dir / STORE_FILE)
+
+    @classmethod
+    def from_options(cls, state_dir: Path, store: str | None, listen: str) -> ControlPlaneConfig:
+        """From command-line text; ValueError says which part is wrong."""
+        location = parse_location(store) if store else None
+        return cls(state_dir=state_dir, store=location, listen=Listen.parse(listen))
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handlers: `serve` stops it, then closes the store."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ControlPlane:
+    """A running control plane; `async with` starts and stops it."""
+
+    def __init__(self, config: ControlPlaneConfig) -> None:
+        self.config = config
+        self.url = ""
+        self.store: Store | None = None
+        self.tokens = TokenRegistry()
+        self.endpoints: ResourceEndpoints | None = None
+        self._server: _Uvicorn | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+
+    def __repr__(self) -> str:
+        return f"<ControlPlane {self.url or 'not started'} store={self.config.store_location}>"
+
+    @property
+    def token_file(self) -> Path:
+        """Where the admin token is."""
+        return self.config.state_dir / "admin-token"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> str:
+        """Open the store, then accept connections; returns the URL."""
+        self.tokens.add(load_admin_token(self.config.state_dir), ADMIN)
+        self.store = await open_store(self.config.store_location, self.config.store_settings)
+        try:
+            await self._serve_http(self.store)
+        except BaseException:
+            await self.stop()
+            raise
+        return self.url
+
+    async def _serve_http(self, store: Store) -> None:
+        self._sock = self.config.listen.bind()
+        host, port = self._sock.getsockname()[:2]
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        self.endpoints = ResourceEndpoints(store, Catalog(), self.config.api)
+        app = create_app(self.endpoints, self.tokens)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=int(max(1, self.config.graceful_s)),
+        )
+        self._server = _Uvicorn(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        await self._wait_started(self._server, self._task)
+
+    async def _wait_started(self, server: _Uvicorn, task: asyncio.Task[None]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.start_timeout_s
+        while not server.started:
+            if task.done():
+                raise RuntimeError("the HTTP server stopped while starting")
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"the HTTP server did not start in {self.config.start_timeout_s}s"
+                )
+            await asyncio.sleep(0.01)
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set (or the server fails); `stop()` comes after."""
+        assert self._task is not None, "not started"
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({stopping, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+
+    async def stop(self) -> None:
+        """Stop accepting, end connections within the grace period, then close the store."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            if self.endpoints is not None:
+                # Watches never finish by themselves: end them so that shutdown need not wait.
+                await self.endpoints.end_watches()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), self.config.graceful_s + 10)
+        self._server = self._task = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self.store is not None:
+            store, self.store = self.store, None
+            await store.close()
+
+
+async def serve(config: ControlPlaneConfig, on_ready: Callable[[ControlPlane], None]) -> None:
+    """Run until SIGINT or SIGTERM; `on_ready` is called once requests are accepted."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    async with ControlPlane(config) as plane:
+        on_ready(plane)
+        await plane.run_until(stop)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One line per message on stderr."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
