@@ -11,6 +11,7 @@ import httptools
 import msgspec
 
 from gossamer.proxy import local_reply as lr
+from gossamer.proxy.cluster import ClusterState, EndpointState
 from gossamer.proxy.server import Proxy
 from gossamer.snapshot import dump
 
@@ -97,10 +98,12 @@ class AdminServer:
                     "active_requests": cluster.counters.active_requests,
                     "connections": cluster.counters.connections,
                     "pending": len(cluster.pending),
+                    "health_check": cluster.config.health_check is not None,
                     "endpoints": [
                         {
                             "address": f"{e.address}:{e.port}",
                             "healthy": e.healthy,
+                            "health_check": _check_state(cluster, e),
                             "ejected": bool(e.ejected_until),
                             "ejections": e.ejections,
                             "active": e.active,
@@ -134,6 +137,16 @@ class AdminServer:
         else:
             asyncio.get_running_loop().create_task(self.proxy.drain())
         return 202, b"text/plain", b"draining\n"
+
+
+def _check_state(cluster: ClusterState, endpoint: EndpointState) -> dict[str, object] | None:
+    if cluster.config.health_check is None:
+        return None
+    return {
+        "verdict": "failing" if endpoint.check_failed else "passing",
+        "failed_in_a_row": endpoint.failed_checks,
+        "passed_in_a_row": endpoint.passed_checks,
+    }
 
 
 class _AdminConnection(asyncio.Protocol):

@@ -46,7 +46,7 @@ class RandomChoice:
 
 
 class LeastRequest:
-    """Power of two choices: of two random endpoints, the one with fewer active requests."""
+    """Power of two choices: of two different random endpoints, the one with fewer requests."""
 
     __slots__ = ()
 
@@ -55,8 +55,11 @@ class LeastRequest:
         count = len(endpoints)
         if count == 1:
             return endpoints[0]
-        first = endpoints[random.randrange(count)]
-        second = endpoints[random.randrange(count)]
+        # Two different endpoints: drawn independently, both draws would land on the same
+        # (possibly stuck) endpoint 1/n of the time, however loaded it is.
+        at = random.randrange(count)
+        first = endpoints[at]
+        second = endpoints[(at + 1 + random.randrange(count - 1)) % count]
         return first if first.active * second.weight <= second.active * first.weight else second
 
 
@@ -74,8 +77,9 @@ class PeakEwma:
         count = len(endpoints)
         if count == 1:
             return endpoints[0]
-        first = endpoints[random.randrange(count)]
-        second = endpoints[random.randrange(count)]
+        at = random.randrange(count)
+        first = endpoints[at]
+        second = endpoints[(at + 1 + random.randrange(count - 1)) % count]
         now = time.monotonic()
         return first if first.cost(now) <= second.cost(now) else second
 

@@ -27,6 +27,7 @@ class EndpointState:
     __slots__ = (
         "active",
         "address",
+        "check_failed",
         "connections",
         "consecutive_5xx",
         "consecutive_gateway",
@@ -39,6 +40,7 @@ class EndpointState:
         "idle",
         "key",
         "labels",
+        "passed_checks",
         "port",
         "weight",
         "zone",
@@ -61,7 +63,10 @@ class EndpointState:
         self.consecutive_gateway = 0
         self.ejected_until = 0.0
         self.ejections = 0
+        # Active health checks: consecutive results, and the verdict they add up to.
         self.failed_checks = 0
+        self.passed_checks = 0
+        self.check_failed = False
 
     def cost(self, now: float) -> float:
         """PEAK_EWMA's cost: decayed latency average times the requests it would have."""
@@ -90,17 +95,19 @@ class EndpointState:
 class Waiter:
     """A request waiting for a connection because the cluster is at max_connections."""
 
-    __slots__ = ("deliver", "endpoint", "fail")
+    __slots__ = ("connect", "deliver", "endpoint", "fail")
 
     def __init__(
         self,
         endpoint: EndpointState,
         deliver: Callable[[UpstreamConnection], None],
         fail: Callable[[str, str], None],
+        connect: Callable[[EndpointState], None],
     ) -> None:
         self.endpoint = endpoint
         self.deliver = deliver
         self.fail = fail
+        self.connect = connect
 
 
 class ClusterCounters:
@@ -127,6 +134,7 @@ class ClusterState:
         "name",
         "pending",
         "retired",
+        "successor",
     )
 
     def __init__(self, config: Cluster, previous: ClusterState | None = None) -> None:
@@ -140,7 +148,10 @@ class ClusterState:
                 state = EndpointState(endpoint)
             else:
                 state.weight = max(1, endpoint.weight)
-                state.healthy = endpoint.healthy and state.failed_checks == 0
+                if config.health_check is None:
+                    state.check_failed = False
+                    state.failed_checks = state.passed_checks = 0
+                state.healthy = endpoint.healthy and not state.check_failed
             self.endpoints.append(state)
         self.balancer: Balancer = balancer_for(config.lb_policy)
         self.counters: ClusterCounters = (
@@ -150,6 +161,7 @@ class ClusterState:
         # Waiters in `pending` whose own connection is being opened: not queued behind others.
         self.connecting = 0
         self.retired = False
+        self.successor: ClusterState | None = None
         self.available: list[EndpointState] = []
         self.refresh()
 
@@ -170,6 +182,13 @@ class ClusterState:
         ):
             usable = [e for e in usable for _ in range(min(e.weight, 100))]
         self.available = usable
+
+    def mark_checked(self, endpoint: EndpointState) -> None:
+        """An active health check changed an endpoint's verdict: balance accordingly."""
+        for declared, state in zip(self.config.endpoints, self.endpoints, strict=True):
+            if state is endpoint:
+                state.healthy = declared.healthy and not state.check_failed
+        self.refresh()
 
     def pick(self, key: bytes | None = None) -> EndpointState | None:
         """An endpoint for the next request, or None when the cluster has none."""
@@ -206,13 +225,13 @@ class ClusterState:
             self.counters.connections += 1
             endpoint.connections += 1
             self.connecting += 1
-            self.pending.append(Waiter(endpoint, deliver, fail))
+            self.pending.append(Waiter(endpoint, deliver, fail, connect))
             connect(endpoint)
             return None
         if len(self.pending) - self.connecting >= limits.max_pending:
             fail("UO", "upstream overflow: too many pending requests")
             return None
-        self.pending.append(Waiter(endpoint, deliver, fail))
+        self.pending.append(Waiter(endpoint, deliver, fail, connect))
         return None
 
     def connected(self, connection: UpstreamConnection) -> None:
@@ -229,14 +248,18 @@ class ClusterState:
             if waiter.endpoint is endpoint:
                 self.pending.remove(waiter)
                 waiter.fail(flag, reason)
-                return
+                break
+        self._open_for_queued()
 
     def release(self, connection: UpstreamConnection) -> None:
         """A connection is free again: hand it to a waiter or keep it idle."""
-        if self.pending and not self.retired:
+        if self.pending:
             # The oldest waiter takes it, even if it had picked another endpoint: waiting longer
             # for that one would be worse balancing than using this one now.
             self.pending.popleft().deliver(connection)
+            return
+        if self.retired:
+            self._hand_on(connection)
             return
         connection.endpoint.idle.append(connection)
         connection.idle_since = time.monotonic()
@@ -248,6 +271,57 @@ class ClusterState:
         endpoint.connections -= 1
         if connection in endpoint.idle:
             endpoint.idle.remove(connection)
+        self._open_for_queued()
+
+    def take_slot(self, endpoint: EndpointState) -> bool:
+        """Count in a connection opened outside the queue; False at max_connections."""
+        if self.counters.connections >= self.config.limits.max_connections:
+            return False
+        self.counters.connections += 1
+        endpoint.connections += 1
+        return True
+
+    def free_slot(self, endpoint: EndpointState) -> None:
+        """A connection taken with take_slot could not be opened."""
+        self.counters.connections -= 1
+        endpoint.connections -= 1
+        self._open_for_queued()
+
+    def _open_for_queued(self) -> None:
+        # A connection slot came free. Requests queued at max_connections wait for a release,
+        # and a connection that closes instead is never released: open one in its place.
+        if len(self.pending) <= self.connecting:
+            return
+        if self.counters.connections >= self.config.limits.max_connections:
+            return
+        waiter = self.pending[0]
+        self.counters.connections += 1
+        waiter.endpoint.connections += 1
+        self.connecting += 1
+        waiter.connect(waiter.endpoint)
+
+    def retire(self, successor: ClusterState | None) -> None:
+        """A new snapshot replaced this cluster (by `successor`, or by nothing).
+
+        Requests already waiting here are still served; a connection freed later goes on to the
+        successor when its endpoint lives on there, and closes otherwise, as idle ones to
+        endpoints that are gone do now.
+        """
+        self.retired = True
+        self.successor = successor
+        kept = set(successor.endpoints) if successor is not None else set()
+        for endpoint in self.endpoints:
+            if endpoint not in kept:
+                for connection in list(endpoint.idle):
+                    connection.close()
+
+    def _hand_on(self, connection: UpstreamConnection) -> None:
+        successor = self.successor
+        if successor is not None and connection.endpoint in successor.endpoints:
+            connection.cluster = successor
+            successor.release(connection)
+        else:
+            connection.close()
 
     def sweep(self, now: float) -> None:
         """Close connections idle for longer than idle_timeout; end expired ejections."""

@@ -12,6 +12,8 @@ import httptools
 
 from gossamer.proxy import local_reply as lr
 from gossamer.proxy.exchange import Exchange, RequestHead
+from gossamer.proxy.rejection import QueuedRejection
+from gossamer.proxy.tunnel import UpgradeExchange
 
 if TYPE_CHECKING:
     from gossamer.proxy.listener import ListenerRuntime
@@ -48,6 +50,8 @@ class DownstreamConnection(asyncio.Protocol):
         "queue",
         "request_started",
         "runtime",
+        "starting",
+        "then",
         "transport",
         "url",
         "write_paused",
@@ -72,6 +76,9 @@ class DownstreamConnection(asyncio.Protocol):
         self.batch: list[bytes] | None = None
         self.request_started = 0.0
         self.last_activity = time.monotonic()
+        # While _next starts a queued exchange, and what to do after one answered at once.
+        self.starting = False
+        self.then: bool | None = None
 
     # asyncio.Protocol
 
@@ -96,8 +103,8 @@ class DownstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except RequestRejectedError as rejected:
             self._reject(rejected.status, rejected.reason)
-        except httptools.HttpParserUpgrade:
-            self._reject(501, "protocol upgrade is not supported on this listener")
+        except httptools.HttpParserUpgrade as upgrade:
+            self._switching(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as error:
             cause = error.__context__
             if isinstance(cause, RequestRejectedError):
@@ -136,6 +143,8 @@ class DownstreamConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         """A new request starts: its header bytes are counted and timed from here."""
+        # Each request runs with the listener's newest snapshot, even on an older connection.
+        self.runtime = self.handle.runtime
         self.url = b""
         self.headers = []
         self.header_bytes = 0
@@ -174,11 +183,11 @@ class DownstreamConnection(asyncio.Protocol):
         self.header_count = 0
         self.header_bytes = 0
         self.in_trailers = True
-        exchange = Exchange(self, head)
+        exchange = self._upgrade(head) if parser.should_upgrade() else Exchange(self, head)
         self.incoming = exchange
         if self.current is None:
             if not self.handle.begin_request():
-                exchange.local(503, "overloaded: too many concurrent requests", lr.LOAD_SHED)
+                self._shed(exchange)
                 return
             self.current = exchange
             exchange.start()
@@ -245,7 +254,11 @@ class DownstreamConnection(asyncio.Protocol):
             return
         self.handle.end_request()
         if exchange.request_done or not keep_alive:
-            self._next(keep_alive)
+            if self.starting:
+                # Answered inside _next's start(): its loop goes on, not a deeper stack.
+                self.then = keep_alive
+            else:
+                self._next(keep_alive)
 
     def abort(self) -> None:
         """Close at once, without finishing any response."""
@@ -255,33 +268,80 @@ class DownstreamConnection(asyncio.Protocol):
 
     # Internals
 
+    def _upgrade(self, head: RequestHead) -> Exchange:
+        if head.method == b"CONNECT":
+            raise RequestRejectedError(501, "CONNECT is not supported on this listener")
+        if head.chunked or head.content_length:
+            # The parser hands what follows an upgrade's head to the tunnel, body or not.
+            raise RequestRejectedError(400, "an upgrade request may not have a body")
+        return UpgradeExchange(self, head)
+
+    def _shed(self, exchange: Exchange) -> bool:
+        """Refuse with a 503; False when that answer said close, and the connection closes."""
+        exchange.local(503, "overloaded: too many concurrent requests", lr.LOAD_SHED)
+        if exchange.keep_alive:
+            return True
+        self._close_after_write()
+        return False
+
+    def _switching(self, rest: bytes) -> None:
+        # The parser stops after an upgrade's head: hold the client until the upstream answers.
+        self.pause_reading("upgrade")
+        exchange = self.queue[-1] if self.queue else self.current
+        if isinstance(exchange, UpgradeExchange):
+            exchange.early_data(rest)
+
     def _next(self, keep_alive: bool) -> None:
-        self.current = None
-        self.last_activity = time.monotonic()
-        if not keep_alive or self.runtime.draining:
-            self._close_after_write()
-            return
-        while self.queue:
+        while True:
+            self.current = None
+            self.last_activity = time.monotonic()
+            if not keep_alive or self.runtime.draining:
+                self._close_after_write()
+                return
+            if not self.queue:
+                self.resume_reading("pipeline")
+                return
             exchange = self.queue.popleft()
             if not self.handle.begin_request():
-                exchange.local(503, "overloaded: too many concurrent requests", lr.LOAD_SHED)
+                keep_alive = self._shed(exchange)
                 continue
             self.current = exchange
-            exchange.start()
-            if not exchange.finished:
-                break
-            self.current = None
-        if not self.queue:
-            self.resume_reading("pipeline")
+            self.starting = True
+            try:
+                exchange.start()
+            finally:
+                self.starting = False
+            then = self.then
+            if then is None:
+                # Under way, or answered with its request still arriving (the end goes on).
+                if not self.queue:
+                    self.resume_reading("pipeline")
+                return
+            self.then = None
+            keep_alive = then
 
     def _reject(self, status: int, reason: str) -> None:
         self.runtime.stats.incr("gossamer_downstream_rejected_requests_total")
         current = self.current
+        if current is not None and current is not self.incoming and not current.finished:
+            self._reject_in_turn(status, reason)
+            return
         if current is not None and not current.finished and not current.response_started:
-            current.local(status, reason, lr.DOWNSTREAM_PROTOCOL_ERROR)
+            current.refuse(status, reason)
         elif current is None and self.transport is not None:
             self.transport.write(lr.render(status, reason, close=True))
         self._close_after_write()
+
+    def _reject_in_turn(self, status: int, reason: str) -> None:
+        # The broken request is pipelined behind one still being answered: that one finishes
+        # as usual, and the refusal takes the broken request's place in the queue.
+        broken = self.incoming
+        if broken is not None and self.queue and self.queue[-1] is broken:
+            self.queue.pop()
+        self.incoming = None
+        self.request_started = 0.0
+        self.queue.append(QueuedRejection(self, status, reason))
+        self.pause_reading("rejected")
 
     def _close_after_write(self) -> None:
         transport = self.transport

@@ -16,10 +16,11 @@ from urllib.parse import parse_qsl
 from gossamer.proxy import local_reply as lr
 from gossamer.proxy.cluster import ClusterState, EndpointState, jittered_backoff, open_connection
 from gossamer.proxy.headers import HOP_BY_HOP, TRACE_HEADER_NAMES, connection_tokens, trace_headers
+from gossamer.proxy.mirror import send_copies
 from gossamer.proxy.router import CompiledRoute, RequestFacts
 from gossamer.proxy.timers import Timeout
 from gossamer.proxy.upstream import UpstreamConnection
-from gossamer.snapshot import RetryPolicy
+from gossamer.snapshot import Mirror, RetryPolicy
 
 if TYPE_CHECKING:
     from gossamer.proxy.listener import ListenerRuntime
@@ -45,6 +46,7 @@ class Client(Protocol):
 
     peer: str
     runtime: ListenerRuntime
+    write_paused: bool
 
     def write(self, data: bytes) -> None:
         """Send bytes to the client."""
@@ -117,6 +119,7 @@ class Exchange:
         "head_bytes",
         "is_head",
         "keep_alive",
+        "mirrors",
         "path",
         "reason",
         "replayable",
@@ -126,6 +129,7 @@ class Exchange:
         "response_framing",
         "response_started",
         "retry",
+        "retrying",
         "reused",
         "route",
         "runtime",
@@ -163,6 +167,7 @@ class Exchange:
         self.reason = ""
         self.attempt = 0
         self.retry: RetryPolicy | None = None
+        self.retrying = False
         self.reused = False
         self.timer: Timeout | asyncio.TimerHandle | None = None
         self.try_timer: Timeout | None = None
@@ -173,6 +178,7 @@ class Exchange:
         self.authority = ""
         self.path = ""
         self.request_id = b""
+        self.mirrors: tuple[Mirror, ...] = ()
 
     # Request side: called by the downstream connection
 
@@ -239,20 +245,32 @@ class Exchange:
             return
         fault = config.fault
         if fault is not None:
-            if fault.abort_status is not None and random.random() * 100 < fault.abort_percent:
-                self.local(fault.abort_status, "fault injected", lr.FAULT_INJECTED)
-                return
+            # Independent, as in Envoy and Istio: one picked for both is delayed, then aborted.
+            abort = fault.abort_status is not None and random.random() * 100 < fault.abort_percent
             if fault.delay is not None and random.random() * 100 < fault.delay_percent:
                 self.flags = lr.DELAY_INJECTED
                 loop = asyncio.get_running_loop()
-                self.timer = loop.call_later(fault.delay, self._after_delay, route, target)
+                self.timer = loop.call_later(fault.delay, self._after_delay, route, target, abort)
+                return
+            if abort:
+                self._abort_injected()
                 return
         self._forward(route, target)
 
-    def _after_delay(self, route: CompiledRoute, target: bytes) -> None:
+    def _after_delay(self, route: CompiledRoute, target: bytes, abort: bool) -> None:
         self.timer = None
-        if not self.finished:
+        if self.finished:
+            return
+        if abort:
+            self._abort_injected()
+        else:
             self._forward(route, target)
+
+    def _abort_injected(self) -> None:
+        assert self.route is not None and self.route.route.fault is not None
+        status = self.route.route.fault.abort_status
+        assert status is not None
+        self.local(status, "fault injected", lr.FAULT_INJECTED)
 
     def _forward(self, route: CompiledRoute, target: bytes) -> None:
         runtime = self.runtime
@@ -269,6 +287,11 @@ class Exchange:
             self.timer = runtime.timers.call_later(config.timeout, self._on_timeout)
         self.head_bytes = self._upstream_head(route, target)
         cluster.counters.active_requests += 1
+        if config.mirrors:
+            # Copies leave once the request is complete: now, or at request_end.
+            self.mirrors = config.mirrors
+            if self.request_done:
+                send_copies(self, None)
         self._attempt(None)
 
     def request_body(self, data: bytes) -> None:
@@ -295,6 +318,8 @@ class Exchange:
     def request_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
         """The request is complete; a chunked body gets its last chunk and any trailers."""
         self.request_done = True
+        if self.mirrors:
+            send_copies(self, trailers)
         if self.finished or not self.head.chunked:
             return
         end = b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
@@ -374,6 +399,18 @@ class Exchange:
                 self.client.resume_reading()
         else:
             connection.start(self, self.head_bytes, self.is_head)
+        if self.client.write_paused:
+            # The client's pause came before this connection: no new pause event will come.
+            connection.pause_reading()
+        if self.head.expect_continue:
+            self._continue()
+
+    def _continue(self) -> None:
+        # As Envoy does: the client hears 100 once its request is on the way upstream, so it
+        # never waits on an upstream that sends none; the upstream's own 100 is not passed on.
+        self.head.expect_continue = False
+        if not self.request_done and self.head.version == "1.1":
+            self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # Response side: called by the upstream connection
 
@@ -382,8 +419,6 @@ class Exchange:
     ) -> None:
         """Retry on a retriable status, or pass the head to the client."""
         if status < 200:
-            if status == 100 and self.head.expect_continue:
-                self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         retry = self.retry
         if retry is not None and self._retriable_status(status, retry):
@@ -425,6 +460,14 @@ class Exchange:
         self._end_try(gateway_error=False)
         self._finish()
 
+    def on_switched(self, connection: UpstreamConnection, rest: bytes) -> None:
+        """The upstream answered 101 to a request that asked for no upgrade: a 502."""
+        del rest
+        connection.close()
+        self.upstream = None
+        self._end_try(gateway_error=True)
+        self.local(502, "upstream switched protocols unasked", lr.UPSTREAM_PROTOCOL_ERROR)
+
     def on_upstream_lost(self, reason: str) -> None:
         """The upstream connection failed before the response was complete."""
         if self.finished:
@@ -440,8 +483,9 @@ class Exchange:
             return
         stale = self.reused and self.attempt == 0
         self._end_try(gateway_error=not stale)
-        if stale and self.replayable:
-            # A pooled connection the upstream had closed: try once more on a fresh one.
+        if stale and self.replayable and self._repeatable():
+            # A pooled connection the upstream had closed: try once more on a fresh one. The
+            # upstream may have read the request before closing, so only one safe to repeat.
             self.attempt += 1
             self._attempt(None)
             return
@@ -538,26 +582,31 @@ class Exchange:
         sent = condition != "connect-failure"
         if sent and self.head.method not in IDEMPOTENT and not retry.retry_non_idempotent:
             return False
-        if not cluster.retry_allowed():
+        if not self.retrying and not cluster.retry_allowed():
             self.runtime.stats.incr(f'gossamer_retry_overflow_total{{cluster="{cluster.name}"}}')
             return False
         del timeout
         return True
+
+    def _repeatable(self) -> bool:
+        retry = self.retry
+        return self.head.method in IDEMPOTENT or (retry is not None and retry.retry_non_idempotent)
 
     def _schedule_retry(self, avoid: EndpointState | None) -> None:
         retry = self.retry
         cluster = self.cluster
         assert retry is not None and cluster is not None
         self.attempt += 1
-        cluster.counters.active_retries += 1
+        if not self.retrying:
+            # Outstanding until the request ends, as in Envoy: a retry in flight is load too.
+            self.retrying = True
+            cluster.counters.active_retries += 1
         self.runtime.stats.incr(f'gossamer_upstream_retries_total{{cluster="{cluster.name}"}}')
         delay = jittered_backoff(self.attempt - 1, retry.backoff_base, retry.backoff_max)
         loop = asyncio.get_running_loop()
         loop.call_later(delay, self._retry_now, avoid)
 
     def _retry_now(self, avoid: EndpointState | None) -> None:
-        assert self.cluster is not None
-        self.cluster.counters.active_retries -= 1
         if not self.finished:
             self._attempt(avoid)
 
@@ -578,9 +627,9 @@ class Exchange:
         self.flags = flag
         self.reason = reason
         self.status = status
-        if flag == lr.DOWNSTREAM_PROTOCOL_ERROR:
+        if flag == lr.DOWNSTREAM_PROTOCOL_ERROR or not (self.request_done or self._bodiless()):
+            # A body not read yet leaves the connection unable to carry another request.
             self.keep_alive = False
-        self.keep_alive = self.keep_alive and self.request_done
         data = lr.render(
             status, reason, close=not self.keep_alive, body=body, head_only=self.is_head,
             extra=extra,
@@ -593,6 +642,10 @@ class Exchange:
     def _fail(self, status: int, reason: str, flag: str) -> None:
         self._drop_upstream()
         self.local(status, reason, flag)
+
+    def refuse(self, status: int, reason: str) -> None:
+        """The client broke its request midway: answer so, and give up any upstream attempt."""
+        self._fail(status, reason, lr.DOWNSTREAM_PROTOCOL_ERROR)
 
     def _redirect(self, route: CompiledRoute, target: bytes) -> None:
         redirect = route.route.redirect
@@ -641,8 +694,14 @@ class Exchange:
             self._end_try(gateway_error=False, record=False)
         if self.cluster is not None and self.route is not None and self.head_bytes:
             self.cluster.counters.active_requests -= 1
+            if self.retrying:
+                self.cluster.counters.active_retries -= 1
         self.runtime.record(self)
-        self.client.exchange_done(self, self.keep_alive and self.request_done)
+        self.client.exchange_done(self, self.keep_alive and (self.request_done or self._bodiless()))
+
+    def _bodiless(self) -> bool:
+        # A request without a body is complete with its head, before request_end is called.
+        return not (self.head.chunked or self.head.content_length)
 
     # Building heads
 

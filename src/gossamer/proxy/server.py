@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 from gossamer.proxy.cluster import ClusterState
 from gossamer.proxy.downstream import DownstreamConnection
+from gossamer.proxy.healthcheck import HealthChecker
 from gossamer.proxy.listener import ListenerRuntime
 from gossamer.proxy.router import CompiledRouteTable
 from gossamer.proxy.stats import ProxyStats
@@ -111,6 +112,7 @@ class Proxy:
         self.timers: TimerWheel | None = None
         self.request_ids = request_id_source()
         self._retiring: set[asyncio.Task[None]] = set()
+        self.health = HealthChecker(self.stats)
         self.on_apply: list[Callable[[Snapshot], None]] = []
 
     async def apply(self, snapshot: Snapshot) -> None:
@@ -154,9 +156,10 @@ class Proxy:
             handle.runtime = runtimes[name]
         removed = [h for name, h in self.listeners.items() if name not in runtimes]
         for old in self.clusters.values():
-            old.retired = True
+            old.retire(clusters.get(old.name))
         self.listeners = {**kept, **{h.config.name: h for h in fresh}}
         self.clusters = clusters
+        self.health.watch(clusters)
         self.snapshot = snapshot
         self.applied_at = time.time()
         self.stats.gauges["gossamer_snapshot_applied_timestamp_seconds"] = self.applied_at
@@ -197,6 +200,7 @@ class Proxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        await self.health.close()
         for handle in self.listeners.values():
             if handle.server is not None:
                 handle.server.close()

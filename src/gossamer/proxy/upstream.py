@@ -52,6 +52,9 @@ class ResponseSink(Protocol):
     def on_upstream_resume(self) -> None:
         """The write buffer drained: read the request body again."""
 
+    def on_switched(self, connection: UpstreamConnection, rest: bytes) -> None:
+        """The upstream answered 101: the connection, and `rest`, are another protocol's now."""
+
 
 class UpstreamConnection(asyncio.Protocol):
     """A keep-alive HTTP/1.1 client connection, serving one exchange at a time."""
@@ -108,6 +111,10 @@ class UpstreamConnection(asyncio.Protocol):
         batching = client.begin_batch()
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as switched:
+            # The 101 reaches the client before any byte of what follows it.
+            client.end_batch()
+            self._switched(data[switched.args[0] :])
         except httptools.HttpParserError as error:
             if isinstance(error, httptools.HttpParserCallbackError):
                 log.error("internal error handling a response", exc_info=error.__context__)
@@ -229,6 +236,14 @@ class UpstreamConnection(asyncio.Protocol):
             transport.close()
         elif transport is None and not self.is_closed:
             self.is_closed = True
+
+    def _switched(self, rest: bytes) -> None:
+        sink = self.sink
+        self.sink = None
+        if sink is None:
+            self.close()
+        else:
+            sink.on_switched(self, rest)
 
     def _reset_for_next(self) -> None:
         self.headers = []

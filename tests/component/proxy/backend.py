@@ -133,7 +133,11 @@ async def _read_request(reader: asyncio.StreamReader) -> Received | None:
     body = b""
     if lowered.get("transfer-encoding", "").lower() == "chunked":
         while True:
-            size = int((await reader.readline()).split(b";")[0], 16)
+            line = await reader.readline()
+            if not line:
+                # The proxy gave up on this request midway (its client broke the body).
+                raise asyncio.IncompleteReadError(b"", None)
+            size = int(line.split(b";")[0], 16)
             if size == 0:
                 while (await reader.readline()) not in (b"\r\n", b""):
                     pass
