@@ -8,6 +8,7 @@ import typer
 
 from gossamer import __version__
 from gossamer.cli.control import control_plane
+from gossamer.cli.events import events_app
 from gossamer.cli.proxy import proxy
 from gossamer.cli.validate import validate
 
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(validate)
+app.add_typer(events_app, name="events")
 app.command()(proxy)
 app.command("control-plane")(control_plane)
 
