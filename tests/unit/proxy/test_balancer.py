@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -104,7 +105,8 @@ def test_ring_hash_without_a_key_still_answers() -> None:
 
 def test_peak_ewma_avoids_a_slow_endpoint() -> None:
     members = endpoints(3)
-    now = 1000.0
+    # The balancer decays latencies against the monotonic clock, so observe them on it too.
+    now = time.monotonic()
     members[0].observe_latency(0.5, now)
     for member in members[1:]:
         member.observe_latency(0.002, now)
