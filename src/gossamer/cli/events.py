@@ -98,8 +98,9 @@ def serve_command(
 ) -> None:
     """Run an event broker over HTTP until Ctrl-C."""
     # Imported here: the other commands are small HTTP clients and start faster without them.
-    from gossamer.events.server import Listen, configure_logging, serve
+    from gossamer.events.server import configure_logging, serve
     from gossamer.events.service import ManifestError, ServiceConfig
+    from gossamer.listen import Listen
 
     try:
         address = Listen.parse(listen)

@@ -31,36 +31,11 @@ from gossamer.control.store.location import (
     parse_location,
 )
 from gossamer.control.store.model import Store, StoreSettings
+from gossamer.listen import Listen
 
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_STATE = Path(".gossamer/control-plane")
 STORE_FILE = "store.db"
-
-
-@dataclass(frozen=True, slots=True)
-class Listen:
-    """A host and port to listen on; port 0 picks a free one."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Listen:
-        """`HOST:PORT`, `[V6]:PORT` or `:PORT` (all interfaces)."""
-        host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"expected HOST:PORT, not {text!r}")
-        return cls(host.strip("[]") or "0.0.0.0", int(port))
-
-    def bind(self) -> socket.socket:
-        """A listening socket, so that the real port is known before the server starts."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(1024)
-        sock.setblocking(False)
-        return sock
 
 
 @dataclass(frozen=True, slots=True)
