@@ -6,11 +6,12 @@ subject carries the key (`{prefix}.{topic}.{p}.k.{base64url(key)}`), which lets 
 for the newest event of a key. Publishing uses `Nats-Msg-Id` = event id, so a retried publish
 within the duplicate window is acknowledged as a duplicate instead of stored twice.
 
-Durability: a PubAck means nats-server has written the event to its file store, so it survives
-a kill -9 of the broker (this process) and of nats-server; nats-server 2.9 fsyncs its store
-periodically, not per message, so a power cut can lose the last moments (the embedded log with
-synchronous=FULL does not). Retention by size is JetStream's own (max_bytes per stream);
-retention by time and compaction run here, over event times, exactly as in the embedded log.
+Durability: an event is acknowledged after its PubAck, so it survives a kill -9 of the broker
+(this process); surviving a crash of nats-server or a power cut is nats-server's own policy (2.9
+writes its store asynchronously and syncs it periodically, unlike the embedded log with
+synchronous=FULL). Retention by size is JetStream's own (max_bytes per stream); retention by time
+and compaction run here, over event times, as in the embedded log. Consumer groups are
+coordinated by the broker, so all members of a group must connect to the same broker.
 """
 
 from __future__ import annotations
@@ -108,10 +109,9 @@ class JetStreamLog:
         for key in list(self._readers):
             await self._drop_reader(key)
         if self._nc is not None:
-            try:
-                await asyncio.wait_for(self._nc.drain(), self.config.request_timeout_s)
-            except _NATS_ERRORS:
-                await self._nc.close()
+            # Every publish has been acknowledged and every reader dropped: nothing to drain.
+            with contextlib.suppress(*_NATS_ERRORS):
+                await asyncio.wait_for(self._nc.close(), self.config.request_timeout_s)
             self._nc = None
 
     def appended(self) -> AppendSignal:
