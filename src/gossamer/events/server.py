@@ -25,8 +25,6 @@ from gossamer.events.service import BrokerService, ServiceConfig, load_topics
 from gossamer.events.topics import TopicConfig
 from gossamer.listen import Listen
 
-DEFAULT_LISTEN = "127.0.0.1:15070"
-
 
 def url_of(sock: socket.socket) -> str:
     """The base URL a bound socket serves."""
