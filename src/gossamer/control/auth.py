@@ -86,26 +86,53 @@ class Principal:
 
 ADMIN = Principal("admin", (Rule(),))
 
+MESH_GROUP = "gossamer.dev"
+STREAMS = "meshstreams"
+"""What a proxy's config stream is, to authorization: `watch` one workload's `meshstreams`."""
+
+
+def workload_principal(namespace: str, workload: str) -> Principal:
+    """A workload's token: it may open its own workload's config stream and nothing else."""
+    rule = Rule(
+        verbs=frozenset({Verb.WATCH.value}),
+        groups=frozenset({MESH_GROUP}),
+        plurals=frozenset({STREAMS}),
+        namespaces=frozenset({namespace}),
+        names=frozenset({workload}),
+    )
+    return Principal(f"workload {namespace}/{workload}", (rule,))
+
 
 class TokenRegistry:
     """Bearer tokens -> principals."""
 
     def __init__(self) -> None:
         self._by_digest: dict[bytes, Principal] = {}
+        self._workloads: dict[bytes, Principal] = {}
 
     def __repr__(self) -> str:
-        return f"<TokenRegistry {len(self._by_digest)} tokens>"
+        return f"<TokenRegistry {len(self._by_digest)} tokens, {len(self._workloads)} workload>"
 
     def add(self, token: str, principal: Principal) -> None:
         """Accept `token` as `principal` from now on."""
-        self._by_digest[_digest(token)] = principal
+        self._by_digest[token_digest(token)] = principal
+
+    def add_workload(self, digest: bytes, principal: Principal) -> None:
+        """Accept a workload token known by its digest (minted here or by another replica)."""
+        self._workloads[digest] = principal
+
+    def replace_workloads(self, tokens: dict[bytes, Principal]) -> None:
+        """The workload tokens, all at once, as the store holds them now (revoked ones go)."""
+        self._workloads = tokens
 
     def authenticate(self, token: str) -> Principal | None:
         """The token's principal, or None for a token nobody issued."""
-        return self._by_digest.get(_digest(token))
+        digest = token_digest(token)
+        return self._by_digest.get(digest) or self._workloads.get(digest)
 
 
-def _digest(token: str) -> bytes:
+def token_digest(token: str) -> bytes:
+    """What a token is kept as: its SHA-256."""
     return hashlib.sha256(token.encode()).digest()
 
 

@@ -22,8 +22,10 @@ import uvicorn
 
 from gossamer.control.api.app import create_app
 from gossamer.control.api.catalog import Catalog
+from gossamer.control.api.mesh import MeshEndpoints
 from gossamer.control.api.resources import ApiSettings, ResourceEndpoints
 from gossamer.control.auth import ADMIN, TokenRegistry, load_admin_token
+from gossamer.control.mesh.service import Mesh, MeshSettings
 from gossamer.control.store.location import (
     SqliteLocation,
     StoreLocation,
@@ -48,6 +50,7 @@ class ControlPlaneConfig:
     listen: Listen = field(default_factory=lambda: Listen.parse(DEFAULT_LISTEN))
     api: ApiSettings = field(default_factory=ApiSettings)
     store_settings: StoreSettings = field(default_factory=StoreSettings)
+    mesh: MeshSettings = field(default_factory=MeshSettings)
     graceful_s: float = 5.0
     start_timeout_s: float = 30.0
 
@@ -61,6 +64,17 @@ class ControlPlaneConfig:
         """From command-line text; ValueError says which part is wrong."""
         location = parse_location(store) if store else None
         return cls(state_dir=state_dir, store=location, listen=Listen.parse(listen))
+
+
+class _DenialIsNotAnError(logging.Filter):
+    """uvicorn's sans-IO WebSocket protocol logs a refused upgrade (our 401/403 answer, sent
+    with the ASGI denial-response extension) as an app that never completed its handshake."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing handshake" not in record.getMessage()
+
+
+_DENIAL_FILTER = _DenialIsNotAnError()
 
 
 class _Uvicorn(uvicorn.Server):
@@ -80,6 +94,7 @@ class ControlPlane:
         self.store: Store | None = None
         self.tokens = TokenRegistry()
         self.endpoints: ResourceEndpoints | None = None
+        self.mesh: Mesh | None = None
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -116,17 +131,26 @@ class ControlPlane:
         return self.url
 
     async def _serve_http(self, store: Store) -> None:
+        logging.getLogger("uvicorn.error").addFilter(_DENIAL_FILTER)
         self._sock = self.config.listen.bind()
         host, port = self._sock.getsockname()[:2]
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        self.endpoints = ResourceEndpoints(store, Catalog(), self.config.api)
-        app = create_app(self.endpoints, self.tokens)
+        catalog = Catalog()
+        self.endpoints = ResourceEndpoints(store, catalog, self.config.api)
+        self.mesh = Mesh(store, catalog, self.tokens, self.config.mesh, url=self.url)
+        await self.mesh.start()
+        app = create_app(self.endpoints, self.tokens, MeshEndpoints(self.mesh, self.tokens))
         config = uvicorn.Config(
             app,
             log_level="warning",
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=int(max(1, self.config.graceful_s)),
+            ws="websockets-sansio",
+            # The stream's pings are the proxies' heartbeat: a silent peer is gone within 15 s.
+            ws_ping_interval=5.0,
+            ws_ping_timeout=10.0,
+            ws_max_size=64 * 1024 * 1024,
         )
         self._server = _Uvicorn(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
@@ -163,6 +187,9 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), self.config.graceful_s + 10)
         self._server = self._task = None
+        if self.mesh is not None:
+            mesh, self.mesh = self.mesh, None
+            await mesh.close()
         if self._sock is not None:
             self._sock.close()
             self._sock = None

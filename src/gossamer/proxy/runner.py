@@ -1,4 +1,7 @@
-"""Run one proxy from a snapshot file: reload on SIGHUP or a changed file, drain on SIGTERM."""
+"""Run one proxy: from a snapshot file (reload on SIGHUP or a change) or from a control plane.
+
+Either way SIGTERM (or POST /drain on the admin port) drains it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -14,8 +18,10 @@ from pathlib import Path
 import uvloop
 
 from gossamer.proxy.admin import AdminServer
+from gossamer.proxy.agent import AgentOptions, ControlPlaneAgent
 from gossamer.proxy.server import Proxy
 from gossamer.snapshot import SnapshotError, load
+from gossamer.snapshot.protocol import Hello, Instance
 
 log = logging.getLogger("gossamer.proxy")
 
@@ -27,29 +33,58 @@ WATCH_INTERVAL = 1.0
 class RunOptions:
     """How `gossamer proxy` was asked to run."""
 
-    bootstrap: Path
+    bootstrap: Path | None
     admin_address: str = "127.0.0.1"
     admin_port: int = 15000
     drain_timeout: float = 10.0
     ready_file: Path | None = None
+    agent: AgentOptions | None = None
+    """Set: the snapshot comes from a control plane instead of `bootstrap`."""
 
 
 async def run(options: RunOptions) -> int:
     """Serve until SIGTERM/SIGINT or POST /drain; return the exit code."""
     proxy = Proxy()
-    try:
-        await proxy.apply(load(options.bootstrap))
-    except (SnapshotError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if options.bootstrap is not None:
+        try:
+            await proxy.apply(load(options.bootstrap))
+        except (SnapshotError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     stop = asyncio.Event()
     admin = AdminServer(proxy, on_drain=stop.set)
     await admin.start(options.admin_address, options.admin_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(proxy, options)))
-    watcher = loop.create_task(_watch(proxy, options))
+    tasks: list[asyncio.Task[None]] = []
+    if options.agent is not None:
+        agent = ControlPlaneAgent(proxy, options.agent)
+        tasks.append(loop.create_task(agent.run()))
+        tasks.append(loop.create_task(_announce(proxy, agent, admin, options)))
+    else:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(proxy, options)))
+        tasks.append(loop.create_task(_watch(proxy, options)))
+        _serving(proxy, admin, options)
+    await stop.wait()
+    log.info("draining (at most %.1fs)", options.drain_timeout)
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await proxy.drain(options.drain_timeout)
+    await admin.close()
+    return 0
+
+
+async def _announce(
+    proxy: Proxy, agent: ControlPlaneAgent, admin: AdminServer, options: RunOptions
+) -> None:
+    await agent.configured.wait()
+    _serving(proxy, admin, options)
+
+
+def _serving(proxy: Proxy, admin: AdminServer, options: RunOptions) -> None:
     ports = ", ".join(f"{n}={h.config.address}:{h.port}" for n, h in proxy.listeners.items())
     log.info("serving snapshot %s: %s; admin on %s", _version(proxy), ports, admin.port)
     if options.ready_file is not None:
@@ -57,17 +92,10 @@ async def run(options: RunOptions) -> int:
             "\n".join(f"{n} {h.port}" for n, h in proxy.listeners.items())
             + f"\nadmin {admin.port}\n"
         )
-    await stop.wait()
-    log.info("draining (at most %.1fs)", options.drain_timeout)
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
-    await proxy.drain(options.drain_timeout)
-    await admin.close()
-    return 0
 
 
 async def _reload(proxy: Proxy, options: RunOptions) -> None:
+    assert options.bootstrap is not None
     try:
         snapshot = load(options.bootstrap)
         await proxy.apply(snapshot)
@@ -79,9 +107,12 @@ async def _reload(proxy: Proxy, options: RunOptions) -> None:
 
 
 async def _watch(proxy: Proxy, options: RunOptions) -> None:
+    bootstrap = options.bootstrap
+    assert bootstrap is not None
+
     def stamp() -> float:
         try:
-            return options.bootstrap.stat().st_mtime
+            return bootstrap.stat().st_mtime
         except OSError:
             return 0.0
 
@@ -106,13 +137,59 @@ def main(options: RunOptions) -> int:
 
 def _parse(argv: list[str]) -> RunOptions:
     parser = argparse.ArgumentParser(prog="gossamer proxy", description=__doc__)
-    parser.add_argument("--bootstrap", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bootstrap", type=Path)
+    source.add_argument("--control-plane", help="URL[,URL...] of control-plane replicas")
     parser.add_argument("--admin", default="127.0.0.1:15000")
     parser.add_argument("--drain-timeout", type=float, default=10.0)
     parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--workload", default="")
+    parser.add_argument("--namespace", default="default")
+    parser.add_argument("--token", default=os.environ.get("GOSSAMER_TOKEN", ""))
+    parser.add_argument("--token-file", type=Path)
+    parser.add_argument("--role", choices=("sidecar", "gateway"), default="sidecar")
+    parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--inbound-port", type=int, default=15006)
+    parser.add_argument("--outbound-port", type=int, default=15001)
+    parser.add_argument("--gateway-port", type=int, default=8080)
+    parser.add_argument("--app-port", type=int, default=0)
+    parser.add_argument("--zone", default="")
+    parser.add_argument("--ready-url")
+    parser.add_argument("--no-register", action="store_true")
     args = parser.parse_args(argv)
     host, _, port = args.admin.rpartition(":")
-    return RunOptions(args.bootstrap, host, int(port), args.drain_timeout, args.ready_file)
+    agent = _agent_options(args, parser) if args.control_plane else None
+    return RunOptions(
+        args.bootstrap, host, int(port), args.drain_timeout, args.ready_file, agent=agent
+    )
+
+
+def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> AgentOptions:
+    if not args.workload:
+        parser.error("--control-plane needs --workload")
+    token = args.token
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            parser.error(f"--token-file {args.token_file}: {error.strerror}")
+    if not token:
+        parser.error("--control-plane needs --token or --token-file")
+    register = args.role == "sidecar" and not args.no_register
+    hello = Hello(
+        workload=args.workload,
+        namespace=args.namespace,
+        role=args.role,
+        instance=Instance(args.address, args.inbound_port, args.zone) if register else None,
+        address=args.address,
+        outbound_port=args.outbound_port,
+        inbound_port=args.inbound_port,
+        gateway_port=args.gateway_port,
+        app_port=args.app_port,
+        name=f"{args.workload}-{os.getpid()}",
+    )
+    urls = tuple(url.strip().rstrip("/") for url in args.control_plane.split(",") if url.strip())
+    return AgentOptions(urls=urls, token=token, hello=hello, ready_url=args.ready_url)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from gossamer.resources import Resource
+from gossamer.resources.kinds.istio_networking import DestinationRule, VirtualService
 from gossamer.snapshot.model import (
     Cluster,
     Endpoint,
@@ -44,9 +45,16 @@ from gossamer.snapshot.translate_routes import RouteContext, default_route, virt
 __all__ = [
     "EndpointIndex",
     "GatewaySpec",
+    "OutboundView",
+    "SidecarOwn",
     "SidecarSpec",
+    "assemble_sidecar",
     "gateway_snapshot",
+    "outbound_view",
+    "sidecar_catalog",
+    "sidecar_own",
     "sidecar_snapshot",
+    "view_label_keys",
 ]
 
 LOCALHOST = "127.0.0.1"
@@ -80,13 +88,58 @@ class GatewaySpec:
     service_account: str = "istio-ingressgateway-service-account"
 
 
-def sidecar_snapshot(
-    resources: Sequence[Resource], endpoints: EndpointIndex, sidecar: SidecarSpec, version: str
-) -> Snapshot:
-    """What the sidecar of one workload runs: an outbound and an inbound listener, and clusters."""
-    labels = pod_labels(resources, sidecar.workload, sidecar.namespace)
-    catalog = build_catalog(resources, Caller(sidecar.namespace, labels))
-    app_ports = dict(sidecar.app_ports) or _derived_app_ports(catalog, sidecar.workload)
+@dataclass(frozen=True, slots=True)
+class OutboundView:
+    """What every sidecar with the same view of the mesh shares: outbound routes and clusters."""
+
+    virtual_hosts: tuple[VirtualHost, ...]
+    clusters: tuple[Cluster, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarOwn:
+    """What is particular to one workload's sidecar: who it is, where it listens, its inbound."""
+
+    node: Node
+    listeners: tuple[Listener, ...]
+    inbound: RouteTable
+    clusters: tuple[Cluster, ...]
+
+
+def view_label_keys(resources: Sequence[Resource]) -> frozenset[str]:
+    """The pod label keys that can change what a sidecar sees outbound.
+
+    Only VirtualService `sourceLabels` and DestinationRule `workloadSelector` read the caller's
+    labels, so sidecars in one namespace whose labels agree on these keys share one view.
+    """
+    keys: set[str] = set()
+    for resource in resources:
+        if isinstance(resource, VirtualService):
+            for rule in resource.spec.http:
+                for match in rule.match:
+                    keys.update(match.source_labels or ())
+        elif isinstance(resource, DestinationRule) and resource.spec.workload_selector:
+            keys.update(resource.spec.workload_selector.match_labels)
+    return frozenset(keys)
+
+
+def sidecar_catalog(
+    resources: Sequence[Resource], namespace: str, labels: Mapping[str, str]
+) -> Catalog:
+    """The resources as a sidecar in `namespace` with these pod labels sees them."""
+    return build_catalog(resources, Caller(namespace, dict(labels)))
+
+
+def outbound_view(catalog: Catalog, endpoints: EndpointIndex) -> OutboundView:
+    """The outbound routes and clusters of every sidecar that sees the mesh as `catalog` does."""
+    hosts = _outbound_hosts(catalog)
+    table = RouteTable(name="outbound", virtual_hosts=hosts)
+    return OutboundView(hosts, _complete(list(outbound_clusters(catalog, endpoints)), (table,)))
+
+
+def sidecar_own(catalog: Catalog, sidecar: SidecarSpec, labels: Mapping[str, str]) -> SidecarOwn:
+    """The node, listeners and inbound side of one workload's sidecar."""
+    app_ports = dict(sidecar.app_ports) or _derived_app_ports(catalog, sidecar.workload, labels)
     node = Node(
         workload=sidecar.workload,
         namespace=sidecar.namespace,
@@ -94,21 +147,36 @@ def sidecar_snapshot(
         service=canonical_name(labels, sidecar.workload),
         version=canonical_revision(labels),
     )
-    outbound = RouteTable(name="outbound", virtual_hosts=_outbound_hosts(catalog))
-    inbound = RouteTable(name="inbound", virtual_hosts=_inbound_hosts(app_ports))
-    clusters = [
-        *outbound_clusters(catalog, endpoints),
-        *_inbound_clusters(catalog, node, app_ports),
-    ]
-    return Snapshot(
-        version=version,
+    return SidecarOwn(
         node=node,
         listeners=(
             Listener("outbound", LOCALHOST, sidecar.outbound_port, "outbound", "outbound"),
             Listener("inbound", sidecar.address, sidecar.inbound_port, "inbound", "inbound"),
         ),
-        route_tables=(outbound, inbound),
-        clusters=_complete(clusters, (outbound, inbound)),
+        inbound=RouteTable(name="inbound", virtual_hosts=_inbound_hosts(app_ports)),
+        clusters=tuple(_inbound_clusters(catalog, node, app_ports, labels)),
+    )
+
+
+def sidecar_snapshot(
+    resources: Sequence[Resource], endpoints: EndpointIndex, sidecar: SidecarSpec, version: str
+) -> Snapshot:
+    """What the sidecar of one workload runs: an outbound and an inbound listener, and clusters."""
+    labels = pod_labels(resources, sidecar.workload, sidecar.namespace)
+    catalog = sidecar_catalog(resources, sidecar.namespace, labels)
+    return assemble_sidecar(
+        outbound_view(catalog, endpoints), sidecar_own(catalog, sidecar, labels), version
+    )
+
+
+def assemble_sidecar(view: OutboundView, own: SidecarOwn, version: str) -> Snapshot:
+    """One sidecar's snapshot from its shared view and its own part."""
+    return Snapshot(
+        version=version,
+        node=own.node,
+        listeners=own.listeners,
+        route_tables=(RouteTable(name="outbound", virtual_hosts=view.virtual_hosts), own.inbound),
+        clusters=tuple(sorted((*view.clusters, *own.clusters), key=lambda cluster: cluster.name)),
     )
 
 
@@ -177,7 +245,9 @@ def _mesh_routes(catalog: Catalog, service: MeshService, port: MeshPort) -> tupl
     return routes or (default_route(cluster_name(port.number, "", service.host)),)
 
 
-def _derived_app_ports(catalog: Catalog, workload: str) -> dict[int, int]:
+def _derived_app_ports(
+    catalog: Catalog, workload: str, labels: Mapping[str, str]
+) -> dict[int, int]:
     """Each port of the Services selecting the workload, to the container port it targets."""
     named = {
         port.name: port.container_port
@@ -188,7 +258,7 @@ def _derived_app_ports(catalog: Catalog, workload: str) -> dict[int, int]:
         if port.name
     }
     ports: dict[int, int] = {}
-    for service in _selecting(catalog, catalog.caller.labels):
+    for service in _selecting(catalog, labels):
         for port in service.http_ports:
             target = named.get(port.target) if isinstance(port.target, str) else port.target
             if target is not None:
@@ -224,8 +294,10 @@ def _inbound_route(port: int, several: bool) -> Route:
     return msgspec.structs.replace(route, match=RouteMatch(port=port)) if several else route
 
 
-def _inbound_clusters(catalog: Catalog, node: Node, app_ports: Mapping[int, int]) -> list[Cluster]:
-    services = _selecting(catalog, catalog.caller.labels)
+def _inbound_clusters(
+    catalog: Catalog, node: Node, app_ports: Mapping[int, int], pod: Mapping[str, str]
+) -> list[Cluster]:
+    services = _selecting(catalog, pod)
     clusters = []
     for port, app_port in sorted(app_ports.items()):
         owner = next((s for s in services if any(p.number == port for p in s.ports)), None)

@@ -9,28 +9,38 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from gossamer.control.api.guard import BearerAuthentication
+from gossamer.control.api.mesh import MeshEndpoints
 from gossamer.control.api.openapi import OpenApi
 from gossamer.control.api.resources import ResourceEndpoints
 from gossamer.control.api.status import ApiError, from_store
 from gossamer.control.auth import TokenRegistry
 from gossamer.control.store.errors import StoreError
+from gossamer.snapshot.protocol import PATH as STREAM_PATH
 
 log = logging.getLogger(__name__)
 
 _NAMESPACED = "/namespaces/{namespace}/{plural}"
 
 
-def create_app(endpoints: ResourceEndpoints, tokens: TokenRegistry) -> Starlette:
-    """The API of `endpoints`, requiring one of `tokens` on every request."""
+def create_app(
+    endpoints: ResourceEndpoints, tokens: TokenRegistry, mesh: MeshEndpoints | None = None
+) -> Starlette:
+    """The API of `endpoints` (and the mesh's routes), requiring one of `tokens` on each request."""
     openapi = OpenApi(endpoints.catalog)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi.document)
 
-    routes = [Route("/openapi.json", openapi_json, methods=["GET"])]
+    routes: list[Route | WebSocketRoute] = [Route("/openapi.json", openapi_json, methods=["GET"])]
+    if mesh is not None:
+        routes += [
+            WebSocketRoute(STREAM_PATH, mesh.stream),
+            Route("/debug/v1/proxies", mesh.proxies, methods=["GET"]),
+            Route("/auth/v1/namespaces/{namespace}/workloadtokens", mesh.mint, methods=["POST"]),
+        ]
     for base in ("/api/{version}", "/apis/{group}/{version}"):
         routes += [
             Route(base + _NAMESPACED, endpoints.list_or_watch, methods=["GET"]),

@@ -31,13 +31,14 @@ class BearerAuthentication:
             await self.app(scope, receive, send)
             return
         try:
-            scope[PRINCIPAL] = self._authenticate(Headers(scope=scope).get("authorization"))
+            scope[PRINCIPAL] = self.authenticate(Headers(scope=scope).get("authorization"))
         except ApiError as error:
             await error.response()(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _authenticate(self, header: str | None) -> Principal:
+    def authenticate(self, header: str | None) -> Principal:
+        """The principal of an `Authorization` header; ApiError 401 or 403 otherwise."""
         if not header:
             raise ApiError(
                 401,

@@ -1,0 +1,203 @@
+"""The mesh routes: proxies' config streams, their status, and workload tokens.
+
+`GET /mesh/v1/stream?namespace=NS&workload=NAME` upgrades to a WebSocket carrying the messages
+of `gossamer.snapshot.protocol`. The bearer token must be the admin's or that workload's; the
+check happens before the upgrade, so a refused proxy gets a plain 401 or 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gossamer.control.api.guard import BearerAuthentication, authorize
+from gossamer.control.api.status import ApiError
+from gossamer.control.auth import (
+    MESH_GROUP,
+    STREAMS,
+    Access,
+    TokenRegistry,
+    Verb,
+    workload_principal,
+)
+from gossamer.control.mesh.distributor import ProxyStream
+from gossamer.control.mesh.registry import Registration
+from gossamer.control.mesh.service import WORKLOAD_TOKENS, Mesh
+from gossamer.control.store import ObjectKey
+from gossamer.snapshot import SnapshotError
+from gossamer.snapshot.protocol import (
+    SUBPROTOCOL,
+    Ack,
+    Health,
+    Hello,
+    Welcome,
+    decode_from_proxy,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+_NAME_LIMIT = 63
+
+
+class MeshEndpoints:
+    """Handlers of the mesh routes of one replica."""
+
+    def __init__(self, mesh: Mesh, tokens: TokenRegistry) -> None:
+        self.mesh = mesh
+        self.tokens = tokens
+        self._guard = BearerAuthentication(_refuse, tokens)
+        self._streams: set[asyncio.Task[None]] = set()
+
+    async def stream(self, websocket: WebSocket) -> None:
+        """One proxy's config stream, until either side closes it."""
+        namespace = websocket.query_params.get("namespace", "default")
+        workload = websocket.query_params.get("workload", "")
+        try:
+            self._authorize_stream(websocket, namespace, workload)
+        except ApiError as error:
+            await websocket.send_denial_response(error.response())
+            return
+        protocols = websocket.scope.get("subprotocols") or []
+        await websocket.accept(SUBPROTOCOL if SUBPROTOCOL in protocols else None)
+        hello = await self._hello(websocket, namespace, workload)
+        if hello is None:
+            return
+        distributor = self.mesh.distributor
+        stream = distributor.connect(hello)
+        await websocket.send_bytes(encode(Welcome(stream.id, self.mesh.replica)))
+        entry = await self._register(stream)
+        writer = asyncio.get_running_loop().create_task(self._write(websocket, stream))
+        try:
+            await self._read(websocket, stream, entry)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            distributor.disconnect(stream)
+            if entry is not None:
+                await self.mesh.registry.disconnected(entry)
+
+    def _authorize_stream(self, websocket: WebSocket, namespace: str, workload: str) -> None:
+        principal = self._guard.authenticate(websocket.headers.get("authorization"))
+        if not workload:
+            raise ApiError(400, "BadRequest", "the stream needs ?workload=NAME (&namespace=NS)")
+        access = Access(Verb.WATCH, MESH_GROUP, STREAMS, namespace, workload)
+        if not principal.allows(access):
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"{principal.name} cannot open the config stream of {namespace}/{workload}",
+            )
+
+    async def _hello(self, websocket: WebSocket, namespace: str, workload: str) -> Hello | None:
+        try:
+            data = await asyncio.wait_for(websocket.receive_bytes(), HELLO_TIMEOUT_S)
+            hello = decode_from_proxy(data)
+        except (TimeoutError, SnapshotError, KeyError, WebSocketDisconnect) as error:
+            log.info("a proxy stream ended before its hello: %s", error or type(error).__name__)
+            with contextlib.suppress(Exception):
+                await websocket.close(1008, "expected a hello message first")
+            return None
+        if not isinstance(hello, Hello) or (hello.namespace, hello.workload) != (
+            namespace,
+            workload,
+        ):
+            await websocket.close(1008, "the hello must name the workload of the stream's URL")
+            return None
+        return hello
+
+    async def _register(self, stream: ProxyStream) -> ObjectKey | None:
+        instance = stream.hello.instance
+        if instance is None:
+            return None
+        registration = Registration(
+            workload=stream.hello.workload,
+            namespace=stream.hello.namespace,
+            instance=instance,
+            labels=stream.labels,
+            service_account=stream.service_account,
+        )
+        # Not ready until the proxy says so: traffic waits for the sidecar's first snapshot.
+        return await self.mesh.registry.register(registration, ready=False)
+
+    async def _write(self, websocket: WebSocket, stream: ProxyStream) -> None:
+        while True:
+            await stream.wake.wait()
+            stream.wake.clear()
+            message = self.mesh.distributor.compose(stream)
+            if message is not None:
+                await websocket.send_bytes(message)
+
+    async def _read(
+        self, websocket: WebSocket, stream: ProxyStream, entry: ObjectKey | None
+    ) -> None:
+        while True:
+            try:
+                data = await websocket.receive_bytes()
+            except (WebSocketDisconnect, KeyError):
+                return
+            try:
+                message = decode_from_proxy(data)
+            except SnapshotError as error:
+                log.warning("proxy %s sent garbage (%s): closing its stream", stream.id, error)
+                await websocket.close(1003, "not a proxy message")
+                return
+            if isinstance(message, Ack):
+                self.mesh.distributor.acknowledge(stream, message, resync=message.resync)
+            elif isinstance(message, Health) and entry is not None:
+                await self.mesh.registry.set_health(entry, message.ready, message.message)
+
+    async def proxies(self, request: Request) -> Response:
+        """Every connected proxy of the mesh: this replica's now, the others' as last reported."""
+        authorize(request, Access(Verb.LIST, MESH_GROUP, "proxies"))
+        items = [*self.mesh.distributor.status(), *self.mesh.lease_proxies()]
+        items.sort(key=lambda item: (str(item["namespace"]), str(item["workload"])))
+        return JSONResponse({"kind": "ProxyStatusList", "items": items})
+
+    async def mint(self, request: Request) -> Response:
+        """A new token for one workload: it can open that workload's stream, nothing else."""
+        namespace = request.path_params["namespace"]
+        authorize(request, Access(Verb.CREATE, MESH_GROUP, WORKLOAD_TOKENS.plural, namespace))
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        workload = body.get("workload") if isinstance(body, dict) else None
+        if not isinstance(workload, str) or not workload or len(workload) > _NAME_LIMIT:
+            raise ApiError(422, "Invalid", 'the body must be {"workload": NAME}')
+        token = secrets.token_urlsafe(32)
+        digest = hashlib.sha256(token.encode()).digest()
+        name = f"{workload[:50]}-{digest.hex()[:8]}"
+        stored = await self.mesh.mirror.store.create(
+            ObjectKey(WORKLOAD_TOKENS, namespace, name),
+            {
+                "apiVersion": "gossamer.dev/v1alpha1",
+                "kind": "WorkloadToken",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+                "spec": {"workload": workload, "sha256": digest.hex()},
+            },
+        )
+        self.tokens.add_workload(digest, workload_principal(namespace, workload))
+        return JSONResponse(
+            {"name": name, "namespace": namespace, "workload": workload, "token": token},
+            status_code=201,
+            headers={"x-resource-version": str(stored.version)},
+        )
+
+
+async def _refuse(*args: object) -> None:
+    raise AssertionError("the guard is used only to authenticate")

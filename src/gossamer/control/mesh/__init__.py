@@ -1,0 +1,1 @@
+"""The mesh side of the control plane: store mirror, registry, translation and push to proxies."""

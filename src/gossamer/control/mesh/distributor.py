@@ -1,0 +1,381 @@
+"""Push: recompute what proxies run when the store changes, debounced, and track their answers.
+
+Changes arrive from the mirror. The first change of a quiet period starts a `debounce_s` timer
+that each further change restarts, up to `max_delay_s` after the first, so that a burst (an
+`apply -f folder`) is one recompute. A recompute rebuilds the shared views and the own parts the
+change can touch, then wakes the stream of every proxy whose target changed. Each stream's
+writer asks `compose` for the bytes to send: a delta from what the proxy last received when
+possible, the whole otherwise. ACKs and NACKs move each proxy's acknowledged state; a NACKed
+proxy keeps its last good snapshot (the proxy's side) and is reported as NACKED here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossamer.control.mesh.mirror import StoreMirror
+from gossamer.control.mesh.views import (
+    Own,
+    ViewKey,
+    ViewState,
+    compute_view,
+    encode_update,
+    gateway_part,
+    sidecar_part,
+    view_key,
+)
+from gossamer.control.store import ObjectKey, ResourceType
+from gossamer.resources import Resource
+from gossamer.resources.kinds.apps import Deployment
+from gossamer.resources.kinds.core import Service
+from gossamer.snapshot.endpoints import endpoint_index
+from gossamer.snapshot.protocol import Ack, Hello
+from gossamer.snapshot.translate import EndpointIndex, GatewaySpec, SidecarSpec, view_label_keys
+
+log = logging.getLogger(__name__)
+
+ENTRIES = ResourceType("networking.istio.io", "workloadentries")
+# Kinds a sidecar's own part reads (its ports come from the Services selecting its Deployment).
+OWN_KINDS = frozenset({ResourceType("apps", "deployments"), ResourceType("", "services")})
+GATEWAY_LABELS = {"istio": "ingressgateway"}
+
+
+@dataclass(eq=False)
+class ProxyStream:
+    """One connected proxy: what it should run, what it was sent, and what it acknowledged."""
+
+    id: str
+    hello: Hello
+    labels: Mapping[str, str]
+    service_account: str
+    connected_at: float = field(default_factory=time.time)
+    view_key: ViewKey | None = None
+    own: Own | None = None
+    sent_view: ViewState | None = None
+    sent_own: Own | None = None
+    sent_version: str = ""
+    acked_view: ViewState | None = None
+    acked_own: Own | None = None
+    acked_version: str = ""
+    nack: tuple[str, str] | None = None
+    """(version, error) of the last NACK, until an ACK clears it."""
+    pending: dict[str, tuple[ViewState | None, Own]] = field(default_factory=dict)
+    sent_at: dict[str, float] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def role(self) -> str:
+        """`sidecar` or `gateway`."""
+        return self.hello.role
+
+    @property
+    def state(self) -> str:
+        """SYNCED, STALE (an update is on its way or unanswered) or NACKED."""
+        if self.nack is not None:
+            return "NACKED"
+        if self.pending or not self.acked_version or self.wake.is_set():
+            return "STALE"
+        return "SYNCED"
+
+
+class Distributor:
+    """Connected proxies of this replica, and the views and parts they run."""
+
+    def __init__(
+        self,
+        mirror: StoreMirror,
+        replica: str,
+        debounce_s: float = 0.1,
+        max_delay_s: float = 1.0,
+    ) -> None:
+        self.mirror = mirror
+        self.replica = replica
+        self.debounce_s = debounce_s
+        self.max_delay_s = max_delay_s
+        self.streams: dict[str, ProxyStream] = {}
+        self.views: dict[ViewKey, ViewState] = {}
+        self.generation = 0
+        self.endpoints: EndpointIndex = {}
+        self.label_keys: frozenset[str] = frozenset()
+        self.recomputes = 0
+        self._ids = itertools.count(1)
+        self._dirty_views = False
+        self._dirty_own = False
+        self._dirty_endpoints = False
+        self._first_change = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.on_ack: list[Any] = []
+        """Callbacks `(stream, version, seconds since sent)` for each ACK (benchmarks use it)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"<Distributor {len(self.streams)} proxies, {len(self.views)} views, "
+            f"generation {self.generation}>"
+        )
+
+    def start(self) -> None:
+        """Follow the mirror's changes."""
+        self.mirror.subscribe(self._changed)
+
+    def close(self) -> None:
+        """Stop recomputing."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- changes -------------------------------------------------------------------------------
+
+    def _changed(self, keys: frozenset[ObjectKey]) -> None:
+        for key in keys:
+            if key.type == ENTRIES:
+                self._dirty_endpoints = True
+            elif key.type not in _INTERNAL:
+                self._dirty_views = True
+                if key.type in OWN_KINDS:
+                    self._dirty_own = True
+        if not (self._dirty_views or self._dirty_endpoints):
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._timer is None:
+            self._first_change = now
+        else:
+            self._timer.cancel()
+        at = min(now + self.debounce_s, self._first_change + self.max_delay_s)
+        self._timer = loop.call_at(at, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        views, own, endpoints = self._dirty_views, self._dirty_own, self._dirty_endpoints
+        self._dirty_views = self._dirty_own = self._dirty_endpoints = False
+        started = time.perf_counter()
+        resources = list(self.mirror.resources.values())
+        if endpoints:
+            index = endpoint_index(resources)
+            if index != self.endpoints:
+                self.endpoints = index
+                views = True
+        if not views:
+            return
+        self.generation += 1
+        self.recomputes += 1
+        self.label_keys = view_label_keys(resources)
+        for stream in self.streams.values():
+            if stream.role == "sidecar":
+                stream.view_key = view_key(stream.hello.namespace, stream.labels, self.label_keys)
+        wanted = {s.view_key for s in self.streams.values() if s.view_key is not None}
+        changed: set[ViewKey] = set()
+        for key in wanted:
+            old = self.views.get(key)
+            state = compute_view(resources, self.endpoints, key, self.generation, old)
+            if old is None or not state.same_as(old):
+                self.views[key] = state
+                changed.add(key)
+        for key in set(self.views) - wanted:
+            del self.views[key]
+        for stream in self.streams.values():
+            touched = stream.view_key in changed
+            if stream.role == "gateway" or own:
+                part = self._own_part(stream, resources)
+                if part != stream.own:
+                    stream.own = part
+                    touched = True
+            if touched:
+                stream.wake.set()
+        log.debug(
+            "recompute %d: %d views (%d changed), %d proxies, %.1f ms",
+            self.generation,
+            len(wanted),
+            len(changed),
+            len(self.streams),
+            (time.perf_counter() - started) * 1000,
+        )
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def connect(self, hello: Hello) -> ProxyStream:
+        """A proxy said hello: compute what it runs, and have its writer send it whole."""
+        resources = list(self.mirror.resources.values())
+        if self._dirty_endpoints:
+            # A recompute is due; until then, at least start from current endpoints.
+            self.endpoints = endpoint_index(resources)
+        labels, account = self._identity(hello, resources)
+        name = hello.name or f"{hello.workload}.{hello.namespace}"
+        stream = ProxyStream(
+            id=f"{name}~{self.replica}~{next(self._ids)}",
+            hello=hello,
+            labels=labels,
+            service_account=account,
+        )
+        self.generation += 1
+        if hello.role == "sidecar":
+            self.label_keys = view_label_keys(resources)
+            stream.view_key = view_key(hello.namespace, labels, self.label_keys)
+            if stream.view_key not in self.views:
+                self.views[stream.view_key] = compute_view(
+                    resources, self.endpoints, stream.view_key, self.generation, None
+                )
+        stream.own = self._own_part(stream, resources)
+        self.streams[stream.id] = stream
+        stream.wake.set()
+        return stream
+
+    def disconnect(self, stream: ProxyStream) -> None:
+        """The proxy's stream ended."""
+        self.streams.pop(stream.id, None)
+
+    def compose(self, stream: ProxyStream) -> bytes | None:
+        """The next message for a proxy, or None when it has everything; marks it sent."""
+        assert stream.own is not None
+        view = self.views.get(stream.view_key) if stream.view_key is not None else None
+        version = str(self.generation)
+        if stream.sent_version == version:
+            return None
+        fragment = None
+        base, old = stream.sent_version, stream.sent_own
+        if view is not None and stream.sent_view is not view:
+            if stream.sent_view is not None and view.previous is stream.sent_view:
+                fragment = view.delta()
+            else:
+                base, old = "", None
+        if old is None:
+            base = ""
+            fragment = view.whole() if view is not None else None
+        message = encode_update(version, base, fragment, old, stream.own)
+        stream.sent_view, stream.sent_own = view, stream.own
+        if message is None:
+            # Nothing this proxy runs changed: what it acknowledged still holds.
+            if stream.acked_version == stream.sent_version:
+                stream.acked_view, stream.acked_own = view, stream.own
+            return None
+        stream.sent_version = version
+        stream.pending[version] = (view, stream.own)
+        stream.sent_at[version] = time.perf_counter()
+        return message
+
+    def acknowledge(self, stream: ProxyStream, ack: Ack, resync: bool = False) -> None:
+        """Record a proxy's ACK or NACK of a version it was sent."""
+        sent = stream.pending.pop(ack.version, None)
+        sent_at = stream.sent_at.pop(ack.version, None)
+        if sent is None:
+            return  # an answer to something superseded, or made up: nothing to learn
+        # Older versions in flight can no longer be answered meaningfully.
+        for version in [v for v in stream.pending if int(v) < int(ack.version)]:
+            stream.pending.pop(version)
+            stream.sent_at.pop(version, None)
+        if not ack.error:
+            stream.acked_view, stream.acked_own = sent
+            stream.acked_version = ack.version
+            stream.nack = None
+            for callback in self.on_ack:
+                callback(stream, ack.version, time.perf_counter() - (sent_at or 0.0))
+            return
+        log.warning("proxy %s rejected version %s: %s", stream.id, ack.version, ack.error)
+        stream.nack = (ack.version, ack.error)
+        # The proxy runs what it acknowledged last: the next update starts from there.
+        stream.sent_view, stream.sent_own = stream.acked_view, stream.acked_own
+        stream.sent_version = stream.acked_version
+        stream.pending.clear()
+        stream.sent_at.clear()
+        if resync:
+            stream.sent_view = stream.sent_own = None
+            stream.wake.set()
+
+    def status(self) -> list[dict[str, Any]]:
+        """What each proxy of this replica runs, for `proxy-status`."""
+        return [
+            {
+                "proxy": stream.id,
+                "workload": stream.hello.workload,
+                "namespace": stream.hello.namespace,
+                "role": stream.role,
+                "controlPlane": self.replica,
+                "connectedAt": stream.connected_at,
+                "sent": stream.sent_version,
+                "acked": stream.acked_version,
+                "state": stream.state,
+                "error": stream.nack[1] if stream.nack else "",
+                "instance": (
+                    f"{stream.hello.instance.address}:{stream.hello.instance.port}"
+                    if stream.hello.instance
+                    else ""
+                ),
+            }
+            for stream in self.streams.values()
+        ]
+
+    # -- parts ---------------------------------------------------------------------------------
+
+    def _identity(self, hello: Hello, resources: Sequence[Resource]) -> tuple[dict[str, str], str]:
+        for resource in resources:
+            if (
+                isinstance(resource, Deployment)
+                and resource.name == hello.workload
+                and resource.namespace == hello.namespace
+            ):
+                pod = resource.spec.template.spec
+                account = pod.service_account_name or pod.service_account or "default"
+                return dict(resource.pod_labels), account
+        if hello.role == "gateway":
+            return dict(GATEWAY_LABELS), "istio-ingressgateway-service-account"
+        return {}, "default"
+
+    def _own_part(self, stream: ProxyStream, resources: Sequence[Resource]) -> Own:
+        hello = stream.hello
+        if hello.role == "gateway":
+            spec = GatewaySpec(
+                name=hello.workload,
+                namespace=hello.namespace,
+                http_port=hello.gateway_port,
+                address=hello.address,
+                labels=dict(stream.labels),
+                service_account=stream.service_account,
+            )
+            return gateway_part(resources, self.endpoints, spec)
+        sidecar = SidecarSpec(
+            workload=hello.workload,
+            namespace=hello.namespace,
+            service_account=stream.service_account,
+            outbound_port=hello.outbound_port,
+            inbound_port=hello.inbound_port,
+            address=hello.address,
+        )
+        if hello.app_port:
+            ports = _service_ports(hello.namespace, stream.labels, resources)
+            sidecar = dataclasses.replace(sidecar, app_ports=dict.fromkeys(ports, hello.app_port))
+        return sidecar_part(resources, sidecar, stream.labels)
+
+
+def _service_ports(
+    namespace: str, labels: Mapping[str, str], resources: Sequence[Resource]
+) -> list[int]:
+    """The ports of the Services in `namespace` that select pods with these labels."""
+    return sorted(
+        {
+            port.port
+            for resource in resources
+            if isinstance(resource, Service)
+            and resource.namespace == namespace
+            and resource.spec.selector
+            and all(labels.get(key) == value for key, value in resource.spec.selector.items())
+            for port in resource.spec.ports
+        }
+    )
+
+
+# The control plane's own records: leases and tokens route nothing.
+_INTERNAL = frozenset(
+    {ResourceType("gossamer.dev", "controlplanes"), ResourceType("gossamer.dev", "workloadtokens")}
+)
+
+
+def pending_versions(streams: Iterable[ProxyStream]) -> int:
+    """How many updates are sent and not yet answered (for tests and benchmarks)."""
+    return sum(len(stream.pending) for stream in streams)

@@ -1,0 +1,101 @@
+"""The mesh side of one control-plane replica: mirror, distributor and registry together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+from gossamer.control.api.catalog import Catalog
+from gossamer.control.auth import Principal, TokenRegistry, workload_principal
+from gossamer.control.mesh.distributor import Distributor
+from gossamer.control.mesh.mirror import StoreMirror
+from gossamer.control.mesh.registry import LEASES, Registry
+from gossamer.control.store import ObjectKey, ResourceType, Store
+
+WORKLOAD_TOKENS = ResourceType("gossamer.dev", "workloadtokens")
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSettings:
+    """How fast the mesh side reacts, and how long it waits for the departed."""
+
+    debounce_s: float = 0.1
+    """Quiet time after a change before recomputing; further changes restart it..."""
+    max_delay_s: float = 1.0
+    """...but never later than this after the first change."""
+    instance_ttl_s: float = 30.0
+    """A disconnected proxy's instance (or a dead replica's) is removed after this long."""
+    sync_timeout_s: float = 30.0
+    """How long starting waits for the first full read of the store."""
+
+
+def replica_name() -> str:
+    """A name for this replica that another one on the same host will not have."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class Mesh:
+    """Starts and stops the parts that turn stored resources into running proxies."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        tokens: TokenRegistry,
+        settings: MeshSettings,
+        url: str = "",
+    ) -> None:
+        self.replica = replica_name()
+        self.tokens = tokens
+        self.mirror = StoreMirror(store, catalog)
+        self.distributor = Distributor(
+            self.mirror, self.replica, settings.debounce_s, settings.max_delay_s
+        )
+        self.registry = Registry(
+            store, self.mirror, self.replica, url=url, ttl_s=settings.instance_ttl_s
+        )
+        self.registry.status = self.distributor.status
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"<Mesh {self.replica} {self.distributor!r}>"
+
+    async def start(self) -> None:
+        """Read the whole store, then start following it and keeping the registry."""
+        self.distributor.start()
+        self.mirror.subscribe(self._tokens_changed)
+        self.mirror.start()
+        await asyncio.wait_for(self.mirror.synced.wait(), self.settings.sync_timeout_s)
+        self.registry.start()
+
+    async def close(self) -> None:
+        """Stop following the store."""
+        self.distributor.close()
+        await self.registry.close()
+        await self.mirror.close()
+
+    def _tokens_changed(self, keys: frozenset[ObjectKey]) -> None:
+        if not any(key.type == WORKLOAD_TOKENS for key in keys):
+            return
+        tokens: dict[bytes, Principal] = {}
+        for stored in self.mirror.of_type(WORKLOAD_TOKENS):
+            spec = stored.body.get("spec") or {}
+            try:
+                digest = bytes.fromhex(str(spec.get("sha256", "")))
+            except ValueError:
+                continue
+            tokens[digest] = workload_principal(stored.key.namespace, str(spec.get("workload")))
+        self.tokens.replace_workloads(tokens)
+
+    def lease_proxies(self) -> list[dict[str, object]]:
+        """What the other live replicas last reported about their proxies."""
+        items: list[dict[str, object]] = []
+        for stored in self.mirror.of_type(LEASES):
+            spec = stored.body.get("spec") or {}
+            if stored.key.name == self.replica or self.registry.lapsed(spec.get("renewedAt")):
+                continue
+            items.extend(spec.get("proxies") or [])
+        return items

@@ -1,0 +1,215 @@
+"""What each connected proxy should run, computed once per shared view and once per workload.
+
+Sidecars in one namespace whose pod labels agree on the few keys that rules select callers by
+see the same outbound routes and clusters: a `View`. A change recomputes each view once, diffs
+it against the previous state once, and encodes that delta once; every proxy of the view then
+receives the same bytes. What is particular to one workload (its node, listeners, inbound
+routes; all of a gateway) is an `Own` part, recomputed only when the kinds it reads change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from gossamer.resources import Resource
+from gossamer.snapshot.model import Cluster, Listener, Node, Telemetry, VirtualHost
+from gossamer.snapshot.protocol import diff_named
+from gossamer.snapshot.translate import (
+    EndpointIndex,
+    GatewaySpec,
+    SidecarSpec,
+    gateway_snapshot,
+    outbound_view,
+    sidecar_catalog,
+    sidecar_own,
+)
+
+ViewKey = tuple[str, tuple[tuple[str, str], ...]]
+"""A namespace, and the caller labels that rules in the mesh select on."""
+
+_encoder = msgspec.json.Encoder()
+
+
+def view_key(namespace: str, labels: Mapping[str, str], keys: frozenset[str]) -> ViewKey:
+    """The view a sidecar with these pod labels belongs to."""
+    return namespace, tuple(sorted((k, v) for k, v in labels.items() if k in keys))
+
+
+@dataclass(frozen=True, slots=True)
+class Own:
+    """A proxy's particular part: node, listeners, its route tables and clusters."""
+
+    node: Node
+    listeners: tuple[Listener, ...]
+    tables: Mapping[str, Mapping[str, VirtualHost]]
+    clusters: Mapping[str, Cluster]
+    telemetry: Telemetry = field(default_factory=Telemetry)
+
+
+def sidecar_part(
+    resources: Sequence[Resource], spec: SidecarSpec, labels: Mapping[str, str]
+) -> Own:
+    """A sidecar's own part."""
+    own = sidecar_own(sidecar_catalog(resources, spec.namespace, labels), spec, labels)
+    return Own(
+        node=own.node,
+        listeners=own.listeners,
+        tables={own.inbound.name: _by_name(own.inbound.virtual_hosts)},
+        clusters={cluster.name: cluster for cluster in own.clusters},
+    )
+
+
+def gateway_part(resources: Sequence[Resource], endpoints: EndpointIndex, spec: GatewaySpec) -> Own:
+    """A gateway has no shared view: all of it is its own."""
+    snapshot = gateway_snapshot(resources, endpoints, spec, "")
+    return Own(
+        node=snapshot.node,
+        listeners=snapshot.listeners,
+        tables={table.name: _by_name(table.virtual_hosts) for table in snapshot.route_tables},
+        clusters={cluster.name: cluster for cluster in snapshot.clusters},
+        telemetry=snapshot.telemetry,
+    )
+
+
+def _by_name(hosts: Sequence[VirtualHost]) -> dict[str, VirtualHost]:
+    return {host.name: host for host in hosts}
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """Pre-encoded pieces of an update: virtual hosts of `outbound` and clusters, upserted or
+    removed. `hosts` and `clusters` are the inside of a JSON array (no brackets), maybe empty."""
+
+    hosts: bytes
+    removed_hosts: tuple[str, ...]
+    clusters: bytes
+    removed_clusters: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        """Whether it changes nothing."""
+        return not (self.hosts or self.removed_hosts or self.clusters or self.removed_clusters)
+
+
+def _inner(items: Sequence[object]) -> bytes:
+    """The JSON of a list, without its brackets."""
+    return _encoder.encode(items)[1:-1] if items else b""
+
+
+@dataclass(slots=True)
+class ViewState:
+    """One computed state of a view: its parts by name, the whole encoded, and the delta from
+    the state before it."""
+
+    generation: int
+    hosts: dict[str, VirtualHost]
+    clusters: dict[str, Cluster]
+    previous: ViewState | None = None
+    _whole: Fragment | None = None
+    _delta: Fragment | None = None
+
+    def whole(self) -> Fragment:
+        """Everything in this state."""
+        if self._whole is None:
+            self._whole = Fragment(
+                _inner(list(self.hosts.values())), (), _inner(list(self.clusters.values())), ()
+            )
+        return self._whole
+
+    def delta(self) -> Fragment:
+        """What changed since `previous` (which must exist)."""
+        assert self.previous is not None
+        if self._delta is None:
+            hosts, removed_hosts = diff_named(self.previous.hosts, self.hosts)
+            clusters, removed_clusters = diff_named(self.previous.clusters, self.clusters)
+            self._delta = Fragment(_inner(hosts), removed_hosts, _inner(clusters), removed_clusters)
+        return self._delta
+
+    def same_as(self, other: ViewState) -> bool:
+        """Whether both states hold the same parts."""
+        return self.hosts == other.hosts and self.clusters == other.clusters
+
+
+def compute_view(
+    resources: Sequence[Resource],
+    endpoints: EndpointIndex,
+    key: ViewKey,
+    generation: int,
+    previous: ViewState | None,
+) -> ViewState:
+    """The view's state now; the previous state is kept for the delta (and only that one)."""
+    namespace, labels = key
+    view = outbound_view(sidecar_catalog(resources, namespace, dict(labels)), endpoints)
+    if previous is not None:
+        previous.previous = None  # one step of history is all a delta needs
+    return ViewState(
+        generation=generation,
+        hosts=_by_name(view.virtual_hosts),
+        clusters={cluster.name: cluster for cluster in view.clusters},
+        previous=previous,
+    )
+
+
+def encode_update(
+    version: str,
+    base: str,
+    view: Fragment | None,
+    old: Own | None,
+    new: Own,
+) -> bytes | None:
+    """One proxy's update as JSON; None when it would change nothing.
+
+    `view` is the shared part (already encoded, whole or delta); `old` is the own part the
+    proxy runs (None: send it whole).
+    """
+    parts: list[bytes] = [b'{"type":"update","version":', _encoder.encode(version)]
+    if base:
+        parts += [b',"base":', _encoder.encode(base)]
+    changed = view is not None and not view.empty
+    if old is None or old.node != new.node:
+        parts += [b',"node":', _encoder.encode(new.node)]
+        changed = True
+    if old is None or old.listeners != new.listeners:
+        parts += [b',"listeners":', _encoder.encode(new.listeners)]
+        changed = True
+    if old is None or old.telemetry != new.telemetry:
+        parts += [b',"telemetry":', _encoder.encode(new.telemetry)]
+        changed = True
+    tables: list[bytes] = []
+    # A whole update names every table, empty or not: listeners refer to them by name.
+    if view is not None and (view.hosts or view.removed_hosts or not base):
+        tables.append(
+            b'{"name":"outbound","upsert":['
+            + view.hosts
+            + b'],"remove":'
+            + _encoder.encode(view.removed_hosts)
+            + b"}"
+        )
+    for name, hosts in new.tables.items():
+        before = old.tables.get(name) if old is not None else None
+        upsert, removed = diff_named(before or {}, hosts)
+        if upsert or removed or before is None:
+            tables.append(_encoder.encode({"name": name, "upsert": upsert, "remove": removed}))
+    removed_tables = [name for name in (old.tables if old else ()) if name not in new.tables]
+    if tables:
+        parts += [b',"tables":[', b",".join(tables), b"]"]
+        changed = True
+    if removed_tables:
+        parts += [b',"removed_tables":', _encoder.encode(removed_tables)]
+        changed = True
+    clusters, removed = diff_named(old.clusters if old else {}, new.clusters)
+    cluster_parts = [part for part in (view.clusters if view else b"", _inner(clusters)) if part]
+    if cluster_parts:
+        parts += [b',"clusters":[', b",".join(cluster_parts), b"]"]
+        changed = True
+    removed_all = (*(view.removed_clusters if view else ()), *removed)
+    if removed_all:
+        parts += [b',"removed_clusters":', _encoder.encode(removed_all)]
+        changed = True
+    if base and not changed:
+        return None
+    parts.append(b"}")
+    return b"".join(parts)

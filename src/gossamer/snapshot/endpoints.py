@@ -1,0 +1,119 @@
+"""Endpoints of services from WorkloadEntries: workloads outside Kubernetes, found by selector."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from gossamer.resources import Resource
+from gossamer.resources.hosts import service_fqdn
+from gossamer.resources.kinds.core import Service
+from gossamer.resources.kinds.istio_networking import ServiceEntry, WorkloadEntry
+from gossamer.snapshot.model import Endpoint
+from gossamer.snapshot.translate_catalog import labels_match
+from gossamer.snapshot.translate_clusters import EndpointIndex
+
+__all__ = ["endpoint_index"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Selecting:
+    """A service that selects workloads by label, with its ports as (number, name, target)."""
+
+    host: str
+    namespace: str
+    selector: Mapping[str, str]
+    ports: tuple[tuple[int, str, int | str], ...]
+
+
+def endpoint_index(resources: Sequence[Resource]) -> EndpointIndex:
+    """The endpoints of every Service and ServiceEntry whose selector matches WorkloadEntries.
+
+    Keyed by (service host, service port number), as the cluster translation reads them. An entry
+    is in its own namespace's services only; one without an address, on a Unix socket, or that
+    Istio's health checks report unhealthy gives none. Each list is sorted, so the same resources
+    always give the same index.
+    """
+    entries = [
+        resource
+        for resource in resources
+        if isinstance(resource, WorkloadEntry) and _reachable(resource)
+    ]
+    index: dict[tuple[str, int], set[Endpoint]] = {}
+    for service in _selecting_services(resources):
+        chosen = [
+            entry
+            for entry in entries
+            if entry.namespace == service.namespace
+            and labels_match(service.selector, entry.spec.labels)
+        ]
+        for number, name, target in service.ports:
+            found = index.setdefault((service.host, number), set())
+            for entry in chosen:
+                port = _entry_port(entry, name, target)
+                if port is not None:
+                    found.add(_endpoint(entry, port))
+    return {key: tuple(sorted(index[key], key=_order)) for key in sorted(index) if index[key]}
+
+
+def _reachable(entry: WorkloadEntry) -> bool:
+    # Without an address the workload is behind another network's gateway, and Unix domain
+    # sockets are not reachable by the proxy's upstream connections.
+    return bool(entry.spec.address) and not entry.spec.unix_socket and entry.healthy
+
+
+def _selecting_services(resources: Sequence[Resource]) -> Iterator[_Selecting]:
+    """Each Service, and each host of a ServiceEntry, that selects workloads by label."""
+    for resource in resources:
+        if isinstance(resource, Service):
+            spec = resource.spec
+            # An ExternalName Service resolves a name; a selector on it is not used.
+            if spec.selector and spec.type != "ExternalName":
+                yield _Selecting(
+                    service_fqdn(resource.name, resource.namespace),
+                    resource.namespace,
+                    spec.selector,
+                    tuple((p.port, p.name or "", p.effective_target) for p in spec.ports),
+                )
+        elif isinstance(resource, ServiceEntry):
+            selector = resource.spec.workload_selector
+            if selector is not None and selector.labels:
+                ports = tuple(
+                    (p.number, p.name, p.target_port or p.number) for p in resource.spec.ports
+                )
+                for host in resource.spec.hosts:
+                    yield _Selecting(host, resource.namespace, selector.labels, ports)
+
+
+def _entry_port(entry: WorkloadEntry, name: str, target: int | str) -> int | None:
+    """Where the entry takes a service port's traffic, or None when it does not declare it.
+
+    The entry's own port for the service port's name wins; then a sidecar in front of it, which
+    takes every port on one; then the service's target port, a named one looked up in the entry's
+    ports as Kubernetes looks it up in a pod's.
+    """
+    ports = entry.spec.ports
+    if name in ports:
+        return ports[name]
+    inbound = entry.inbound_port
+    if inbound is not None:
+        return inbound
+    if isinstance(target, int):
+        return target
+    return ports.get(target)
+
+
+def _endpoint(entry: WorkloadEntry, port: int) -> Endpoint:
+    spec = entry.spec
+    assert spec.address is not None, "entries without an address are filtered out"
+    return Endpoint(
+        address=spec.address,
+        port=port,
+        weight=spec.weight or 1,
+        zone=spec.locality or "",
+        labels=tuple(sorted(spec.labels.items())),
+    )
+
+
+def _order(endpoint: Endpoint) -> tuple[str, int, str, tuple[tuple[str, str], ...], int]:
+    return endpoint.address, endpoint.port, endpoint.zone, endpoint.labels, endpoint.weight

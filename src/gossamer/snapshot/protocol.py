@@ -1,0 +1,198 @@
+"""The config stream between a proxy and the control plane: messages, and applying an update.
+
+One long-lived WebSocket per proxy. The proxy says who it is (`Hello`); the control plane answers
+`Welcome`, then sends `Update`s. An update is either whole (`base` empty) or a delta against the
+version the proxy last applied: clusters and virtual hosts by name, upserted or removed, and
+the node, listeners and telemetry when they change. The proxy answers every update with an
+`Ack` (empty `error`) or a NACK (the error), and keeps running its last good snapshot after a
+NACK. `Health` reports whether the proxy's workload is ready to take traffic.
+
+Deltas matter at scale: one VirtualService change touches one virtual host, and a thousand
+proxies should receive a few hundred bytes each, not their whole configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+import msgspec
+from msgspec import Struct
+
+from gossamer.snapshot.codec import SnapshotError, check
+from gossamer.snapshot.model import (
+    Cluster,
+    Listener,
+    Node,
+    RouteTable,
+    Snapshot,
+    Telemetry,
+    VirtualHost,
+)
+
+_Named = TypeVar("_Named", Cluster, VirtualHost)
+
+PATH = "/mesh/v1/stream"
+"""Where the control plane accepts proxy streams."""
+
+SUBPROTOCOL = "gossamer.mesh.v1"
+
+
+class Instance(Struct, frozen=True):
+    """Where the proxy's workload instance takes traffic, for the registry."""
+
+    address: str
+    port: int
+    """The sidecar's inbound port: every service port of the workload arrives here."""
+    zone: str = ""
+
+
+class Hello(Struct, frozen=True, tag="hello"):
+    """First message of a stream: which workload this proxy serves, and how it listens."""
+
+    workload: str
+    namespace: str = "default"
+    role: str = "sidecar"
+    """`sidecar` or `gateway`."""
+    instance: Instance | None = None
+    """Where the workload takes traffic; registered as an endpoint of its Services."""
+    address: str = "127.0.0.1"
+    """Where the inbound (or gateway) listener binds; the outbound one is always on loopback."""
+    outbound_port: int = 15001
+    inbound_port: int = 15006
+    gateway_port: int = 8080
+    app_port: int = 0
+    """Where the app listens on loopback, for every service port; 0: each port's targetPort."""
+    version: str = ""
+    """The version the proxy runs (after a reconnect), so that the first update can be a delta."""
+    name: str = ""
+    """A stable name for this proxy (e.g. host and pid); made up by the control plane if empty."""
+
+
+class Welcome(Struct, frozen=True, tag="welcome"):
+    """The control plane's answer to `Hello`."""
+
+    proxy: str
+    control_plane: str
+
+
+class TableDelta(Struct, frozen=True):
+    """Changes to one route table: virtual hosts by name."""
+
+    name: str
+    upsert: tuple[VirtualHost, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+class Update(Struct, frozen=True, tag="update"):
+    """A new version: whole when `base` is empty, else the changes since `base`."""
+
+    version: str
+    base: str = ""
+    node: Node | None = None
+    listeners: tuple[Listener, ...] | None = None
+    telemetry: Telemetry | None = None
+    tables: tuple[TableDelta, ...] = ()
+    removed_tables: tuple[str, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    removed_clusters: tuple[str, ...] = ()
+
+
+class Ack(Struct, frozen=True, tag="ack"):
+    """The proxy's answer to an update: applied (no error), or rejected and why (a NACK)."""
+
+    version: str
+    error: str = ""
+    resync: bool = False
+    """Set with an error when the update was a delta on a version the proxy does not run."""
+
+
+class Health(Struct, frozen=True, tag="health"):
+    """Whether the workload behind this proxy is ready for traffic."""
+
+    ready: bool
+    message: str = ""
+
+
+ToControlPlane = Hello | Ack | Health
+ToProxy = Welcome | Update
+
+_to_control_plane = msgspec.json.Decoder(ToControlPlane)
+_to_proxy = msgspec.json.Decoder(ToProxy)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: ToControlPlane | ToProxy) -> bytes:
+    """A message as one JSON document."""
+    return _encoder.encode(message)
+
+
+def decode_from_proxy(data: bytes | str) -> ToControlPlane:
+    """A proxy's message; SnapshotError when it is not one."""
+    try:
+        message: ToControlPlane = _to_control_plane.decode(data)
+    except msgspec.DecodeError as error:
+        raise SnapshotError(f"not a proxy message: {error}") from None
+    return message
+
+
+def decode_from_control_plane(data: bytes | str) -> ToProxy:
+    """A control plane's message; SnapshotError when it is not one."""
+    try:
+        message: ToProxy = _to_proxy.decode(data)
+    except msgspec.DecodeError as error:
+        raise SnapshotError(f"not a control-plane message: {error}") from None
+    return message
+
+
+class StaleBaseError(SnapshotError):
+    """A delta against a version the proxy does not run; it needs a whole update."""
+
+
+def apply_update(current: Snapshot | None, update: Update) -> Snapshot:
+    """The snapshot `update` makes from `current`, checked; SnapshotError when it cannot be run."""
+    if update.base:
+        if current is None or current.version != update.base:
+            have = current.version if current is not None else "nothing"
+            raise StaleBaseError(f"update {update.version} is a delta on {update.base}, not {have}")
+        start = current
+    else:
+        start = Snapshot(version="")
+    tables = {table.name: _hosts(table.virtual_hosts) for table in start.route_tables}
+    for name in update.removed_tables:
+        tables.pop(name, None)
+    for delta in update.tables:
+        hosts = tables.setdefault(delta.name, {})
+        for removed in delta.remove:
+            hosts.pop(removed, None)
+        hosts.update(_hosts(delta.upsert))
+    clusters = {cluster.name: cluster for cluster in start.clusters}
+    for removed in update.removed_clusters:
+        clusters.pop(removed, None)
+    clusters.update((cluster.name, cluster) for cluster in update.clusters)
+    snapshot = Snapshot(
+        version=update.version,
+        node=update.node if update.node is not None else start.node,
+        listeners=update.listeners if update.listeners is not None else start.listeners,
+        route_tables=tuple(
+            RouteTable(name=name, virtual_hosts=tuple(hosts.values()))
+            for name, hosts in tables.items()
+        ),
+        clusters=tuple(sorted(clusters.values(), key=lambda cluster: cluster.name)),
+        telemetry=update.telemetry if update.telemetry is not None else start.telemetry,
+    )
+    check(snapshot)
+    return snapshot
+
+
+def _hosts(hosts: Iterable[VirtualHost]) -> dict[str, VirtualHost]:
+    return {host.name: host for host in hosts}
+
+
+def diff_named(
+    old: Mapping[str, _Named], new: Mapping[str, _Named]
+) -> tuple[tuple[_Named, ...], tuple[str, ...]]:
+    """What changed from `old` to `new`: the upserted items, and the names removed."""
+    upsert = tuple(item for name, item in new.items() if old.get(name) != item)
+    removed = tuple(name for name in old if name not in new)
+    return upsert, removed

@@ -1,0 +1,150 @@
+"""Deltas: a proxy that applies whole-then-delta updates runs exactly what translation computes."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from gossamer.control.mesh.views import (
+    Own,
+    ViewState,
+    compute_view,
+    encode_update,
+    sidecar_part,
+    view_key,
+)
+from gossamer.resources import Resource, load_text
+from gossamer.snapshot import Endpoint, Snapshot
+from gossamer.snapshot.protocol import (
+    StaleBaseError,
+    Update,
+    apply_update,
+    decode_from_control_plane,
+)
+from gossamer.snapshot.translate import EndpointIndex, SidecarSpec, sidecar_snapshot
+
+BASE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: productpage}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  template:
+    metadata: {labels: {app: productpage}}
+    spec: {containers: [{name: app, command: [python, -m, productpage], ports: [{containerPort: 9080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage}
+spec: {selector: {app: productpage}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+"""
+
+ROUTE = """\
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - timeout: 2s
+    route: [{destination: {host: ratings}}]
+"""
+
+SPEC = SidecarSpec(workload="productpage", namespace="default", service_account="default")
+LABELS = {"app": "productpage"}
+REVIEWS = ("reviews.default.svc.cluster.local", 9080)
+
+
+def resources(text: str) -> list[Resource]:
+    loaded = load_text(text, "mesh.yaml")
+    assert not loaded.problems, loaded.problems
+    return [item.resource for item in loaded.resources]
+
+
+def state(
+    found: list[Resource], endpoints: EndpointIndex, generation: int, previous: ViewState | None
+) -> tuple[ViewState, Own]:
+    key = view_key("default", LABELS, frozenset())
+    return compute_view(found, endpoints, key, generation, previous), sidecar_part(
+        found, SPEC, LABELS
+    )
+
+
+def update(data: bytes | None) -> Update:
+    assert data is not None
+    message = decode_from_control_plane(data)
+    assert isinstance(message, Update)
+    return message
+
+
+def same(running: Snapshot, expected: Snapshot) -> None:
+    """Equal up to virtual-host order, which routing does not depend on."""
+
+    def normal(snapshot: Snapshot) -> Snapshot:
+        tables = tuple(
+            msgspec.structs.replace(
+                t, virtual_hosts=tuple(sorted(t.virtual_hosts, key=lambda h: h.name))
+            )
+            for t in sorted(snapshot.route_tables, key=lambda t: t.name)
+        )
+        return msgspec.structs.replace(snapshot, route_tables=tables)
+
+    assert normal(running) == normal(expected)
+
+
+def test_whole_then_deltas_run_what_translation_computes() -> None:
+    before = resources(BASE)
+    endpoints: EndpointIndex = {REVIEWS: [Endpoint("127.0.0.1", 9001)]}
+    first, own = state(before, endpoints, 1, None)
+    running = apply_update(None, update(encode_update("1", "", first.whole(), None, own)))
+    same(running, sidecar_snapshot(before, endpoints, SPEC, "1"))
+
+    # A VirtualService arrives and reviews gains an endpoint: one delta carries both.
+    after = resources(BASE + ROUTE)
+    more: EndpointIndex = {REVIEWS: [Endpoint("127.0.0.1", 9001), Endpoint("127.0.0.1", 9002)]}
+    second, own2 = state(after, more, 2, first)
+    data = encode_update("2", "1", second.delta(), own, own2)
+    delta = update(data)
+    assert delta.base == "1"
+    assert {host.name for table in delta.tables for host in table.upsert} == {
+        "reviews.default.svc.cluster.local:9080"
+    }
+    assert len(data or b"") < len(encode_update("2", "", second.whole(), None, own2) or b"") / 2
+    running = apply_update(running, delta)
+    same(running, sidecar_snapshot(after, more, SPEC, "2"))
+
+    # The VirtualService goes again: back to the default route.
+    third, own3 = state(before, more, 3, second)
+    running = apply_update(running, update(encode_update("3", "2", third.delta(), own2, own3)))
+    same(running, sidecar_snapshot(before, more, SPEC, "3"))
+
+
+def test_nothing_changed_sends_nothing() -> None:
+    found = resources(BASE)
+    first, own = state(found, {}, 1, None)
+    again, own2 = state(found, {}, 2, first)
+    assert again.same_as(first)
+    assert encode_update("2", "1", again.delta(), own, own2) is None
+
+
+def test_a_delta_on_a_version_the_proxy_does_not_run_asks_for_the_whole() -> None:
+    found = resources(BASE)
+    first, own = state(found, {}, 1, None)
+    running = apply_update(None, update(encode_update("1", "", first.whole(), None, own)))
+    second, own2 = state(resources(BASE + ROUTE), {}, 2, first)
+    stale = msgspec.structs.replace(
+        update(encode_update("2", "1", second.delta(), own, own2)), base="0"
+    )
+    with pytest.raises(StaleBaseError, match="delta on 0"):
+        apply_update(running, stale)
