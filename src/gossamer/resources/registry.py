@@ -12,6 +12,7 @@ from gossamer.resources.kinds.istio_networking import (
     Gateway,
     ServiceEntry,
     VirtualService,
+    WorkloadEntry,
 )
 from gossamer.resources.kinds.istio_security import (
     AuthorizationPolicy,
@@ -28,6 +29,7 @@ MODELS: tuple[type[Resource], ...] = (
     DestinationRule,
     Gateway,
     ServiceEntry,
+    WorkloadEntry,
     PeerAuthentication,
     AuthorizationPolicy,
     RequestAuthentication,

@@ -158,7 +158,7 @@ spec:
         [
             "m.yaml:2: Servise a: kind: unknown kind Servise (Gossamer reads ApiProduct, "
             "AuthorizationPolicy, Deployment, DestinationRule, Gateway, Ingress, PeerAuthentication, "
-            "RequestAuthentication, Service, ServiceEntry, Topic, VirtualService)"
+            "RequestAuthentication, Service, ServiceEntry, Topic, VirtualService, WorkloadEntry)"
         ],
     ),
     (

@@ -24,6 +24,7 @@ EXPECTED: dict[str, tuple[str, int]] = {
     "destinationrule.yaml": ("DestinationRule", 17),
     "gateway.yaml": ("Gateway", 6),
     "serviceentry.yaml": ("ServiceEntry", 10),
+    "workloadentry.yaml": ("WorkloadEntry", 5),
     "peerauthentication.yaml": ("PeerAuthentication", 5),
     "authorizationpolicy.yaml": ("AuthorizationPolicy", 17),
     "requestauthentication.yaml": ("RequestAuthentication", 5),
@@ -115,6 +116,25 @@ def test_gateway_and_service_entry_values_are_typed() -> None:
     assert dns.endpoints[0].ports == {"http": 8080}
     assert _spec("serviceentry.yaml", 8).workload_selector.labels == {"app": "details"}
     assert _spec("serviceentry.yaml", 1).addresses == ["192.192.192.192/24"]
+
+
+def test_workload_entry_values_are_typed() -> None:
+    entries = _load("workloadentry.yaml").resources
+    assert [e.resource.api_version for e in entries[:3]] == [
+        "networking.istio.io/v1",
+        "networking.istio.io/v1beta1",
+        "networking.istio.io/v1alpha3",
+    ]
+    vm = _spec("workloadentry.yaml", 0)
+    assert (vm.address, vm.service_account) == ("2.2.2.2", "details-legacy")
+    assert vm.labels == {"app": "details-legacy", "instance-id": "vm1"}
+    assert _spec("workloadentry.yaml", 1).address == "vm1.vpc01.corp.net"
+    remote = _spec("workloadentry.yaml", 2)
+    assert (remote.address, remote.network) == (None, "cluster-2-network")
+    # The remote entry is reachable only through its network's gateway: a warning says so.
+    assert [(p.path, p.severity) for p in _load("workloadentry.yaml").problems] == [
+        ("spec.address", Severity.WARNING)
+    ]
 
 
 def test_security_values_are_typed() -> None:

@@ -1,7 +1,9 @@
-"""Istio `networking.istio.io` kinds: VirtualService, DestinationRule, Gateway, ServiceEntry."""
+"""Istio networking kinds: VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterator
 from typing import Annotated, ClassVar, Literal
 
@@ -10,6 +12,7 @@ from pydantic import Field
 from gossamer.resources.base import (
     Duration,
     Finding,
+    IntOrString,
     Labels,
     Model,
     NonNegative,
@@ -779,7 +782,7 @@ class ServicePort(Model):
 
 
 class WorkloadEntrySpec(Model):
-    """An endpoint of a ServiceEntry."""
+    """A workload outside Kubernetes: a WorkloadEntry's spec, and an endpoint of a ServiceEntry."""
 
     address: str | None = None
     ports: dict[str, Port] = Field(default_factory=dict)
@@ -788,6 +791,80 @@ class WorkloadEntrySpec(Model):
     locality: str | None = None
     weight: UInt32 | None = None
     service_account: str | None = None
+
+    @property
+    def unix_socket(self) -> bool:
+        """Whether the address is a Unix domain socket (`unix:///path` or `unix://@name`)."""
+        return (self.address or "").startswith(UNIX_PREFIX)
+
+    def problems(self, path: FieldPath) -> Iterator[Finding]:
+        """Istio's rules for the address and the port names, as `istioctl validate` applies them."""
+        if not self.address:
+            if not self.network:
+                yield Finding((*path, "address"), "required (or network, for a remote workload)")
+            else:
+                yield Finding(
+                    (*path, "address"),
+                    "not given: Gossamer does not reach a workload through the gateway of "
+                    f"network {self.network}, so this one has no endpoint",
+                    severity=Severity.WARNING,
+                )
+        else:
+            wrong = _address_problem(self.address)
+            if wrong is not None:
+                yield Finding((*path, "address"), wrong)
+        if self.unix_socket and self.ports:
+            yield Finding((*path, "ports"), "a unix:// address takes no ports")
+        for name in self.ports:
+            if not (len(name) <= 63 and _DNS_LABEL.fullmatch(name)):
+                yield Finding(
+                    (*path, "ports", name),
+                    "a port name must be a DNS label: at most 63 lowercase letters, digits and "
+                    "'-', starting and ending with a letter or digit",
+                )
+
+
+UNIX_PREFIX = "unix://"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# The longest address Istio's schema accepts.
+_MAX_ADDRESS = 256
+
+
+def _address_problem(address: str) -> str | None:
+    """What is wrong with a workload address, which is an IP, a host name or a Unix socket."""
+    if len(address) > _MAX_ADDRESS:
+        return f"must be at most {_MAX_ADDRESS} characters"
+    if address.startswith(UNIX_PREFIX):
+        socket = address.removeprefix(UNIX_PREFIX)
+        if not socket.startswith(("/", "@")):
+            return "a unix:// address needs an absolute path (unix:///run/app.sock) or @name"
+        if socket.endswith("/"):
+            return "a unix:// address names a socket, not a folder"
+        return None
+    if _is_ip(address) or _is_host_name(address):
+        return None
+    return (
+        f"{address!r} is not an IP address, a fully qualified host name (no wildcard) or "
+        "unix:///path/to/socket"
+    )
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host_name(address: str) -> bool:
+    # A trailing dot is allowed; a numeric last label would be a mistyped IP address.
+    labels = address.removesuffix(".").split(".")
+    return (
+        len(address) <= 255
+        and not labels[-1].isdigit()
+        and all(len(label) <= 63 and _DNS_LABEL.fullmatch(label) for label in labels)
+    )
 
 
 class EntryWorkloadSelector(Model):
@@ -838,3 +915,82 @@ class ServiceEntry(Resource):
                         ("spec", "endpoints", index, "ports", name),
                         f"names no port of spec.ports (known: {', '.join(sorted(port_names))})",
                     )
+
+
+class IstioCondition(Model):
+    """One condition Istio reports on an object, e.g. `Healthy` on an auto-registered workload."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    last_probe_time: str | None = None
+    last_transition_time: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    observed_generation: IntOrString | None = None
+
+
+class AnalysisMessageType(Model):
+    """Which analyzer message: its code (`IST0101`) and name."""
+
+    code: str | None = None
+    name: str | None = None
+
+
+class AnalysisMessage(Model):
+    """A finding of Istio's analyzers on the object."""
+
+    type: AnalysisMessageType | None = None
+    level: Literal["UNKNOWN", "ERROR", "WARNING", "INFO"] | None = None
+    documentation_url: str | None = None
+
+
+class IstioStatus(Model):
+    """What istiod writes about an Istio object: conditions and analyzer messages."""
+
+    conditions: list[IstioCondition] = Field(default_factory=list)
+    validation_messages: list[AnalysisMessage] = Field(default_factory=list)
+    observed_generation: IntOrString | None = None
+
+
+# Istio's health checks of an auto-registered workload report as this condition.
+HEALTHY_CONDITION = "Healthy"
+# Gossamer's own: the workload is fronted by a sidecar that takes every service port on this one.
+INBOUND_PORT_ANNOTATION = "gossamer.dev/inbound-port"
+
+
+class WorkloadEntry(Resource):
+    """`networking.istio.io` WorkloadEntry: one workload outside Kubernetes, such as a VM."""
+
+    GROUP: ClassVar[str] = "networking.istio.io"
+    KIND: ClassVar[str] = "WorkloadEntry"
+    PLURAL: ClassVar[str] = "workloadentries"
+    VERSIONS: ClassVar[tuple[str, ...]] = ISTIO_VERSIONS
+
+    spec: WorkloadEntrySpec
+    status: IstioStatus | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """False when Istio's health checks say so; an entry without them is static, so healthy."""
+        conditions = self.status.conditions if self.status is not None else []
+        return all(c.status == "True" for c in conditions if c.type == HEALTHY_CONDITION)
+
+    @property
+    def inbound_port(self) -> int | None:
+        """The port of the sidecar in front of the workload, when the annotation names one."""
+        text = self.metadata.annotations.get(INBOUND_PORT_ANNOTATION)
+        return int(text) if text is not None and _port_text(text) else None
+
+    def check(self) -> Iterator[Finding]:
+        """Istio's rules for the spec, and a port number in Gossamer's inbound-port annotation."""
+        yield from self.spec.problems(("spec",))
+        text = self.metadata.annotations.get(INBOUND_PORT_ANNOTATION)
+        if text is not None and not _port_text(text):
+            yield Finding(
+                ("metadata", "annotations", INBOUND_PORT_ANNOTATION),
+                f"must be a port number between 1 and 65535, not {text!r}",
+            )
+
+
+def _port_text(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= 65535
