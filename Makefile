@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/gossamer validate -f examples/assets --list
+	$(BIN)/gossamer validate -f examples/assets
+	$(BIN)/gossamer up examples/hello
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

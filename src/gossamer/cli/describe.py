@@ -1,0 +1,173 @@
+"""`gossamer describe KIND NAME`: one object for people to read.
+
+The output is a list of sections, each a function of the `Described` object: its metadata, its
+spec, and for a VirtualService or Service the routes a sidecar in its namespace has for it.
+A section with nothing to say prints nothing; one that needs more than the object fetches it
+through `Described`, which keeps what was fetched for the sections after it. A section about the
+proxies that run the object (from the control plane's `/debug/v1/proxies`) belongs here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from gossamer.cli.session import (
+    Namespace,
+    Server,
+    Session,
+    Token,
+    namespace_or_default,
+    open_session,
+)
+
+if TYPE_CHECKING:
+    from gossamer.cli.served_objects import ServedObjects
+    from gossamer.control.api.catalog import ServedResource
+
+_LABEL = 14
+
+
+class Described:
+    """The object being described, and the session to fetch more with."""
+
+    def __init__(self, session: Session, served: ServedResource, data: Mapping[str, Any]) -> None:
+        self.session = session
+        self.served = served
+        self.data = data
+        metadata = data.get("metadata")
+        self.metadata: Mapping[str, Any] = metadata if isinstance(metadata, dict) else {}
+        self.name = str(self.metadata.get("name", ""))
+        self.namespace = str(self.metadata.get("namespace") or "default")
+
+    def __repr__(self) -> str:
+        return f"<Described {self.served.kind} {self.namespace}/{self.name}>"
+
+    @cached_property
+    def everything(self) -> ServedObjects:
+        """Every object the server holds, typed (listed once, when a section first asks)."""
+        from gossamer.cli.served_objects import list_everything
+
+        return list_everything(self.session.client, self.session.names)
+
+
+Section = Callable[[Described], list[str]]
+"""Lines about the described object; none when the section does not apply."""
+
+
+def describe(
+    kind: Annotated[
+        str, typer.Argument(help="Kind: VirtualService, vs, Service, svc, ... (or KIND/NAME).")
+    ],
+    name: Annotated[str | None, typer.Argument(help="Name of the object.")] = None,
+    namespace: Namespace = None,
+    server: Server = None,
+    token: Token = None,
+) -> None:
+    """Show one object readably; for a VirtualService or Service, also its effective routes."""
+    from gossamer.cli.resource_names import split_kind_name
+
+    kind, name = split_kind_name(kind, name)
+    if name is None:
+        raise typer.BadParameter("give KIND and NAME")
+    with open_session(server, token) as session:
+        served = session.resolve(kind)
+        data = session.client.get(served, namespace_or_default(namespace), name)
+        described = Described(session, served, data)
+        blocks = [lines for section in SECTIONS if (lines := section(described))]
+    typer.echo("\n\n".join("\n".join(block) for block in blocks))
+
+
+def metadata_section(described: Described) -> list[str]:
+    """Name, namespace, kind, labels, annotations, age and versions."""
+    from gossamer.cli.columns import age
+
+    metadata = described.metadata
+    created = metadata.get("creationTimestamp")
+    when = f"{created} ({age(created, datetime.now(UTC))} ago)" if created else "<unknown>"
+    return [
+        _field("Name", described.name),
+        _field("Namespace", described.namespace),
+        _field("Kind", f"{described.served.kind} ({described.data.get('apiVersion')})"),
+        *_mapping_field("Labels", metadata.get("labels")),
+        *_mapping_field("Annotations", metadata.get("annotations")),
+        _field("Created", when),
+        _field("Generation", str(metadata.get("generation", "<none>"))),
+        _field("Version", str(metadata.get("resourceVersion", "<none>"))),
+    ]
+
+
+def spec_section(described: Described) -> list[str]:
+    """Everything but identity and metadata, as YAML under a capitalised heading."""
+    from gossamer.cli.served_objects import object_yaml
+
+    lines = []
+    for key, value in described.data.items():
+        if key in ("apiVersion", "kind", "metadata"):
+            continue
+        lines.append(f"{key[:1].upper()}{key[1:]}:")
+        lines += ["  " + line for line in object_yaml(value).splitlines()]
+    return lines
+
+
+def routes_section(described: Described) -> list[str]:
+    """For a VirtualService or Service: what a sidecar in its namespace routes for its hosts."""
+    from gossamer.cli.effective_routes import route_lines, sidecar_hosts
+
+    hosts = _routed_hosts(described)
+    if hosts is None:
+        return []
+    namespace = described.namespace
+    heading = f"Routes (what a sidecar in namespace {namespace} does with requests for it):"
+    gateways = _bound_gateways(described)
+    if gateways and "mesh" not in gateways:
+        return [heading, f"  none: it is bound to gateways {', '.join(gateways)}, not to mesh"]
+    resources = [loaded.resource for loaded in described.everything.resources]
+    virtual_hosts = sidecar_hosts(resources, namespace, hosts)
+    if not virtual_hosts:
+        named = ", ".join(hosts)
+        return [heading, f"  none: no Service or ServiceEntry named {named} is visible here"]
+    lines = [heading]
+    for virtual_host in virtual_hosts:
+        lines.append(f"  {virtual_host.name}")
+        for route in virtual_host.routes:
+            # VirtualService routes are named NAMESPACE/NAME/RULE; the only other is the default.
+            name = route.name if "/" in route.name else f"{route.name} (no VirtualService)"
+            lines.append(f"    {name}")
+            lines += ["      " + line for line in route_lines(route)]
+    return lines
+
+
+def _routed_hosts(described: Described) -> list[str] | None:
+    kind = described.served.kind
+    if kind == "Service":
+        return [described.name]
+    if kind == "VirtualService":
+        spec = described.data.get("spec") or {}
+        return [str(host) for host in spec.get("hosts") or []]
+    return None
+
+
+def _bound_gateways(described: Described) -> list[str]:
+    if described.served.kind != "VirtualService":
+        return []
+    spec = described.data.get("spec") or {}
+    return [str(gateway) for gateway in spec.get("gateways") or []]
+
+
+SECTIONS: tuple[Section, ...] = (metadata_section, spec_section, routes_section)
+
+
+def _field(label: str, value: str) -> str:
+    return f"{label + ':':<{_LABEL}}{value}"
+
+
+def _mapping_field(label: str, values: object) -> list[str]:
+    if not isinstance(values, dict) or not values:
+        return [_field(label, "<none>")]
+    pairs = [f"{key}={value}" for key, value in values.items()]
+    return [_field(label, pairs[0]), *(" " * _LABEL + pair for pair in pairs[1:])]
