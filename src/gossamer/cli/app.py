@@ -7,9 +7,16 @@ from typing import Annotated
 import typer
 
 from gossamer import __version__
+from gossamer.cli.analyze import analyze
+from gossamer.cli.apply import apply
 from gossamer.cli.control import control_plane
+from gossamer.cli.delete import delete
+from gossamer.cli.describe import describe
 from gossamer.cli.events import events_app
+from gossamer.cli.get import get
+from gossamer.cli.mesh import proxy_status, token_app
 from gossamer.cli.proxy import proxy
+from gossamer.cli.up import down, logs, status, up
 from gossamer.cli.validate import validate
 
 app = typer.Typer(
@@ -23,6 +30,17 @@ app.command()(validate)
 app.add_typer(events_app, name="events")
 app.command()(proxy)
 app.command("control-plane")(control_plane)
+app.command()(up)
+app.command("proxy-status")(proxy_status)
+app.add_typer(token_app, name="token")
+app.command()(down)
+app.command()(status)
+app.command()(logs)
+app.command()(apply)
+app.command()(get)
+app.command()(delete)
+app.command()(describe)
+app.command()(analyze)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,301 @@
+"""`gossamer up | down | status | logs`: a whole mesh on this host from a folder of manifests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from gossamer.runtime.local import LocalMesh
+
+STATE_FOLDER = ".gossamer"
+
+
+def up(
+    path: Annotated[Path, typer.Argument(help="Folder (or file) of manifests.")],
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once everything is ready.")
+    ] = False,
+    gateway_port: Annotated[
+        int, typer.Option(help="Ingress gateway port (another free one if taken).")
+    ] = 8080,
+    ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 60.0,
+    view: Annotated[
+        bool, typer.Option(help="Show the live view (off when not a terminal).")
+    ] = True,
+) -> None:
+    """Run the mesh the manifests describe: control plane, gateway, sidecars and apps."""
+    from gossamer.resources.problems import Severity
+    from gossamer.resources.validation import validate_paths
+
+    path = path.resolve()
+    if not path.exists():
+        _fail(f"{path} does not exist")
+    result = validate_paths([path])
+    errors = [p for p in result.problems if p.severity is Severity.ERROR]
+    if errors or not result.loaded.resources:
+        for problem in errors:
+            typer.echo(str(problem), err=True)
+        _fail("nothing started: fix the manifests first" if errors else f"no manifests in {path}")
+    state = state_folder(path)
+    running = read_up_file(state)
+    if running is not None and _alive(int(running.get("pid", 0))):
+        _fail(f"a mesh from {path} is already up (PID {running['pid']}); `gossamer down` first")
+    if detach:
+        _detach(path, state, gateway_port, ready_timeout)
+        return
+    resources = [loaded.resource for loaded in result.loaded.resources]
+    code = asyncio.run(
+        _run(
+            path=path,
+            state=state,
+            resources=resources,
+            gateway_port=gateway_port,
+            ready_timeout=ready_timeout,
+            view=view,
+        )
+    )
+    raise typer.Exit(code)
+
+
+def down(
+    path: Annotated[Path, typer.Argument(help="The folder `up` was given.")] = Path(),
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for everything to stop.")] = 60.0,
+) -> None:
+    """Stop a mesh started by `gossamer up`, in reverse order."""
+    state = find_state(path.resolve())
+    running = read_up_file(state) if state else None
+    if state is None or running is None:
+        _fail(f"no mesh is up here ({path.resolve()})")
+    pid = int(running["pid"])
+    if not _alive(pid):
+        (state / "up.json").unlink(missing_ok=True)
+        typer.echo("the mesh was not running (stale state removed)")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            _fail(f"the mesh (PID {pid}) did not stop within {timeout:.0f}s")
+        time.sleep(0.1)
+    typer.echo("mesh stopped")
+
+
+def status(
+    path: Annotated[Path, typer.Argument(help="The folder `up` was given.")] = Path(),
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+) -> None:
+    """Each process of the mesh: kind, phase, readiness, restarts."""
+    state = find_state(path.resolve())
+    data = _read_json(state / "status.json") if state else None
+    if state is None or data is None:
+        _fail(f"no mesh state here ({path.resolve()}); run `gossamer up PATH`")
+    running = read_up_file(state)
+    up_now = running is not None and _alive(int(running.get("pid", 0)))
+    if output == "json":
+        typer.echo(json.dumps({**data, "up": up_now}, indent=2))
+        return
+    from rich.console import Console
+
+    Console(highlight=False).print(status_table(data["processes"]))
+    where = f"control plane {data['server']}"
+    if data.get("gateway"):
+        where += f", gateway {data['gateway']}"
+    typer.echo(f"{'up' if up_now else 'down'}: {where}")
+
+
+def logs(
+    name: Annotated[str, typer.Argument(help="A process name, as `gossamer status` lists it.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    path: Annotated[Path, typer.Option(help="The folder `up` was given.")] = Path(),
+) -> None:
+    """Print (and with -f, follow) one process's log."""
+    state = find_state(path.resolve())
+    if state is None:
+        _fail(f"no mesh state here ({path.resolve()})")
+    log = state / "logs" / f"{name}.log"
+    if not log.exists():
+        known = sorted(p.stem for p in (state / "logs").glob("*.log"))
+        _fail(f"no log for {name!r}; known: {', '.join(known) or 'none'}")
+    with log.open("rb") as file:
+        sys.stdout.buffer.write(file.read())
+        sys.stdout.flush()
+        while follow:
+            chunk = file.read()
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+
+
+def state_folder(path: Path) -> Path:
+    """Where a mesh from `path` keeps its state."""
+    return (path if path.is_dir() else path.parent) / STATE_FOLDER
+
+
+def find_state(start: Path) -> Path | None:
+    """The state folder of `start` or of the nearest parent that has one."""
+    for folder in (start, *start.parents):
+        candidate = folder / STATE_FOLDER
+        if (candidate / "status.json").exists() or (candidate / "up.json").exists():
+            return candidate
+    return None
+
+
+def read_up_file(state: Path) -> dict[str, Any] | None:
+    """What a running `up` wrote about itself."""
+    return _read_json(state / "up.json")
+
+
+def status_table(rows: list[dict[str, Any]]) -> Any:
+    """The processes as a Rich table."""
+    from rich.table import Table
+
+    table = Table("NAME", "KIND", "STATUS", "READY", "RESTARTS", "PID", "NOTE", box=None)
+    for row in rows:
+        phase = row["phase"]
+        shown = "CrashLoopBackOff" if phase == "Backoff" else phase
+        table.add_row(
+            row["name"],
+            row["kind"],
+            shown,
+            "yes" if row["ready"] else "no",
+            str(row["restarts"]),
+            str(row["pid"] or ""),
+            row["reason"] or row["lastExit"],
+        )
+    return table
+
+
+async def _run(
+    *,
+    path: Path,
+    state: Path,
+    resources: list[Any],
+    gateway_port: int,
+    ready_timeout: float,
+    view: bool,
+) -> int:
+    from gossamer.runtime.local import LocalMesh, LocalMeshConfig
+    from gossamer.runtime.plan import PlanError, plan_mesh
+    from gossamer.runtime.ports import Ports
+
+    try:
+        plan = plan_mesh(resources, Ports(), gateway_port)
+    except PlanError as error:
+        typer.echo(f"error: {error}", err=True)
+        return 1
+    mesh = LocalMesh(LocalMeshConfig(source=path, state=state), plan, resources)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    started = time.monotonic()
+    viewer = loop.create_task(_live(mesh, stop)) if view and sys.stdout.isatty() else None
+    try:
+        starting = loop.create_task(mesh.start(ready_timeout))
+        stopping = loop.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            _ready(mesh, time.monotonic() - started)
+            await stopping
+        else:
+            starting.cancel()
+    except Exception as error:  # any failure to start is reported, then everything stops
+        typer.echo(f"error: {error}", err=True)
+        await mesh.stop()
+        return 1
+    finally:
+        if viewer is not None:
+            viewer.cancel()
+    typer.echo("stopping...")
+    await mesh.stop()
+    typer.echo("stopped")
+    return 0
+
+
+def _ready(mesh: LocalMesh, seconds: float) -> None:
+    typer.echo(f"mesh ready in {seconds:.1f}s: {len(mesh.statuses())} processes")
+    typer.echo(f"  control plane: {mesh.url}")
+    if mesh.gateway_url:
+        typer.echo(f"  try: curl {mesh.gateway_url}/")
+    typer.echo("  gossamer status | gossamer logs NAME | gossamer down")
+
+
+async def _live(mesh: LocalMesh, stop: asyncio.Event) -> None:
+    from rich.live import Live
+
+    from gossamer.runtime.local import status_row
+
+    with Live(refresh_per_second=4, transient=True) as live:
+        while not stop.is_set():
+            rows = [status_row(s, mesh.kinds.get(s.name, "")) for s in mesh.statuses()]
+            live.update(status_table(rows))
+            await asyncio.sleep(0.25)
+
+
+def _detach(path: Path, state: Path, gateway_port: int, ready_timeout: float) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "up.json").unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "gossamer", "up", str(path), "--no-view"]
+    argv += ["--gateway-port", str(gateway_port), "--ready-timeout", str(ready_timeout)]
+    with (state / "up.log").open("ab") as log:
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + ready_timeout + 30
+    while time.monotonic() < deadline:
+        running = read_up_file(state)
+        if running is not None and running.get("ready"):
+            typer.echo(f"mesh up (PID {process.pid}): control plane {running['server']}")
+            if running.get("gateway"):
+                typer.echo(f"  try: curl {running['gateway']}/")
+            return
+        if process.poll() is not None:
+            tail = (state / "up.log").read_text(errors="replace").splitlines()[-15:]
+            typer.echo("\n".join(tail), err=True)
+            _fail(f"the mesh failed to start (see {state / 'up.log'})")
+        time.sleep(0.1)
+    process.terminate()
+    _fail(f"the mesh was not ready within {ready_timeout:.0f}s (see {state / 'up.log'})")
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is gone for our purpose.
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] != "Z"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)

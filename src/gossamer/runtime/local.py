@@ -1,0 +1,376 @@
+"""A whole mesh on this host: the control plane, then the manifests, then gateway, sidecars, apps.
+
+Two supervisors, started in turn and stopped in reverse: the first runs the control plane; once
+it answers, the manifests are applied through its API and a token is minted for every workload;
+the second then runs the gateway and each replica's sidecar and app (an app starts only once its
+sidecar runs its first snapshot). Everything lives under the state folder: the control plane's
+store and admin token, workload tokens (0600), one log per process, `up.json` for the CLI and
+`status.json` for `gossamer status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gossamer.control.api.catalog import Catalog
+from gossamer.proxy.agent import http_ok
+from gossamer.resources import Resource
+from gossamer.runtime.backoff import BackoffPolicy
+from gossamer.runtime.plan import (
+    GATEWAY_NAMESPACE,
+    GATEWAY_WORKLOAD,
+    MeshPlan,
+    Readiness,
+    Replica,
+)
+from gossamer.runtime.spec import ProcessSpec, ReadinessProbe
+from gossamer.runtime.status import ProcessEvent, ProcessStatus
+from gossamer.runtime.supervisor import Supervisor
+
+UP_FILE = "up.json"
+STATUS_FILE = "status.json"
+CONTROL_PLANE = "control-plane"
+GATEWAY = "gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMeshConfig:
+    """Where the manifests are and where the mesh keeps its state."""
+
+    source: Path
+    """The folder (or file) of manifests; apps run with it as working directory."""
+    state: Path
+    backoff: BackoffPolicy | None = None
+    stop_timeout_s: float = 30.0
+
+
+class LocalMesh:
+    """Starts the plan's processes in order and keeps the CLI's files current."""
+
+    def __init__(self, config: LocalMeshConfig, plan: MeshPlan, resources: Sequence[Resource]):
+        self.config = config
+        self.plan = plan
+        self.resources = resources
+        self.url = f"http://127.0.0.1:{plan.control_plane_port}"
+        self.logs = config.state / "logs"
+        self.tokens = config.state / "tokens"
+        self.core: Supervisor | None = None
+        self.workloads: Supervisor | None = None
+        self.kinds: dict[str, str] = {}
+        self.started_at = time.time()
+
+    def __repr__(self) -> str:
+        return f"<LocalMesh {self.config.source} at {self.url}>"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The control plane's admin token, which the CLI uses."""
+        return self.config.state / "control-plane" / "admin-token"
+
+    @property
+    def workdir(self) -> Path:
+        """Where apps run: the manifests' folder."""
+        source = self.config.source
+        return source if source.is_dir() else source.parent
+
+    async def start(self, ready_timeout_s: float = 60.0) -> None:
+        """Start everything; return when every process is ready (TimeoutError says who is not)."""
+        for folder in (self.config.state, self.logs, self.tokens):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.core = self._supervisor([self._control_plane()])
+        self.core.start()
+        await self.core.wait_ready(ready_timeout_s)
+        token = self.admin_token_file.read_text(encoding="utf-8").strip()
+        async with httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
+        ) as api:
+            await apply_resources(api, self.resources)
+            specs = await self._workload_specs(api)
+        self.workloads = self._supervisor(specs)
+        self.workloads.start()
+        self._write_up_file(ready=False)
+        await self.workloads.wait_ready(ready_timeout_s)
+        self._write_up_file(ready=True)
+        self.write_status()
+
+    async def stop(self) -> None:
+        """Stop the workloads, then the control plane."""
+        for supervisor in (self.workloads, self.core):
+            if supervisor is not None:
+                await supervisor.stop()
+        self.write_status()
+        with contextlib.suppress(FileNotFoundError):
+            (self.config.state / UP_FILE).unlink()
+
+    def statuses(self) -> list[ProcessStatus]:
+        """Every process, in start order."""
+        return [
+            status
+            for supervisor in (self.core, self.workloads)
+            if supervisor is not None
+            for status in supervisor.statuses()
+        ]
+
+    def write_status(self) -> None:
+        """`status.json`: what `gossamer status` prints."""
+        rows = [status_row(status, self.kinds.get(status.name, "")) for status in self.statuses()]
+        _write_json(
+            self.config.state / STATUS_FILE,
+            {
+                "server": self.url,
+                "gateway": self.gateway_url,
+                "updated": time.time(),
+                "processes": rows,
+            },
+        )
+
+    @property
+    def gateway_url(self) -> str | None:
+        """Where the ingress gateway answers, when there is one."""
+        port = self.plan.gateway_port
+        return f"http://127.0.0.1:{port}" if port else None
+
+    def _supervisor(self, specs: Sequence[ProcessSpec]) -> Supervisor:
+        supervisor = Supervisor(
+            specs, backoff=self.config.backoff, stop_timeout_s=self.config.stop_timeout_s
+        )
+        supervisor.subscribe(self._changed)
+        return supervisor
+
+    def _changed(self, event: ProcessEvent) -> None:
+        self.write_status()
+
+    def _write_up_file(self, *, ready: bool) -> None:
+        _write_json(
+            self.config.state / UP_FILE,
+            {
+                "server": self.url,
+                "token_file": str(self.admin_token_file),
+                "pid": os.getpid(),
+                "source": str(self.config.source),
+                "gateway": self.gateway_url,
+                "ready": ready,
+            },
+        )
+
+    def _control_plane(self) -> ProcessSpec:
+        self.kinds[CONTROL_PLANE] = "control-plane"
+        argv = [sys.executable, "-m", "gossamer", "control-plane"]
+        argv += ["--listen", f"127.0.0.1:{self.plan.control_plane_port}"]
+        argv += ["--state", str(self.config.state / "control-plane")]
+        return ProcessSpec(
+            name=CONTROL_PLANE,
+            argv=argv,
+            log_path=self.logs / f"{CONTROL_PLANE}.log",
+            readiness=ReadinessProbe(lambda: answers(self.url), period_s=0.1, timeout_s=1.0),
+        )
+
+    async def _workload_specs(self, api: httpx.AsyncClient) -> list[ProcessSpec]:
+        specs: list[ProcessSpec] = []
+        if self.plan.gateway_port is not None:
+            token = await self._mint(api, GATEWAY_NAMESPACE, GATEWAY_WORKLOAD)
+            specs.append(self._gateway(token))
+        minted: dict[tuple[str, str], Path] = {}
+        for replica in self.plan.replicas:
+            key = (replica.namespace, replica.deployment)
+            if key not in minted:
+                minted[key] = await self._mint(api, *key)
+            specs += [self._sidecar(replica, minted[key]), self._app(replica)]
+        return specs
+
+    async def _mint(self, api: httpx.AsyncClient, namespace: str, workload: str) -> Path:
+        response = await api.post(
+            f"/auth/v1/namespaces/{namespace}/workloadtokens", json={"workload": workload}
+        )
+        response.raise_for_status()
+        path = self.tokens / f"{namespace}.{workload}"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(response.json()["token"] + "\n")
+        return path
+
+    def _proxy_argv(self, workload: str, namespace: str, token: Path, admin: int) -> list[str]:
+        argv = [sys.executable, "-m", "gossamer.proxy.runner", "--control-plane", self.url]
+        argv += ["--workload", workload, "--namespace", namespace, "--token-file", str(token)]
+        argv += ["--admin", f"127.0.0.1:{admin}", "--drain-timeout", "5"]
+        return argv
+
+    def _gateway(self, token: Path) -> ProcessSpec:
+        assert self.plan.gateway_port is not None and self.plan.gateway_admin_port is not None
+        self.kinds[GATEWAY] = "gateway"
+        argv = self._proxy_argv(
+            GATEWAY_WORKLOAD, GATEWAY_NAMESPACE, token, self.plan.gateway_admin_port
+        )
+        argv += ["--role", "gateway", "--gateway-port", str(self.plan.gateway_port)]
+        return ProcessSpec(
+            name=GATEWAY,
+            argv=argv,
+            log_path=self.logs / f"{GATEWAY}.log",
+            readiness=_admin_ready(self.plan.gateway_admin_port),
+            stop_grace_s=6.0,
+        )
+
+    def _sidecar(self, replica: Replica, token: Path) -> ProcessSpec:
+        name = f"{replica.name}.sidecar"
+        self.kinds[name] = "sidecar"
+        argv = self._proxy_argv(replica.deployment, replica.namespace, token, replica.admin_port)
+        argv += ["--outbound-port", str(replica.outbound_port)]
+        argv += ["--inbound-port", str(replica.inbound_port)]
+        argv += ["--app-port", str(replica.app_port)]
+        if replica.readiness is not None and replica.readiness.kind == "http":
+            argv += ["--ready-url", f"http://127.0.0.1:{replica.app_port}{replica.readiness.path}"]
+        return ProcessSpec(
+            name=name,
+            argv=argv,
+            log_path=self.logs / f"{name}.log",
+            readiness=_admin_ready(replica.admin_port),
+            stop_grace_s=6.0,
+        )
+
+    def _app(self, replica: Replica) -> ProcessSpec:
+        self.kinds[replica.name] = "app"
+        workdir = self.workdir / replica.working_dir if replica.working_dir else self.workdir
+        return ProcessSpec(
+            name=replica.name,
+            argv=replica.argv,
+            log_path=self.logs / f"{replica.name}.log",
+            env=app_environment(replica, self.workdir),
+            cwd=workdir,
+            readiness=_app_readiness(replica),
+            after=(f"{replica.name}.sidecar",),
+        )
+
+
+def app_environment(replica: Replica, workdir: Path) -> dict[str, str]:
+    """What an app is told: where to listen, its sidecar as HTTP proxy, who it is."""
+    proxy = f"http://127.0.0.1:{replica.outbound_port}"
+    local = "127.0.0.1,localhost,::1"
+    python_path = os.pathsep.join(p for p in (str(workdir), os.environ.get("PYTHONPATH")) if p)
+    return {
+        **replica.env,
+        "PORT": str(replica.app_port),
+        "HTTP_PROXY": proxy,
+        "http_proxy": proxy,
+        "NO_PROXY": local,
+        "no_proxy": local,
+        "GOSSAMER_WORKLOAD": replica.deployment,
+        "GOSSAMER_SERVICE": replica.labels.get("app", replica.deployment),
+        "GOSSAMER_NAMESPACE": replica.namespace,
+        "GOSSAMER_IDENTITY": replica.identity,
+        "PYTHONPATH": python_path,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _app_readiness(replica: Replica) -> ReadinessProbe | None:
+    probe = replica.readiness
+    if probe is None:
+        return None
+    period = min(probe.period_s, 1.0)  # fast while starting; Kubernetes' period after
+    return ReadinessProbe(
+        _check(probe, replica.app_port),
+        period_s=period,
+        timeout_s=probe.timeout_s,
+        failure_threshold=probe.failure_threshold,
+    )
+
+
+def _check(probe: Readiness, port: int) -> Any:
+    async def http() -> bool:
+        return await http_ok(f"http://127.0.0.1:{port}{probe.path}", probe.timeout_s)
+
+    async def tcp() -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    async def command() -> bool:
+        process = await asyncio.create_subprocess_exec(
+            *probe.command,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PORT": str(port)},
+        )
+        return await process.wait() == 0
+
+    return {"http": http, "tcp": tcp, "exec": command}[probe.kind]
+
+
+def _admin_ready(port: int) -> ReadinessProbe:
+    return ReadinessProbe(
+        lambda: http_ok(f"http://127.0.0.1:{port}/ready", 1.0), period_s=0.1, timeout_s=1.0
+    )
+
+
+async def answers(url: str) -> bool:
+    """Whether an HTTP server answers at `url` at all (any status)."""
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            await client.get(f"{url}/openapi.json")
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+async def apply_resources(api: httpx.AsyncClient, resources: Sequence[Resource]) -> None:
+    """Create each resource, or replace it if it exists (a restarted mesh keeps its store)."""
+    catalog = Catalog()
+    for resource in resources:
+        group, _, version = resource.api_version.rpartition("/")
+        served = catalog.find(group, version, type(resource).PLURAL)
+        assert served is not None, f"{resource.api_version} {resource.kind} is not served"
+        body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+        collection = f"{served.base_path}/namespaces/{resource.namespace}/{served.plural}"
+        created = await api.post(collection, json=body)
+        if created.status_code == 409:
+            current = await api.get(f"{collection}/{resource.name}")
+            current.raise_for_status()
+            body["metadata"]["resourceVersion"] = current.json()["metadata"]["resourceVersion"]
+            replaced = await api.put(f"{collection}/{resource.name}", json=body)
+            _raise_for(replaced, resource)
+        else:
+            _raise_for(created, resource)
+
+
+def _raise_for(response: httpx.Response, resource: Resource) -> None:
+    if response.is_error:
+        message = response.json().get("message", response.text)
+        raise ApplyError(f"{resource.kind} {resource.namespace}/{resource.name}: {message}")
+
+
+class ApplyError(RuntimeError):
+    """The control plane refused a manifest."""
+
+
+def status_row(status: ProcessStatus, kind: str) -> dict[str, Any]:
+    """One process as `status.json` keeps it."""
+    return {
+        "name": status.name,
+        "kind": kind,
+        "phase": status.phase.value,
+        "ready": status.ready,
+        "pid": status.pid,
+        "restarts": status.restarts,
+        "lastExit": str(status.last_exit) if status.last_exit else "",
+        "reason": status.reason or "",
+    }
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    staged = path.with_suffix(".tmp")
+    staged.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    staged.replace(path)

@@ -1,0 +1,170 @@
+"""What `gossamer up` will run for a folder of manifests: replicas, their ports, the gateway.
+
+Pure: resources and a port allocator in, a `MeshPlan` out. Each Deployment replica is a pair,
+its sidecar and its app; the app's first container is the process (one process per replica:
+a local mesh has no pods to hold several). Every port is allocated up front so that the plan can
+be printed, and so that several meshes on one host do not collide.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gossamer.resources import Resource
+from gossamer.resources.kinds.apps import Container, Deployment, Probe
+from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
+from gossamer.resources.kinds.istio_networking import Gateway
+
+PortAllocator = Callable[[int], int]
+"""A free port on loopback: the preferred one when it is free (0: no preference), else any."""
+
+GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_WORKLOAD = "istio-ingressgateway"
+TRUST_DOMAIN = "cluster.local"
+
+
+class PlanError(ValueError):
+    """The manifests cannot run locally; the message names the object and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """A Kubernetes readinessProbe as `up` runs it against the app's one port."""
+
+    kind: str
+    """`http`, `tcp` or `exec`."""
+    path: str = "/"
+    command: tuple[str, ...] = ()
+    period_s: float = 10.0
+    timeout_s: float = 1.0
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One replica of a Deployment: its app process and the sidecar in front of it."""
+
+    deployment: str
+    namespace: str
+    index: int
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    service_account: str
+    labels: Mapping[str, str]
+    app_port: int
+    outbound_port: int
+    inbound_port: int
+    admin_port: int
+    readiness: Readiness | None
+    working_dir: str | None = None
+
+    @property
+    def name(self) -> str:
+        """`reviews-v1-0`: unique in a mesh on one host (namespaces other than default prefix)."""
+        prefix = "" if self.namespace == "default" else f"{self.namespace}."
+        return f"{prefix}{self.deployment}-{self.index}"
+
+    @property
+    def identity(self) -> str:
+        """The SPIFFE id the replica's workload speaks as."""
+        return f"spiffe://{TRUST_DOMAIN}/ns/{self.namespace}/sa/{self.service_account}"
+
+
+@dataclass(frozen=True, slots=True)
+class MeshPlan:
+    """Everything `up` starts, with its ports."""
+
+    control_plane_port: int
+    replicas: tuple[Replica, ...]
+    gateway_port: int | None = None
+    gateway_admin_port: int | None = None
+    deployments: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    """(namespace, name) of every Deployment, in manifest order."""
+
+
+def plan_mesh(
+    resources: Sequence[Resource], ports: PortAllocator, gateway_port: int = 8080
+) -> MeshPlan:
+    """Replicas for every Deployment, and a gateway when an Ingress or Gateway exists."""
+    control_plane_port = ports(15010)
+    replicas: list[Replica] = []
+    deployments: list[tuple[str, str]] = []
+    for resource in resources:
+        if isinstance(resource, Deployment):
+            deployments.append((resource.namespace, resource.name))
+            replicas.extend(_replicas(resource, ports))
+    wants_gateway = any(isinstance(r, Ingress | IngressV1Beta1 | Gateway) for r in resources)
+    return MeshPlan(
+        control_plane_port=control_plane_port,
+        replicas=tuple(replicas),
+        gateway_port=ports(gateway_port) if wants_gateway else None,
+        gateway_admin_port=ports(0) if wants_gateway else None,
+        deployments=tuple(deployments),
+    )
+
+
+def _replicas(deployment: Deployment, ports: PortAllocator) -> list[Replica]:
+    pod = deployment.spec.template.spec
+    where = f"Deployment {deployment.namespace}/{deployment.name}"
+    if not pod.containers:
+        raise PlanError(f"{where}: spec.template.spec.containers: needs one container")
+    container = pod.containers[0]
+    if not container.command:
+        raise PlanError(f"{where}: containers[0].command: a local process needs a command")
+    count = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+    return [
+        Replica(
+            deployment=deployment.name,
+            namespace=deployment.namespace,
+            index=index,
+            argv=_argv(container),
+            env=_env(container, where),
+            service_account=pod.service_account_name or pod.service_account or "default",
+            labels=dict(deployment.pod_labels),
+            app_port=ports(0),
+            outbound_port=ports(0),
+            inbound_port=ports(0),
+            admin_port=ports(0),
+            readiness=_readiness(container.readiness_probe, where),
+            working_dir=container.working_dir,
+        )
+        for index in range(count)
+    ]
+
+
+def _argv(container: Container) -> tuple[str, ...]:
+    argv = [*container.command, *container.args]
+    # `python` in a manifest means the interpreter Gossamer runs on (its venv has the app's deps).
+    if argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+    return tuple(argv)
+
+
+def _env(container: Container, where: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for variable in container.env:
+        if variable.value is None and variable.value_from is not None:
+            raise PlanError(
+                f"{where}: env {variable.name}: valueFrom is not available to local processes; "
+                "give a value"
+            )
+        env[variable.name] = variable.value or ""
+    return env
+
+
+def _readiness(probe: Probe | None, where: str) -> Readiness | None:
+    if probe is None:
+        return None
+    period = float(probe.period_seconds or 10)
+    timeout = float(probe.timeout_seconds or 1)
+    threshold = probe.failure_threshold or 3
+    if probe.http_get is not None:
+        path = probe.http_get.path or "/"
+        return Readiness("http", path, (), period, timeout, threshold)
+    if probe.tcp_socket is not None:
+        return Readiness("tcp", "/", (), period, timeout, threshold)
+    if probe.exec is not None and probe.exec.command:
+        return Readiness("exec", "/", tuple(probe.exec.command), period, timeout, threshold)
+    raise PlanError(f"{where}: readinessProbe: only httpGet, tcpSocket and exec run locally")

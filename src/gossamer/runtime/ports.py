@@ -1,0 +1,100 @@
+"""Free ports on loopback for a mesh's processes, preferring the documented defaults."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+
+
+class PortInUseError(OSError):
+    """A port the user asked for is taken; the message names it and, if known, its owner."""
+
+
+class Ports:
+    """Hands out ports no other process of this mesh got, each free when handed out."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.given: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"<Ports {len(self.given)} given on {self.host}>"
+
+    def __call__(self, preferred: int = 0) -> int:
+        """`preferred` when it is free, else any free port."""
+        if preferred and preferred not in self.given and self.free(preferred):
+            self.given.add(preferred)
+            return preferred
+        while True:
+            with socket.socket() as probe:
+                probe.bind((self.host, 0))
+                port = int(probe.getsockname()[1])
+            if port not in self.given:
+                self.given.add(port)
+                return port
+
+    def require(self, port: int) -> int:
+        """Exactly `port`; PortInUseError when something listens there."""
+        if port in self.given or not self.free(port):
+            raise PortInUseError(errno.EADDRINUSE, f"port {port} is in use{owner_of(port)}")
+        self.given.add(port)
+        return port
+
+    def free(self, port: int) -> bool:
+        """Whether nothing listens on `port` now."""
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, port))
+            except OSError:
+                return False
+        return True
+
+
+def owner_of(port: int) -> str:
+    """` (by PID 123, nginx)` when /proc tells who listens on the port, else ``."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return ""
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        if any(link[8:-1] in inodes for link in _socket_links(process)):
+            try:
+                name = (process / "comm").read_text(encoding="utf-8").strip()
+            except OSError:
+                name = "?"
+            return f" (by PID {process.name}, {name})"
+    return ""
+
+
+def _socket_links(process: Path) -> list[str]:
+    links: list[str] = []
+    try:
+        descriptors = list((process / "fd").iterdir())
+    except OSError:
+        return links
+    for descriptor in descriptors:
+        try:
+            target = descriptor.readlink().name
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            links.append(target)
+    return links
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        try:
+            lines = table.read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(inode)
+    return inodes

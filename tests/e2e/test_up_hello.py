@@ -1,0 +1,168 @@
+"""`gossamer up --detach` on examples/hello, as a user runs it: traffic, canary, a killed
+replica, status, logs, and `down` leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
+
+
+def gossamer(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gossamer", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def mesh_pids(state: Path) -> list[int]:
+    data = json.loads((state / "status.json").read_text())
+    return [row["pid"] for row in data["processes"] if row["pid"]]
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def hello(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "hello"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns(".gossamer", "__pycache__"))
+    yield folder
+    up_file = folder / ".gossamer" / "up.json"
+    if up_file.exists():  # a failed test must not leave a mesh running
+        pid = json.loads(up_file.read_text())["pid"]
+        with_timeout = gossamer("down", cwd=folder)
+        if with_timeout.returncode != 0 and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_hello_up_serves_the_canary_survives_a_killed_replica_and_goes_down_clean(
+    hello: Path,
+) -> None:
+    started = time.monotonic()
+    result = gossamer("up", ".", "--detach", cwd=hello)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cold_start = time.monotonic() - started
+    up = json.loads((hello / ".gossamer" / "up.json").read_text())
+    gateway = up["gateway"]
+    assert f"curl {gateway}/" in result.stdout
+
+    with httpx.Client(base_url=gateway, timeout=10.0) as http:
+        first = http.get("/", params={"name": "Ada"})
+        assert first.status_code == 200, first.text
+        assert first.json()["message"] in ("Hello, Ada!", "Howdy, Ada!")
+        # The VirtualService's 90/10 split, within a tolerance that 400 draws keep (p < 1e-4).
+        versions = Counter(http.get("/").json()["greeter"] for _ in range(400))
+        assert set(versions) == {"v1", "v2"}, versions
+        assert 16 <= versions["v2"] <= 72, versions
+
+        # Kill a greeter replica under load: retries and the other replica hide it.
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(base_url=gateway, timeout=10.0) as client:
+                while not stop.is_set():
+                    response = client.get("/")
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code} {response.text}")
+
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        state = hello / ".gossamer"
+        victim = _pid_of(state, "greeter-v1-0")
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(3)
+        stop.set()
+        for worker in workers:
+            worker.join(15)
+        assert failures == [], failures[:5]
+
+    # The supervisor restarted it, and `status` says so.
+    deadline = time.monotonic() + 20
+    while True:
+        listed = json.loads(gossamer("status", "-o", "json", cwd=hello).stdout)
+        [row] = [p for p in listed["processes"] if p["name"] == "greeter-v1-0"]
+        if row["ready"] and row["restarts"] >= 1:
+            break
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    assert "killed by SIGKILL" in row["lastExit"]
+    shown = gossamer("status", cwd=hello)
+    assert "greeter-v1-0" in shown.stdout and "up:" in shown.stdout
+    logs = gossamer("logs", "greeter-v1-0", cwd=hello)
+    assert "attempt 2" in logs.stdout
+
+    # The kubectl-style CLI finds this mesh's control plane by itself.
+    listed_routes = gossamer("get", "virtualservices", cwd=hello)
+    assert "greeter" in listed_routes.stdout, listed_routes.stderr
+
+    statuses = json.loads(gossamer("proxy-status", "-o", "json", cwd=hello).stdout)
+    assert sorted(p["workload"] for p in statuses) == [
+        "frontend",
+        "greeter-v1",
+        "greeter-v1",
+        "greeter-v2",
+        "istio-ingressgateway",
+    ]
+    assert {p["state"] for p in statuses} == {"SYNCED"}
+
+    # A changed canary, applied while up, takes effect without a restart.
+    traffic = hello / "traffic.yaml"
+    traffic.write_text(
+        traffic.read_text().replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
+    )
+    applied = gossamer("apply", "-f", "traffic.yaml", cwd=hello)
+    assert "virtualservice.networking.istio.io/greeter configured" in applied.stdout, applied.stderr
+    with httpx.Client(base_url=gateway, timeout=10.0) as http:
+        deadline = time.monotonic() + 10
+        while True:
+            versions = Counter(http.get("/").json()["greeter"] for _ in range(200))
+            if 70 <= versions["v2"] <= 130:
+                break
+            assert time.monotonic() < deadline, versions
+
+    pids = [*mesh_pids(state), up["pid"]]
+    result = gossamer("down", cwd=hello)
+    assert result.returncode == 0, result.stderr
+    assert [pid for pid in pids if alive(pid)] == []
+    print(f"cold start to all ready: {cold_start:.1f}s")
+
+
+def _pid_of(state: Path, name: str) -> int:
+    data: dict[str, Any] = json.loads((state / "status.json").read_text())
+    return int(next(row["pid"] for row in data["processes"] if row["name"] == name))
+
+
+def test_bad_manifests_stop_up_before_anything_starts(hello: Path) -> None:
+    broken = hello / "app.yaml"
+    broken.write_text(broken.read_text().replace("containerPort: 8080", "containerPort: 80800", 1))
+    result = gossamer("up", ".", "--detach", cwd=hello)
+    assert result.returncode == 1
+    assert "app.yaml:" in result.stderr and "containerPort" in result.stderr
+    assert not (hello / ".gossamer").exists()
