@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.resolver
 import httpx
 import pytest
 
@@ -31,6 +32,15 @@ def gossamer(*args: str, cwd: Path, timeout: float = 90) -> subprocess.Completed
         timeout=timeout,
         check=False,
     )
+
+
+def dig() -> str:
+    found = shutil.which("dig")
+    if found is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "dnsutils"], check=True)
+        found = shutil.which("dig")
+    assert found is not None, "dig (dnsutils) is needed"
+    return found
 
 
 def mesh_pids(state: Path) -> list[int]:
@@ -122,9 +132,29 @@ def test_hello_up_serves_the_canary_survives_a_killed_replica_and_goes_down_clea
     listed_routes = gossamer("get", "virtualservices", cwd=hello)
     assert "greeter" in listed_routes.stdout, listed_routes.stderr
 
+    # DNS + virtual IPs: a client that resolves through the mesh DNS is intercepted unawares.
+    host, port = up["dns"].split(":")
+    dug = subprocess.run(
+        [dig(), f"@{host}", "-p", port, "+short", "greeter.default.svc.cluster.local"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(dug) == 1 and dug[0].startswith("127.77."), dug
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = [host], int(port)
+    srv = resolver.resolve("_http._tcp.greeter.default.svc.cluster.local", "SRV")
+    assert [(r.port, str(r.target)) for r in srv] == [(80, "greeter.default.svc.cluster.local.")]
+    assert [r.address for r in resolver.resolve("greeter", "A")] == dug
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("nobody.default.svc.cluster.local", "A")
+    through_vip = httpx.get(f"http://{dug[0]}/greet", params={"name": "vip"}, timeout=10.0)
+    assert through_vip.json()["greeting"] in ("Hello, vip!", "Howdy, vip!")
+
     statuses = json.loads(gossamer("proxy-status", "-o", "json", cwd=hello).stdout)
     assert sorted(p["workload"] for p in statuses) == [
         "frontend",
+        "gossamer-vip-proxy",
         "greeter-v1",
         "greeter-v1",
         "greeter-v2",

@@ -12,6 +12,7 @@ from gossamer.cli.apply import apply
 from gossamer.cli.control import control_plane
 from gossamer.cli.delete import delete
 from gossamer.cli.describe import describe
+from gossamer.cli.dns import dns
 from gossamer.cli.events import events_app
 from gossamer.cli.get import get
 from gossamer.cli.mesh import proxy_status, token_app
@@ -31,6 +32,7 @@ app.add_typer(events_app, name="events")
 app.command()(proxy)
 app.command("control-plane")(control_plane)
 app.command()(up)
+app.command()(dns)
 app.command("proxy-status")(proxy_status)
 app.add_typer(token_app, name="token")
 app.command()(down)

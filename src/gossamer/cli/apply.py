@@ -72,7 +72,7 @@ def load_manifests(files: Sequence[Path]) -> list[LoadedResource]:
     Only each document's own checks run: checks across resources (`gossamer analyze`) would
     see the files alone, not what the server already holds.
     """
-    from gossamer.cli.validate import _print_text as print_validation
+    from gossamer.cli.validate import print_validation
     from gossamer.resources.loader import load_paths
     from gossamer.resources.problems import Severity, sort_key
     from gossamer.resources.validation import Validation

@@ -61,11 +61,12 @@ def validate(
     if output is OutputFormat.JSON:
         typer.echo(json.dumps(_as_json(result), indent=2))
     else:
-        _print_text(result, list_resources)
+        print_validation(result, list_resources)
     raise typer.Exit(0 if result.ok else 1)
 
 
-def _print_text(result: Validation, list_resources: bool) -> None:
+def print_validation(result: Validation, list_resources: bool) -> None:
+    """Problems one per line (colored on a terminal), an optional listing, and a summary."""
     from gossamer.resources.problems import Severity
 
     console = Console(soft_wrap=True, highlight=False)

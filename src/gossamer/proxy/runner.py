@@ -147,7 +147,8 @@ def _parse(argv: list[str]) -> RunOptions:
     parser.add_argument("--namespace", default="default")
     parser.add_argument("--token", default=os.environ.get("GOSSAMER_TOKEN", ""))
     parser.add_argument("--token-file", type=Path)
-    parser.add_argument("--role", choices=("sidecar", "gateway"), default="sidecar")
+    parser.add_argument("--role", choices=("sidecar", "gateway", "vip"), default="sidecar")
+    parser.add_argument("--vip-network", default="127.77.0.0/16")
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--inbound-port", type=int, default=15006)
     parser.add_argument("--outbound-port", type=int, default=15001)
@@ -186,6 +187,7 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         inbound_port=args.inbound_port,
         gateway_port=args.gateway_port,
         app_port=args.app_port,
+        vip_network=args.vip_network,
         name=f"{args.workload}-{os.getpid()}",
     )
     urls = tuple(url.strip().rstrip("/") for url in args.control_plane.split(",") if url.strip())

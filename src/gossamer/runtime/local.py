@@ -42,6 +42,9 @@ UP_FILE = "up.json"
 STATUS_FILE = "status.json"
 CONTROL_PLANE = "control-plane"
 GATEWAY = "gateway"
+DNS = "dns"
+VIP_PROXY = "vip-proxy"
+VIP_WORKLOAD = "gossamer-vip-proxy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,7 @@ class LocalMesh:
                 "pid": os.getpid(),
                 "source": str(self.config.source),
                 "gateway": self.gateway_url,
+                "dns": f"127.0.0.1:{self.plan.dns_port}",
                 "ready": ready,
             },
         )
@@ -177,7 +181,8 @@ class LocalMesh:
         )
 
     async def _workload_specs(self, api: httpx.AsyncClient) -> list[ProcessSpec]:
-        specs: list[ProcessSpec] = []
+        specs: list[ProcessSpec] = [self._dns()]
+        specs.append(self._vip_proxy(await self._mint(api, GATEWAY_NAMESPACE, VIP_WORKLOAD)))
         if self.plan.gateway_port is not None:
             token = await self._mint(api, GATEWAY_NAMESPACE, GATEWAY_WORKLOAD)
             specs.append(self._gateway(token))
@@ -205,6 +210,29 @@ class LocalMesh:
         argv += ["--workload", workload, "--namespace", namespace, "--token-file", str(token)]
         argv += ["--admin", f"127.0.0.1:{admin}", "--drain-timeout", "5"]
         return argv
+
+    def _dns(self) -> ProcessSpec:
+        self.kinds[DNS] = "dns"
+        port = self.plan.dns_port
+        argv = [sys.executable, "-m", "gossamer", "dns", "--control-plane", self.url]
+        argv += ["--token-file", str(self.admin_token_file), "--listen", f"127.0.0.1:{port}"]
+        argv += ["--vip-network", self.plan.vip_network]
+        return ProcessSpec(
+            name=DNS,
+            argv=argv,
+            log_path=self.logs / f"{DNS}.log",
+            readiness=ReadinessProbe(lambda: _listening(port), period_s=0.1, timeout_s=1.0),
+        )
+
+    def _vip_proxy(self, token: Path) -> ProcessSpec:
+        # Ready once started: a VIP port under 1024 needs privileges the user may not have, and
+        # the explicit proxy works without it; a refused listener shows in proxy-status.
+        self.kinds[VIP_PROXY] = "vip-proxy"
+        argv = self._proxy_argv(VIP_WORKLOAD, GATEWAY_NAMESPACE, token, self.plan.vip_admin_port)
+        argv += ["--role", "vip", "--vip-network", self.plan.vip_network]
+        return ProcessSpec(
+            name=VIP_PROXY, argv=argv, log_path=self.logs / f"{VIP_PROXY}.log", stop_grace_s=6.0
+        )
 
     def _gateway(self, token: Path) -> ProcessSpec:
         assert self.plan.gateway_port is not None and self.plan.gateway_admin_port is not None
@@ -245,7 +273,7 @@ class LocalMesh:
             name=replica.name,
             argv=replica.argv,
             log_path=self.logs / f"{replica.name}.log",
-            env=app_environment(replica, self.workdir),
+            env={**app_environment(replica, self.workdir), **dns_environment(self.plan)},
             cwd=workdir,
             readiness=_app_readiness(replica),
             after=(f"{replica.name}.sidecar",),
@@ -271,6 +299,11 @@ def app_environment(replica: Replica, workdir: Path) -> dict[str, str]:
         "PYTHONPATH": python_path,
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def dns_environment(plan: MeshPlan) -> dict[str, str]:
+    """Where the mesh DNS is, for apps that resolve names through it."""
+    return {"GOSSAMER_DNS": f"127.0.0.1:{plan.dns_port}"}
 
 
 def _app_readiness(replica: Replica) -> ReadinessProbe | None:
@@ -314,6 +347,15 @@ def _admin_ready(port: int) -> ReadinessProbe:
     return ReadinessProbe(
         lambda: http_ok(f"http://127.0.0.1:{port}/ready", 1.0), period_s=0.1, timeout_s=1.0
     )
+
+
+async def _listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
 
 
 async def answers(url: str) -> bool:

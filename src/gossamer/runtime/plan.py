@@ -80,12 +80,18 @@ class MeshPlan:
     replicas: tuple[Replica, ...]
     gateway_port: int | None = None
     gateway_admin_port: int | None = None
+    dns_port: int = 15053
+    vip_admin_port: int = 0
+    vip_network: str = "127.77.0.0/16"
     deployments: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     """(namespace, name) of every Deployment, in manifest order."""
 
 
 def plan_mesh(
-    resources: Sequence[Resource], ports: PortAllocator, gateway_port: int = 8080
+    resources: Sequence[Resource],
+    ports: PortAllocator,
+    gateway_port: int = 8080,
+    vip_network: str = "127.77.0.0/16",
 ) -> MeshPlan:
     """Replicas for every Deployment, and a gateway when an Ingress or Gateway exists."""
     control_plane_port = ports(15010)
@@ -101,6 +107,9 @@ def plan_mesh(
         replicas=tuple(replicas),
         gateway_port=ports(gateway_port) if wants_gateway else None,
         gateway_admin_port=ports(0) if wants_gateway else None,
+        dns_port=ports(15053),
+        vip_admin_port=ports(0),
+        vip_network=vip_network,
         deployments=tuple(deployments),
     )
 

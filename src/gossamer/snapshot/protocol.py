@@ -53,7 +53,9 @@ class Hello(Struct, frozen=True, tag="hello"):
     workload: str
     namespace: str = "default"
     role: str = "sidecar"
-    """`sidecar` or `gateway`."""
+    """`sidecar`, `gateway`, or `vip` (the proxy behind every Service's virtual IP)."""
+    vip_network: str = "127.77.0.0/16"
+    """Where Services' virtual IPs are (role `vip`)."""
     instance: Instance | None = None
     """Where the workload takes traffic; registered as an endpoint of its Services."""
     address: str = "127.0.0.1"

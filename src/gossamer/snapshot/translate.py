@@ -55,6 +55,7 @@ __all__ = [
     "sidecar_own",
     "sidecar_snapshot",
     "view_label_keys",
+    "vip_snapshot",
 ]
 
 LOCALHOST = "127.0.0.1"
@@ -201,6 +202,41 @@ def gateway_snapshot(
         listeners=(Listener("gateway", gateway.address, gateway.http_port, "gateway", "gateway"),),
         route_tables=(table,),
         clusters=_complete(list(outbound_clusters(catalog, endpoints)), (table,)),
+    )
+
+
+def vip_snapshot(
+    resources: Sequence[Resource],
+    endpoints: EndpointIndex,
+    vips: Mapping[tuple[str, str], str],
+    node: Node,
+    version: str,
+) -> Snapshot:
+    """The proxy behind the services' virtual IPs: a listener on each VIP and HTTP port.
+
+    The address a client dialled names the service, as iptables interception would: each
+    listener routes every request with that service's routes, whatever its Host header says.
+    """
+    catalog = build_catalog(resources, Caller(node.namespace, {}))
+    listeners: list[Listener] = []
+    tables: list[RouteTable] = []
+    for service in catalog.services:
+        vip = vips.get((service.namespace, service.name))
+        if vip is None:
+            continue
+        for port in service.http_ports:
+            name = f"vip|{service.host}:{port.number}"
+            host = VirtualHost(
+                name=name, domains=("*",), routes=_mesh_routes(catalog, service, port)
+            )
+            tables.append(RouteTable(name=name, virtual_hosts=(host,)))
+            listeners.append(Listener(name, vip, port.number, "outbound", name))
+    return Snapshot(
+        version=version,
+        node=node,
+        listeners=tuple(listeners),
+        route_tables=tuple(tables),
+        clusters=_complete(list(outbound_clusters(catalog, endpoints)), tables),
     )
 
 

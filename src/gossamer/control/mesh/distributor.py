@@ -30,14 +30,17 @@ from gossamer.control.mesh.views import (
     gateway_part,
     sidecar_part,
     view_key,
+    vip_part,
 )
 from gossamer.control.store import ObjectKey, ResourceType
 from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Deployment
 from gossamer.resources.kinds.core import Service
 from gossamer.snapshot.endpoints import endpoint_index
+from gossamer.snapshot.model import Node
 from gossamer.snapshot.protocol import Ack, Hello
 from gossamer.snapshot.translate import EndpointIndex, GatewaySpec, SidecarSpec, view_label_keys
+from gossamer.snapshot.vips import assign_vips, services_of
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +185,7 @@ class Distributor:
             del self.views[key]
         for stream in self.streams.values():
             touched = stream.view_key in changed
-            if stream.role == "gateway" or own:
+            if stream.role != "sidecar" or own:
                 part = self._own_part(stream, resources)
                 if part != stream.own:
                     stream.own = part
@@ -329,6 +332,15 @@ class Distributor:
 
     def _own_part(self, stream: ProxyStream, resources: Sequence[Resource]) -> Own:
         hello = stream.hello
+        if hello.role == "vip":
+            vips = assign_vips(services_of(resources), hello.vip_network)
+            node = Node(
+                workload=hello.workload,
+                namespace=hello.namespace,
+                service_account=stream.service_account,
+                service=hello.workload,
+            )
+            return vip_part(resources, self.endpoints, vips, node)
         if hello.role == "gateway":
             spec = GatewaySpec(
                 name=hello.workload,

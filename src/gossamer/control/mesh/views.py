@@ -25,6 +25,7 @@ from gossamer.snapshot.translate import (
     outbound_view,
     sidecar_catalog,
     sidecar_own,
+    vip_snapshot,
 )
 
 ViewKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -65,6 +66,23 @@ def sidecar_part(
 def gateway_part(resources: Sequence[Resource], endpoints: EndpointIndex, spec: GatewaySpec) -> Own:
     """A gateway has no shared view: all of it is its own."""
     snapshot = gateway_snapshot(resources, endpoints, spec, "")
+    return Own(
+        node=snapshot.node,
+        listeners=snapshot.listeners,
+        tables={table.name: _by_name(table.virtual_hosts) for table in snapshot.route_tables},
+        clusters={cluster.name: cluster for cluster in snapshot.clusters},
+        telemetry=snapshot.telemetry,
+    )
+
+
+def vip_part(
+    resources: Sequence[Resource],
+    endpoints: EndpointIndex,
+    vips: Mapping[tuple[str, str], str],
+    node: Node,
+) -> Own:
+    """The VIP proxy: all of it is its own, like a gateway's."""
+    snapshot = vip_snapshot(resources, endpoints, vips, node, "")
     return Own(
         node=snapshot.node,
         listeners=snapshot.listeners,
