@@ -177,6 +177,31 @@ def test_hello_up_serves_the_canary_survives_a_killed_replica_and_goes_down_clea
                 break
             assert time.monotonic() < deadline, versions
 
+    # Scaling by apply: greeter-v2 gets a second replica, greeter-v1 loses one.
+    app = hello / "app.yaml"
+    manifest = app.read_text()
+    manifest = manifest.replace(
+        "name: greeter-v2\nspec:\n  replicas: 1", "name: greeter-v2\nspec:\n  replicas: 2"
+    )
+    manifest = manifest.replace(
+        "name: greeter-v1\nspec:\n  replicas: 2", "name: greeter-v1\nspec:\n  replicas: 1"
+    )
+    app.write_text(manifest)
+    applied = gossamer("apply", "-f", "app.yaml", cwd=hello)
+    assert "deployment.apps/greeter-v2 configured" in applied.stdout, (
+        applied.stdout + applied.stderr
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        rows = {
+            p["name"]: p
+            for p in json.loads(gossamer("status", "-o", "json", cwd=hello).stdout)["processes"]
+        }
+        if "greeter-v2-1" in rows and rows["greeter-v2-1"]["ready"] and "greeter-v1-1" not in rows:
+            break
+        assert time.monotonic() < deadline, sorted(rows)
+        time.sleep(0.3)
+
     pids = [*mesh_pids(state), up["pid"]]
     result = gossamer("down", cwd=hello)
     assert result.returncode == 0, result.stderr

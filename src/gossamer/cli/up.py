@@ -190,12 +190,13 @@ async def _run(
     from gossamer.runtime.plan import PlanError, plan_mesh
     from gossamer.runtime.ports import Ports
 
+    ports = Ports()
     try:
-        plan = plan_mesh(resources, Ports(), gateway_port)
+        plan = plan_mesh(resources, ports, gateway_port)
     except PlanError as error:
         typer.echo(f"error: {error}", err=True)
         return 1
-    mesh = LocalMesh(LocalMeshConfig(source=path, state=state), plan, resources)
+    mesh = LocalMesh(LocalMeshConfig(source=path, state=state), plan, resources, ports)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for number in (signal.SIGINT, signal.SIGTERM):

@@ -1,11 +1,13 @@
 """A whole mesh on this host: the control plane, then the manifests, then gateway, sidecars, apps.
 
-Two supervisors, started in turn and stopped in reverse: the first runs the control plane; once
-it answers, the manifests are applied through its API and a token is minted for every workload;
-the second then runs the gateway and each replica's sidecar and app (an app starts only once its
-sidecar runs its first snapshot). Everything lives under the state folder: the control plane's
-store and admin token, workload tokens (0600), one log per process, `up.json` for the CLI and
-`status.json` for `gossamer status`.
+Supervisors, started in turn and stopped in reverse: the first runs the control plane; once it
+answers, the manifests are applied through its API and a token is minted for every workload;
+the second runs the DNS, the VIP proxy and the gateway; then each replica gets a supervisor of
+its own for its sidecar and app (an app starts only once its sidecar runs its first snapshot).
+While up, the mesh follows the Deployments in the control plane: `gossamer apply` of a new
+replica count (or a new Deployment) starts or stops replicas. Everything lives under the state
+folder: the control plane's store and admin token, workload tokens (0600), one log per process,
+`up.json` for the CLI and `status.json` for `gossamer status`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -22,21 +25,29 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydantic
 
 from gossamer.control.api.catalog import Catalog
 from gossamer.proxy.agent import http_ok
 from gossamer.resources import Resource
+from gossamer.resources.kinds.apps import Deployment
 from gossamer.runtime.backoff import BackoffPolicy
 from gossamer.runtime.plan import (
     GATEWAY_NAMESPACE,
     GATEWAY_WORKLOAD,
     MeshPlan,
+    PlanError,
+    PortAllocator,
     Readiness,
     Replica,
+    replica_count,
+    replica_of,
 )
 from gossamer.runtime.spec import ProcessSpec, ReadinessProbe
 from gossamer.runtime.status import ProcessEvent, ProcessStatus
 from gossamer.runtime.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
 
 UP_FILE = "up.json"
 STATUS_FILE = "status.json"
@@ -61,7 +72,13 @@ class LocalMeshConfig:
 class LocalMesh:
     """Starts the plan's processes in order and keeps the CLI's files current."""
 
-    def __init__(self, config: LocalMeshConfig, plan: MeshPlan, resources: Sequence[Resource]):
+    def __init__(
+        self,
+        config: LocalMeshConfig,
+        plan: MeshPlan,
+        resources: Sequence[Resource],
+        ports: PortAllocator,
+    ) -> None:
         self.config = config
         self.plan = plan
         self.resources = resources
@@ -69,9 +86,13 @@ class LocalMesh:
         self.logs = config.state / "logs"
         self.tokens = config.state / "tokens"
         self.core: Supervisor | None = None
-        self.workloads: Supervisor | None = None
+        self.services: Supervisor | None = None
+        self.replicas: dict[str, tuple[Replica, Supervisor]] = {}
         self.kinds: dict[str, str] = {}
         self.started_at = time.time()
+        self.ports = ports
+        self._tokens: dict[tuple[str, str], Path] = {}
+        self._follow: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<LocalMesh {self.config.source} at {self.url}>"
@@ -94,22 +115,27 @@ class LocalMesh:
         self.core = self._supervisor([self._control_plane()])
         self.core.start()
         await self.core.wait_ready(ready_timeout_s)
-        token = self.admin_token_file.read_text(encoding="utf-8").strip()
-        async with httpx.AsyncClient(
-            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
-        ) as api:
+        async with self._api() as api:
             await apply_resources(api, self.resources)
-            specs = await self._workload_specs(api)
-        self.workloads = self._supervisor(specs)
-        self.workloads.start()
+            self.services = self._supervisor(await self._service_specs(api))
+            for replica in self.plan.replicas:
+                await self._start_replica(api, replica)
+        self.services.start()
         self._write_up_file(ready=False)
-        await self.workloads.wait_ready(ready_timeout_s)
+        for supervisor in self._supervisors():
+            await supervisor.wait_ready(ready_timeout_s)
         self._write_up_file(ready=True)
         self.write_status()
+        self._follow = asyncio.get_running_loop().create_task(self._follow_deployments())
 
     async def stop(self) -> None:
-        """Stop the workloads, then the control plane."""
-        for supervisor in (self.workloads, self.core):
+        """Stop the replicas, then the DNS, VIP proxy and gateway, then the control plane."""
+        if self._follow is not None:
+            self._follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow
+        await asyncio.gather(*(supervisor.stop() for _, supervisor in self.replicas.values()))
+        for supervisor in (self.services, self.core):
             if supervisor is not None:
                 await supervisor.stop()
         self.write_status()
@@ -118,12 +144,56 @@ class LocalMesh:
 
     def statuses(self) -> list[ProcessStatus]:
         """Every process, in start order."""
-        return [
-            status
-            for supervisor in (self.core, self.workloads)
-            if supervisor is not None
-            for status in supervisor.statuses()
-        ]
+        return [status for supervisor in self._supervisors() for status in supervisor.statuses()]
+
+    def _supervisors(self) -> list[Supervisor]:
+        fixed = [s for s in (self.core, self.services) if s is not None]
+        return fixed + [supervisor for _, supervisor in self.replicas.values()]
+
+    def _api(self) -> httpx.AsyncClient:
+        token = self.admin_token_file.read_text(encoding="utf-8").strip()
+        return httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
+        )
+
+    async def _start_replica(self, api: httpx.AsyncClient, replica: Replica) -> None:
+        key = (replica.namespace, replica.deployment)
+        if key not in self._tokens:
+            self._tokens[key] = await self._mint(api, *key)
+        supervisor = self._supervisor(
+            [self._sidecar(replica, self._tokens[key]), self._app(replica)]
+        )
+        self.replicas[replica.name] = (replica, supervisor)
+        supervisor.start()
+
+    async def _follow_deployments(self, interval_s: float = 1.0) -> None:
+        """Start and stop replicas as the Deployments in the control plane say."""
+        async with self._api() as api:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    response = await api.get("/apis/apps/v1/deployments")
+                    response.raise_for_status()
+                    await self._scale(api, _deployments(response.json().get("items") or []))
+                except (httpx.HTTPError, PlanError) as error:
+                    log.warning("cannot follow the Deployments: %s", error)
+
+    async def _scale(self, api: httpx.AsyncClient, deployments: Sequence[Deployment]) -> None:
+        wanted: dict[str, Deployment] = {}
+        for deployment in deployments:
+            for index in range(replica_count(deployment)):
+                prefix = "" if deployment.namespace == "default" else f"{deployment.namespace}."
+                wanted[f"{prefix}{deployment.name}-{index}"] = deployment
+        for name in [name for name in self.replicas if name not in wanted]:
+            _, supervisor = self.replicas.pop(name)
+            log.info("scaling down: stopping %s", name)
+            await supervisor.stop()
+        for name, deployment in wanted.items():
+            if name not in self.replicas:
+                index = int(name.rsplit("-", 1)[1])
+                log.info("scaling up: starting %s", name)
+                await self._start_replica(api, replica_of(deployment, index, self.ports))
+        self.write_status()
 
     def write_status(self) -> None:
         """`status.json`: what `gossamer status` prints."""
@@ -180,18 +250,12 @@ class LocalMesh:
             readiness=ReadinessProbe(lambda: answers(self.url), period_s=0.1, timeout_s=1.0),
         )
 
-    async def _workload_specs(self, api: httpx.AsyncClient) -> list[ProcessSpec]:
+    async def _service_specs(self, api: httpx.AsyncClient) -> list[ProcessSpec]:
         specs: list[ProcessSpec] = [self._dns()]
         specs.append(self._vip_proxy(await self._mint(api, GATEWAY_NAMESPACE, VIP_WORKLOAD)))
         if self.plan.gateway_port is not None:
             token = await self._mint(api, GATEWAY_NAMESPACE, GATEWAY_WORKLOAD)
             specs.append(self._gateway(token))
-        minted: dict[tuple[str, str], Path] = {}
-        for replica in self.plan.replicas:
-            key = (replica.namespace, replica.deployment)
-            if key not in minted:
-                minted[key] = await self._mint(api, *key)
-            specs += [self._sidecar(replica, minted[key]), self._app(replica)]
         return specs
 
     async def _mint(self, api: httpx.AsyncClient, namespace: str, workload: str) -> Path:
@@ -392,6 +456,16 @@ def _raise_for(response: httpx.Response, resource: Resource) -> None:
     if response.is_error:
         message = response.json().get("message", response.text)
         raise ApplyError(f"{resource.kind} {resource.namespace}/{resource.name}: {message}")
+
+
+def _deployments(items: Sequence[Any]) -> list[Deployment]:
+    found = []
+    for item in items:
+        try:
+            found.append(Deployment.model_validate(item))
+        except pydantic.ValidationError as error:
+            log.warning("ignored a Deployment the model does not accept: %s", error)
+    return found
 
 
 class ApplyError(RuntimeError):

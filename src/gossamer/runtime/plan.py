@@ -115,6 +115,16 @@ def plan_mesh(
 
 
 def _replicas(deployment: Deployment, ports: PortAllocator) -> list[Replica]:
+    return [replica_of(deployment, index, ports) for index in range(replica_count(deployment))]
+
+
+def replica_count(deployment: Deployment) -> int:
+    """How many replicas a Deployment asks for (Kubernetes' default: one)."""
+    return deployment.spec.replicas if deployment.spec.replicas is not None else 1
+
+
+def replica_of(deployment: Deployment, index: int, ports: PortAllocator) -> Replica:
+    """Replica number `index` of a Deployment, with fresh ports."""
     pod = deployment.spec.template.spec
     where = f"Deployment {deployment.namespace}/{deployment.name}"
     if not pod.containers:
@@ -122,25 +132,21 @@ def _replicas(deployment: Deployment, ports: PortAllocator) -> list[Replica]:
     container = pod.containers[0]
     if not container.command:
         raise PlanError(f"{where}: containers[0].command: a local process needs a command")
-    count = deployment.spec.replicas if deployment.spec.replicas is not None else 1
-    return [
-        Replica(
-            deployment=deployment.name,
-            namespace=deployment.namespace,
-            index=index,
-            argv=_argv(container),
-            env=_env(container, where),
-            service_account=pod.service_account_name or pod.service_account or "default",
-            labels=dict(deployment.pod_labels),
-            app_port=ports(0),
-            outbound_port=ports(0),
-            inbound_port=ports(0),
-            admin_port=ports(0),
-            readiness=_readiness(container.readiness_probe, where),
-            working_dir=container.working_dir,
-        )
-        for index in range(count)
-    ]
+    return Replica(
+        deployment=deployment.name,
+        namespace=deployment.namespace,
+        index=index,
+        argv=_argv(container),
+        env=_env(container, where),
+        service_account=pod.service_account_name or pod.service_account or "default",
+        labels=dict(deployment.pod_labels),
+        app_port=ports(0),
+        outbound_port=ports(0),
+        inbound_port=ports(0),
+        admin_port=ports(0),
+        readiness=_readiness(container.readiness_probe, where),
+        working_dir=container.working_dir,
+    )
 
 
 def _argv(container: Container) -> tuple[str, ...]:
