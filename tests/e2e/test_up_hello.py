@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -221,3 +222,13 @@ def test_bad_manifests_stop_up_before_anything_starts(hello: Path) -> None:
     assert result.returncode == 1
     assert "app.yaml:" in result.stderr and "containerPort" in result.stderr
     assert not (hello / ".gossamer").exists()
+
+
+def test_a_gateway_port_in_use_is_an_error_naming_the_port_and_its_owner(hello: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = gossamer("up", ".", "--gateway-port", str(port), "--no-view", cwd=hello)
+    assert result.returncode == 1
+    assert f"port {port} is in use (by PID {os.getpid()}" in result.stderr, result.stderr

@@ -26,8 +26,12 @@ def up(
         bool, typer.Option("--detach", "-d", help="Return once everything is ready.")
     ] = False,
     gateway_port: Annotated[
-        int, typer.Option(help="Ingress gateway port (another free one if taken).")
-    ] = 8080,
+        int | None,
+        typer.Option(
+            help="Ingress gateway port; it must be free. Default: 8080, or any free port if taken.",
+            show_default=False,
+        ),
+    ] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 60.0,
     view: Annotated[
         bool, typer.Option(help="Show the live view (off when not a terminal).")
@@ -182,18 +186,20 @@ async def _run(
     path: Path,
     state: Path,
     resources: list[Any],
-    gateway_port: int,
+    gateway_port: int | None,
     ready_timeout: float,
     view: bool,
 ) -> int:
     from gossamer.runtime.local import LocalMesh, LocalMeshConfig
     from gossamer.runtime.plan import PlanError, plan_mesh
-    from gossamer.runtime.ports import Ports
+    from gossamer.runtime.ports import PortInUseError, Ports
 
     ports = Ports()
     try:
-        plan = plan_mesh(resources, ports, gateway_port)
-    except PlanError as error:
+        if gateway_port is not None:
+            ports.check_free(gateway_port)
+        plan = plan_mesh(resources, ports, gateway_port or 8080)
+    except (PlanError, PortInUseError) as error:
         typer.echo(f"error: {error}", err=True)
         return 1
     mesh = LocalMesh(LocalMeshConfig(source=path, state=state), plan, resources, ports)
@@ -246,11 +252,13 @@ async def _live(mesh: LocalMesh, stop: asyncio.Event) -> None:
             await asyncio.sleep(0.25)
 
 
-def _detach(path: Path, state: Path, gateway_port: int, ready_timeout: float) -> None:
+def _detach(path: Path, state: Path, gateway_port: int | None, ready_timeout: float) -> None:
     state.mkdir(parents=True, exist_ok=True)
     (state / "up.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "gossamer", "up", str(path), "--no-view"]
-    argv += ["--gateway-port", str(gateway_port), "--ready-timeout", str(ready_timeout)]
+    argv += ["--ready-timeout", str(ready_timeout)]
+    if gateway_port is not None:
+        argv += ["--gateway-port", str(gateway_port)]
     with (state / "up.log").open("ab") as log:
         process = subprocess.Popen(
             argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True

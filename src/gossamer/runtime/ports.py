@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import socket
 from pathlib import Path
 
 
-class PortInUseError(OSError):
+class PortInUseError(Exception):
     """A port the user asked for is taken; the message names it and, if known, its owner."""
 
 
@@ -34,12 +33,10 @@ class Ports:
                 self.given.add(port)
                 return port
 
-    def require(self, port: int) -> int:
-        """Exactly `port`; PortInUseError when something listens there."""
+    def check_free(self, port: int) -> None:
+        """PortInUseError, naming the port and its owner if known, unless `port` is free."""
         if port in self.given or not self.free(port):
-            raise PortInUseError(errno.EADDRINUSE, f"port {port} is in use{owner_of(port)}")
-        self.given.add(port)
-        return port
+            raise PortInUseError(f"port {port} is in use{owner_of(port)}")
 
     def free(self, port: int) -> bool:
         """Whether nothing listens on `port` now."""
