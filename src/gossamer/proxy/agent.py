@@ -48,7 +48,8 @@ class AgentOptions:
     ready_url: str | None = None
     """The app's readiness endpoint (HTTP GET, 2xx or 3xx is ready); None: ready once configured."""
     probe_interval_s: float = 1.0
-    backoff_initial_s: float = 0.2
+    backoff_initial_s: float = 0.1
+    backoff_factor: float = 1.6
     backoff_max_s: float = 10.0
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 10.0
@@ -108,7 +109,10 @@ class ControlPlaneAgent:
             except (OSError, TimeoutError, WebSocketException, SnapshotError) as error:
                 log.warning("control plane %s: %s", url, error or type(error).__name__)
             self.connected_to = None
-            delay = min(self.options.backoff_max_s, self.options.backoff_initial_s * 2**failures)
+            options = self.options
+            delay = min(
+                options.backoff_max_s, options.backoff_initial_s * options.backoff_factor**failures
+            )
             failures += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
@@ -189,6 +193,16 @@ class ControlPlaneAgent:
 
 async def http_ok(url: str, timeout_s: float) -> bool:
     """Whether GET `url` answers 2xx or 3xx within the timeout (a readiness probe)."""
+    status = await http_status(url, timeout_s)
+    return status is not None and 200 <= status < 400
+
+
+async def http_status(url: str, timeout_s: float) -> int | None:
+    """The status GET `url` answers with, or None when nothing answers within the timeout.
+
+    A bare HTTP/1.1 exchange on a fresh connection: probes run often, and a full HTTP client
+    (with its TLS context) costs more than the check itself.
+    """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -204,6 +218,6 @@ async def http_ok(url: str, timeout_s: float) -> bool:
             finally:
                 writer.close()
     except (OSError, TimeoutError):
-        return False
+        return None
     fields = status_line.split()
-    return len(fields) >= 2 and fields[1][:1] in (b"2", b"3")
+    return int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else None

@@ -27,8 +27,10 @@ from typing import Any
 import httpx
 import pydantic
 
-from gossamer.control.api.catalog import Catalog
-from gossamer.proxy.agent import http_ok
+from gossamer.control.auth import load_admin_token
+from gossamer.control.seed import seed_store
+from gossamer.control.server import STORE_FILE
+from gossamer.proxy.agent import http_ok, http_status
 from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Deployment
 from gossamer.runtime.backoff import BackoffPolicy
@@ -56,6 +58,8 @@ GATEWAY = "gateway"
 DNS = "dns"
 VIP_PROXY = "vip-proxy"
 VIP_WORKLOAD = "gossamer-vip-proxy"
+PROBE_S = 0.25
+"""How often the mesh's own processes are probed: fast enough to start quickly, cheap enough."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,24 +113,39 @@ class LocalMesh:
         return source if source.is_dir() else source.parent
 
     async def start(self, ready_timeout_s: float = 60.0) -> None:
-        """Start everything; return when every process is ready (TimeoutError says who is not)."""
+        """Start everything; return when every process is ready (TimeoutError says who is not).
+
+        The store is seeded first (manifests and a token per workload), so that every process
+        can start at once: proxies connect as soon as the control plane answers, apps start as
+        soon as their sidecar runs its first snapshot.
+        """
         for folder in (self.config.state, self.logs, self.tokens):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        load_admin_token(self.admin_token_file.parent)
+        workloads = [(GATEWAY_NAMESPACE, VIP_WORKLOAD)]
+        if self.plan.gateway_port is not None:
+            workloads.append((GATEWAY_NAMESPACE, GATEWAY_WORKLOAD))
+        workloads += sorted({(r.namespace, r.deployment) for r in self.plan.replicas})
+        tokens = await seed_store(self.store_file, self.resources, workloads)
+        for key, token in tokens.items():
+            self._tokens[key] = self._write_token(*key, token)
         self.core = self._supervisor([self._control_plane()])
+        self.services = self._supervisor(self._service_specs())
         self.core.start()
-        await self.core.wait_ready(ready_timeout_s)
-        async with self._api() as api:
-            await apply_resources(api, self.resources)
-            self.services = self._supervisor(await self._service_specs(api))
-            for replica in self.plan.replicas:
-                await self._start_replica(api, replica)
         self.services.start()
+        for replica in self.plan.replicas:
+            self._start_replica(replica)
         self._write_up_file(ready=False)
         for supervisor in self._supervisors():
             await supervisor.wait_ready(ready_timeout_s)
         self._write_up_file(ready=True)
         self.write_status()
         self._follow = asyncio.get_running_loop().create_task(self._follow_deployments())
+
+    @property
+    def store_file(self) -> Path:
+        """The control plane's sqlite store."""
+        return self.admin_token_file.parent / STORE_FILE
 
     async def stop(self) -> None:
         """Stop the replicas, then the DNS, VIP proxy and gateway, then the control plane."""
@@ -156,12 +175,12 @@ class LocalMesh:
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
         )
 
-    async def _start_replica(self, api: httpx.AsyncClient, replica: Replica) -> None:
-        key = (replica.namespace, replica.deployment)
-        if key not in self._tokens:
-            self._tokens[key] = await self._mint(api, *key)
+    def _start_replica(self, replica: Replica) -> None:
         supervisor = self._supervisor(
-            [self._sidecar(replica, self._tokens[key]), self._app(replica)]
+            [
+                self._sidecar(replica, self._tokens[(replica.namespace, replica.deployment)]),
+                self._app(replica),
+            ]
         )
         self.replicas[replica.name] = (replica, supervisor)
         supervisor.start()
@@ -190,9 +209,12 @@ class LocalMesh:
             await supervisor.stop()
         for name, deployment in wanted.items():
             if name not in self.replicas:
+                key = (deployment.namespace, deployment.name)
+                if key not in self._tokens:
+                    self._tokens[key] = await self._mint(api, *key)
                 index = int(name.rsplit("-", 1)[1])
                 log.info("scaling up: starting %s", name)
-                await self._start_replica(api, replica_of(deployment, index, self.ports))
+                self._start_replica(replica_of(deployment, index, self.ports))
         self.write_status()
 
     def write_status(self) -> None:
@@ -247,15 +269,14 @@ class LocalMesh:
             name=CONTROL_PLANE,
             argv=argv,
             log_path=self.logs / f"{CONTROL_PLANE}.log",
-            readiness=ReadinessProbe(lambda: answers(self.url), period_s=0.1, timeout_s=1.0),
+            readiness=ReadinessProbe(lambda: answers(self.url), period_s=PROBE_S, timeout_s=1.0),
         )
 
-    async def _service_specs(self, api: httpx.AsyncClient) -> list[ProcessSpec]:
+    def _service_specs(self) -> list[ProcessSpec]:
         specs: list[ProcessSpec] = [self._dns()]
-        specs.append(self._vip_proxy(await self._mint(api, GATEWAY_NAMESPACE, VIP_WORKLOAD)))
+        specs.append(self._vip_proxy(self._tokens[(GATEWAY_NAMESPACE, VIP_WORKLOAD)]))
         if self.plan.gateway_port is not None:
-            token = await self._mint(api, GATEWAY_NAMESPACE, GATEWAY_WORKLOAD)
-            specs.append(self._gateway(token))
+            specs.append(self._gateway(self._tokens[(GATEWAY_NAMESPACE, GATEWAY_WORKLOAD)]))
         return specs
 
     async def _mint(self, api: httpx.AsyncClient, namespace: str, workload: str) -> Path:
@@ -263,10 +284,13 @@ class LocalMesh:
             f"/auth/v1/namespaces/{namespace}/workloadtokens", json={"workload": workload}
         )
         response.raise_for_status()
+        return self._write_token(namespace, workload, response.json()["token"])
+
+    def _write_token(self, namespace: str, workload: str, token: str) -> Path:
         path = self.tokens / f"{namespace}.{workload}"
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(response.json()["token"] + "\n")
+            file.write(token + "\n")
         return path
 
     def _proxy_argv(self, workload: str, namespace: str, token: Path, admin: int) -> list[str]:
@@ -285,7 +309,7 @@ class LocalMesh:
             name=DNS,
             argv=argv,
             log_path=self.logs / f"{DNS}.log",
-            readiness=ReadinessProbe(lambda: _listening(port), period_s=0.1, timeout_s=1.0),
+            readiness=ReadinessProbe(lambda: _listening(port), period_s=PROBE_S, timeout_s=1.0),
         )
 
     def _vip_proxy(self, token: Path) -> ProcessSpec:
@@ -409,7 +433,7 @@ def _check(probe: Readiness, port: int) -> Any:
 
 def _admin_ready(port: int) -> ReadinessProbe:
     return ReadinessProbe(
-        lambda: http_ok(f"http://127.0.0.1:{port}/ready", 1.0), period_s=0.1, timeout_s=1.0
+        lambda: http_ok(f"http://127.0.0.1:{port}/ready", 1.0), period_s=PROBE_S, timeout_s=1.0
     )
 
 
@@ -423,39 +447,8 @@ async def _listening(port: int) -> bool:
 
 
 async def answers(url: str) -> bool:
-    """Whether an HTTP server answers at `url` at all (any status)."""
-    try:
-        async with httpx.AsyncClient(timeout=1.0) as client:
-            await client.get(f"{url}/openapi.json")
-    except httpx.HTTPError:
-        return False
-    return True
-
-
-async def apply_resources(api: httpx.AsyncClient, resources: Sequence[Resource]) -> None:
-    """Create each resource, or replace it if it exists (a restarted mesh keeps its store)."""
-    catalog = Catalog()
-    for resource in resources:
-        group, _, version = resource.api_version.rpartition("/")
-        served = catalog.find(group, version, type(resource).PLURAL)
-        assert served is not None, f"{resource.api_version} {resource.kind} is not served"
-        body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
-        collection = f"{served.base_path}/namespaces/{resource.namespace}/{served.plural}"
-        created = await api.post(collection, json=body)
-        if created.status_code == 409:
-            current = await api.get(f"{collection}/{resource.name}")
-            current.raise_for_status()
-            body["metadata"]["resourceVersion"] = current.json()["metadata"]["resourceVersion"]
-            replaced = await api.put(f"{collection}/{resource.name}", json=body)
-            _raise_for(replaced, resource)
-        else:
-            _raise_for(created, resource)
-
-
-def _raise_for(response: httpx.Response, resource: Resource) -> None:
-    if response.is_error:
-        message = response.json().get("message", response.text)
-        raise ApplyError(f"{resource.kind} {resource.namespace}/{resource.name}: {message}")
+    """Whether an HTTP server answers at `url` at all (any status: it wants a token)."""
+    return await http_status(f"{url}/openapi.json", 1.0) is not None
 
 
 def _deployments(items: Sequence[Any]) -> list[Deployment]:
@@ -466,10 +459,6 @@ def _deployments(items: Sequence[Any]) -> list[Deployment]:
         except pydantic.ValidationError as error:
             log.warning("ignored a Deployment the model does not accept: %s", error)
     return found
-
-
-class ApplyError(RuntimeError):
-    """The control plane refused a manifest."""
 
 
 def status_row(status: ProcessStatus, kind: str) -> dict[str, Any]:

@@ -219,7 +219,9 @@ class RetryBudget(Struct, frozen=True):
     """Retries may be at most `percent` of active requests (but `min_concurrency` always)."""
 
     percent: float = 20.0
-    min_concurrency: int = 3
+    # Envoy's default is 3; with a handful of callers one dead replica can fail that many
+    # requests at once, and a local mesh has no reason to refuse their retries.
+    min_concurrency: int = 10
 
 
 class ServiceLabels(Struct, frozen=True):

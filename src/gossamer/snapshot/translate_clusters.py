@@ -46,6 +46,7 @@ _DEFAULT_POLICY: LbPolicy = "LEAST_REQUEST"
 # The model's own default parts: msgspec leaves a default out of the JSON only when it is the same
 # object, so unchanged parts are these, and a dump stays as short as a hand-written snapshot.
 _DEFAULTS = Cluster(name="")
+ISTIO_MAX_RETRIES = 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +197,14 @@ def _limits(pool: ConnectionPoolSettings | None) -> PoolLimits:
         "max_retries": http.max_retries if http else None,
     }
     changes.update({name: value for name, value in counts.items() if value})
+    # Istio leaves concurrent retries unbounded unless maxRetries says otherwise (the retry
+    # budget still keeps them to a share of the traffic); Envoy's own default is 3.
+    changes.setdefault("max_retries", ISTIO_MAX_RETRIES)
     if tcp is not None and tcp.connect_timeout is not None:
         changes["connect_timeout"] = seconds(tcp.connect_timeout)
     if http is not None and http.idle_timeout is not None:
         changes["idle_timeout"] = seconds(http.idle_timeout)
-    return msgspec.structs.replace(_DEFAULTS.limits, **changes) if changes else _DEFAULTS.limits
+    return msgspec.structs.replace(_DEFAULTS.limits, **changes)
 
 
 def _outlier_detection(settings: IstioOutlierDetection | None) -> OutlierDetection | None:

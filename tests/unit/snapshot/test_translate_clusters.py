@@ -16,6 +16,10 @@ from gossamer.snapshot import (
 from gossamer.snapshot.codec import check
 from gossamer.snapshot.durations import seconds
 from gossamer.snapshot.translate import EndpointIndex, SidecarSpec, sidecar_snapshot
+from gossamer.snapshot.translate_clusters import ISTIO_MAX_RETRIES
+
+# What a cluster gets when nothing sets its pool: Envoy's defaults, but Istio's unbounded retries.
+ISTIO_LIMITS = PoolLimits(max_retries=ISTIO_MAX_RETRIES)
 
 RATINGS = "ratings.prod.svc.cluster.local"
 
@@ -146,7 +150,7 @@ spec:
     v2 = clusters[f"outbound|9080|v2|{RATINGS}"]
     assert (v2.lb_policy, v2.limits, v2.outlier_detection) == (
         "ROUND_ROBIN",
-        PoolLimits(max_requests=50),
+        PoolLimits(max_requests=50, max_retries=ISTIO_MAX_RETRIES),
         OutlierDetection(consecutive_gateway_errors=2, max_ejection_percent=50),
     )
 
@@ -174,16 +178,16 @@ spec:
 """)
     assert clusters[f"outbound|9080||{RATINGS}"].lb_policy == "RANDOM"
     admin = clusters[f"outbound|9090||{RATINGS}"]
-    assert (admin.lb_policy, admin.limits) == ("ROUND_ROBIN", PoolLimits())
+    assert (admin.lb_policy, admin.limits) == ("ROUND_ROBIN", ISTIO_LIMITS)
     # The subset's port-level entry takes every field of port 9080: defaults where it says nothing.
     v1 = clusters[f"outbound|9080|v1|{RATINGS}"]
     assert (v1.lb_policy, v1.limits, v1.outlier_detection) == (
         "LEAST_REQUEST",
-        PoolLimits(),
+        ISTIO_LIMITS,
         OutlierDetection(consecutive_5xx=1),
     )
     v1_admin = clusters[f"outbound|9090|v1|{RATINGS}"]
-    assert (v1_admin.lb_policy, v1_admin.limits) == ("ROUND_ROBIN", PoolLimits())
+    assert (v1_admin.lb_policy, v1_admin.limits) == ("ROUND_ROBIN", ISTIO_LIMITS)
 
 
 @pytest.mark.parametrize(

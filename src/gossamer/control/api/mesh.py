@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import secrets
-from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,7 +28,7 @@ from gossamer.control.auth import (
 )
 from gossamer.control.mesh.distributor import ProxyStream
 from gossamer.control.mesh.registry import Registration
-from gossamer.control.mesh.service import WORKLOAD_TOKENS, Mesh
+from gossamer.control.mesh.service import WORKLOAD_TOKENS, Mesh, new_workload_token
 from gossamer.control.store import ObjectKey
 from gossamer.snapshot import SnapshotError
 from gossamer.snapshot.protocol import (
@@ -175,25 +173,12 @@ class MeshEndpoints:
         workload = body.get("workload") if isinstance(body, dict) else None
         if not isinstance(workload, str) or not workload or len(workload) > _NAME_LIMIT:
             raise ApiError(422, "Invalid", 'the body must be {"workload": NAME}')
-        token = secrets.token_urlsafe(32)
+        token, key, record = new_workload_token(namespace, workload)
+        stored = await self.mesh.mirror.store.create(key, record)
         digest = hashlib.sha256(token.encode()).digest()
-        name = f"{workload[:50]}-{digest.hex()[:8]}"
-        stored = await self.mesh.mirror.store.create(
-            ObjectKey(WORKLOAD_TOKENS, namespace, name),
-            {
-                "apiVersion": "gossamer.dev/v1alpha1",
-                "kind": "WorkloadToken",
-                "metadata": {
-                    "name": name,
-                    "namespace": namespace,
-                    "creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                },
-                "spec": {"workload": workload, "sha256": digest.hex()},
-            },
-        )
         self.tokens.add_workload(digest, workload_principal(namespace, workload))
         return JSONResponse(
-            {"name": name, "namespace": namespace, "workload": workload, "token": token},
+            {"name": key.name, "namespace": namespace, "workload": workload, "token": token},
             status_code=201,
             headers={"x-resource-version": str(stored.version)},
         )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import socket
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from gossamer.control.api.catalog import Catalog
 from gossamer.control.auth import Principal, TokenRegistry, workload_principal
@@ -30,6 +33,27 @@ class MeshSettings:
     """A disconnected proxy's instance (or a dead replica's) is removed after this long."""
     sync_timeout_s: float = 30.0
     """How long starting waits for the first full read of the store."""
+
+
+def new_workload_token(namespace: str, workload: str) -> tuple[str, ObjectKey, dict[str, Any]]:
+    """A fresh token for one workload, and the record (key, body) that makes it valid.
+
+    The store keeps only the token's SHA-256; the token itself is shown once, to its owner.
+    """
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    name = f"{workload[:50]}-{digest[:8]}"
+    body = {
+        "apiVersion": "gossamer.dev/v1alpha1",
+        "kind": "WorkloadToken",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "spec": {"workload": workload, "sha256": digest},
+    }
+    return token, ObjectKey(WORKLOAD_TOKENS, namespace, name), body
 
 
 def replica_name() -> str:
