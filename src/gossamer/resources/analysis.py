@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from gossamer.resources.base import Labels
 from gossamer.resources.hosts import host_matches, qualify, service_fqdn
 from gossamer.resources.kinds.apps import Deployment
 from gossamer.resources.kinds.core import Service
@@ -15,6 +16,7 @@ from gossamer.resources.kinds.istio_networking import (
     Gateway,
     ServiceEntry,
     VirtualService,
+    WorkloadEntry,
 )
 from gossamer.resources.kinds.istio_security import (
     AuthorizationPolicy,
@@ -36,6 +38,7 @@ class _Index:
     objects: dict[tuple[str, str, str], LoadedResource] = field(default_factory=dict)
     services: dict[str, LoadedResource] = field(default_factory=dict)
     deployments: dict[str, list[LoadedResource]] = field(default_factory=dict)
+    workload_entries: dict[str, list[WorkloadEntry]] = field(default_factory=dict)
     destination_rules: dict[str, list[LoadedResource]] = field(default_factory=dict)
     external_hosts: list[str] = field(default_factory=list)
     gateways: dict[tuple[str, str], LoadedResource] = field(default_factory=dict)
@@ -43,6 +46,18 @@ class _Index:
 
     def host_known(self, fqdn: str) -> bool:
         return fqdn in self.services or any(host_matches(p, fqdn) for p in self.external_hosts)
+
+    def selected(
+        self, namespace: str, selector: Labels
+    ) -> tuple[list[Deployment], list[WorkloadEntry]]:
+        """The Deployments (by pod labels) and WorkloadEntries a Service selector picks."""
+        # A WorkloadEntry is an endpoint too (snapshot/endpoints.py), picked by its own labels.
+        deployments = [_as_deployment(loaded) for loaded in self.deployments.get(namespace, [])]
+        entries = self.workload_entries.get(namespace, [])
+        return (
+            [d for d in deployments if _matches(selector, d.pod_labels)],
+            [e for e in entries if _matches(selector, e.spec.labels)],
+        )
 
 
 def analyze(resources: Sequence[LoadedResource]) -> list[Problem]:
@@ -94,6 +109,8 @@ def _index(resources: Sequence[LoadedResource], index: _Index) -> Iterator[Probl
             index.services[service_fqdn(loaded.name, loaded.namespace)] = loaded
         elif isinstance(resource, Deployment):
             index.deployments.setdefault(loaded.namespace, []).append(loaded)
+        elif isinstance(resource, WorkloadEntry):
+            index.workload_entries.setdefault(loaded.namespace, []).append(resource)
         elif isinstance(resource, DestinationRule):
             host = qualify(resource.spec.host, loaded.namespace)
             index.destination_rules.setdefault(host, []).append(loaded)
@@ -186,15 +203,11 @@ def _service(loaded: LoadedResource, service: Service, index: _Index) -> Iterato
     selector = service.spec.selector
     if not selector:
         return
-    selected = [
-        d
-        for d in index.deployments.get(loaded.namespace, [])
-        if all(_as_deployment(d).pod_labels.get(k) == v for k, v in selector.items())
-    ]
-    if not selected:
+    deployments, entries = index.selected(loaded.namespace, selector)
+    if not deployments and not entries:
         yield loaded.problem(
             ("spec", "selector"),
-            f"matches no Deployment in namespace {loaded.namespace}, "
+            f"matches no Deployment or WorkloadEntry in namespace {loaded.namespace}, "
             "so the Service has no endpoints",
             WARNING,
             "selector-matches-nothing",
@@ -202,19 +215,35 @@ def _service(loaded: LoadedResource, service: Service, index: _Index) -> Iterato
         return
     port_names = {
         port.name
-        for d in selected
-        for c in _as_deployment(d).spec.template.spec.containers
-        for port in c.ports
+        for deployment in deployments
+        for container in deployment.spec.template.spec.containers
+        for port in container.ports
         if port.name
     }
     for position, port in enumerate(service.spec.ports):
-        if isinstance(port.target_port, str) and port.target_port not in port_names:
-            yield loaded.problem(
-                ("spec", "ports", position, "targetPort"),
-                f"no container of the selected Deployments names a port {port.target_port}",
-                WARNING,
-                "unknown-port",
-            )
+        target = port.target_port
+        if not isinstance(target, str) or target in port_names:
+            continue
+        if any(_entry_takes(entry, port.name or "", target) for entry in entries):
+            continue
+        holders = ["no container of the selected Deployments"] if deployments else []
+        holders += ["no selected WorkloadEntry"] if entries else []
+        yield loaded.problem(
+            ("spec", "ports", position, "targetPort"),
+            f"{' and '.join(holders)} names a port {target}",
+            WARNING,
+            "unknown-port",
+        )
+
+
+def _entry_takes(entry: WorkloadEntry, name: str, target: str) -> bool:
+    """Whether an entry takes a service port whose targetPort is a name, as endpoints.py decides.
+
+    It does with a port under the service port's name or the target's, or a sidecar that takes
+    every port.
+    """
+    ports = entry.spec.ports
+    return name in ports or entry.inbound_port is not None or target in ports
 
 
 def _destination_rule(
@@ -234,20 +263,14 @@ def _destination_rule(
     target = index.services.get(host)
     if target is None:
         return
-    selector = _as_service(target).spec.selector or {}
-    pods = [
-        _as_deployment(d).pod_labels
-        for d in index.deployments.get(target.namespace, [])
-        if all(_as_deployment(d).pod_labels.get(k) == v for k, v in selector.items())
-    ]
+    deployments, entries = index.selected(target.namespace, _as_service(target).spec.selector or {})
+    endpoints = [d.pod_labels for d in deployments] + [e.spec.labels for e in entries]
     for position, subset in enumerate(rule.spec.subsets):
-        if subset.labels and not any(
-            all(labels.get(k) == v for k, v in subset.labels.items()) for labels in pods
-        ):
+        if subset.labels and not any(_matches(subset.labels, labels) for labels in endpoints):
             yield loaded.problem(
                 ("spec", "subsets", position, "labels"),
-                f"no replica of Service {target.name} carries these labels, so subset "
-                f"{subset.name} has no endpoints",
+                f"no replica or WorkloadEntry of Service {target.name} carries these labels, "
+                f"so subset {subset.name} has no endpoints",
                 WARNING,
                 "subset-matches-nothing",
             )
@@ -334,6 +357,10 @@ def _host_conflicts(resources: Sequence[LoadedResource]) -> Iterator[Problem]:
                     code="conflicting-hosts",
                 )
             claimed.setdefault(fqdn, loaded)
+
+
+def _matches(selector: Labels, labels: Labels) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
 
 
 def _as_service(loaded: LoadedResource) -> Service:

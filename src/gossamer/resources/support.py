@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -13,10 +13,218 @@ from gossamer.resources.yamlsource import FieldPath
 
 NOT_ENFORCED = "accepted, not enforced yet"
 
-# Field paths (camelCase, no list indices) that some part of Gossamer acts on, by kind. A
-# capability that starts acting on a field adds it here; docs/resources.md follows (`make docs`).
-# A field not listed loads and is kept, and `gossamer validate --strict` reports it.
-ENFORCED: dict[str, frozenset[str]] = {}
+
+def _at(prefix: str, fields: Iterable[str] = ()) -> frozenset[str]:
+    """`prefix` and each of `fields` below it."""
+    return frozenset({prefix, *(f"{prefix}.{name}" for name in fields)})
+
+
+def _each(prefixes: Iterable[str], fields: Iterable[str]) -> frozenset[str]:
+    """The same fields below each of several prefixes, e.g. a StringMatch wherever one appears."""
+    below = tuple(fields)
+    return frozenset[str]().union(*(_at(prefix, below) for prefix in prefixes))
+
+
+_STRING_MATCH = ("exact", "prefix", "regex")
+_DESTINATION = ("host", "subset", "port", "port.number")
+_HEADER_OPERATIONS = (
+    "request",
+    "request.set",
+    "request.add",
+    "request.remove",
+    "response",
+    "response.set",
+    "response.add",
+    "response.remove",
+)
+
+# `gossamer up` runs a replica as its first container's process (runtime/plan.py), with the pod's
+# identity and labels, and probes readiness on the app's one port: a probe's own port, host and
+# scheme are not used. Named container ports give the inbound ports of a sidecar that is told no
+# app port (snapshot/translate.py).
+_CONTAINER = (
+    "command",
+    "args",
+    "workingDir",
+    "env",
+    "env.name",
+    "env.value",
+    "ports",
+    "ports.name",
+    "ports.containerPort",
+    "readinessProbe",
+    "readinessProbe.httpGet",
+    "readinessProbe.httpGet.path",
+    "readinessProbe.tcpSocket",
+    "readinessProbe.exec",
+    "readinessProbe.exec.command",
+    "readinessProbe.periodSeconds",
+    "readinessProbe.timeoutSeconds",
+    "readinessProbe.failureThreshold",
+)
+_DEPLOYMENT = (
+    _at("spec", ("replicas", "template"))
+    | _at("spec.template.metadata", ("labels",))
+    | _at("spec.template.spec", ("serviceAccountName", "serviceAccount"))
+    | _at("spec.template.spec.containers", _CONTAINER)
+)
+
+# A Service is a mesh host (snapshot/translate_catalog.py) with endpoints by selector
+# (snapshot/endpoints.py), a virtual IP (snapshot/vips.py) and DNS answers (discovery/catalog.py).
+_SERVICE = _at("spec", ("selector", "clusterIP", "type", "externalName")) | _at(
+    "spec.ports", ("name", "protocol", "appProtocol", "port", "targetPort")
+)
+
+# Ingress paths are gateway routes (snapshot/translate_gateway.py); both versions share the kind,
+# each naming its backends its own way. Every Ingress is served, whatever its class.
+_INGRESS_V1_BACKEND = (
+    "service",
+    "service.name",
+    "service.port",
+    "service.port.name",
+    "service.port.number",
+)
+_INGRESS = (
+    _at("spec.defaultBackend", _INGRESS_V1_BACKEND)
+    | _at("spec.backend", ("serviceName", "servicePort"))
+    | _at("spec.rules", ("host", "http"))
+    | _at("spec.rules.http.paths", ("path", "pathType"))
+    | _at("spec.rules.http.paths.backend", (*_INGRESS_V1_BACKEND, "serviceName", "servicePort"))
+)
+
+# VirtualService HTTP rules are routes (snapshot/translate_routes.py); tls and tcp rules,
+# delegation, CORS and session persistence are not translated.
+_MATCH = (
+    "name",
+    "port",
+    "sourceLabels",
+    "gateways",
+    "ignoreUriCase",
+    "sourceNamespace",
+)
+_MATCH_STRINGS = (
+    "uri",
+    "scheme",
+    "method",
+    "authority",
+    "headers",
+    "queryParams",
+    "withoutHeaders",
+)
+_FAULT = (
+    "delay",
+    "delay.fixedDelay",
+    "delay.percentage",
+    "delay.percentage.value",
+    "delay.percent",
+    "abort",
+    "abort.httpStatus",
+    "abort.percentage",
+    "abort.percentage.value",
+)
+_VIRTUAL_SERVICE = (
+    _at("spec", ("hosts", "gateways", "exportTo", "http"))
+    | _at("spec.http", ("name", "timeout", "mirrorPercent"))
+    | _at("spec.http.match", _MATCH)
+    | _each((f"spec.http.match.{name}" for name in _MATCH_STRINGS), _STRING_MATCH)
+    | _at("spec.http.route", ("weight",))
+    | _at("spec.http.route.destination", _DESTINATION)
+    | _each(("spec.http.route.headers", "spec.http.headers"), _HEADER_OPERATIONS)
+    | _at("spec.http.redirect", ("uri", "authority", "port", "scheme", "redirectCode"))
+    | _at("spec.http.directResponse", ("status", "body", "body.string", "body.bytes"))
+    | _at("spec.http.rewrite", ("uri", "authority", "uriRegexRewrite"))
+    | _at("spec.http.rewrite.uriRegexRewrite", ("match", "rewrite"))
+    | _at("spec.http.retries", ("attempts", "perTryTimeout", "retryOn", "backoff"))
+    | _at("spec.http.fault", _FAULT)
+    | _at("spec.http.mirror", _DESTINATION)
+    | _at("spec.http.mirrorPercentage", ("value",))
+    | _at("spec.http.mirrors", ("percentage", "percentage.value"))
+    | _at("spec.http.mirrors.destination", _DESTINATION)
+)
+
+# DestinationRule policies are cluster settings (snapshot/translate_clusters.py). Not read: TLS,
+# tunnels, the PROXY protocol, locality and warmup, ring sizes, a hash cookie's ttl and path, TCP
+# keepalive, and outlier detection's interval (the proxy counts errors on every response).
+_POLICY_PARTS = (
+    "loadBalancer",
+    "loadBalancer.simple",
+    "loadBalancer.consistentHash",
+    "loadBalancer.consistentHash.httpHeaderName",
+    "loadBalancer.consistentHash.httpCookie",
+    "loadBalancer.consistentHash.httpCookie.name",
+    "loadBalancer.consistentHash.useSourceIp",
+    "loadBalancer.consistentHash.httpQueryParameterName",
+    "connectionPool",
+    "connectionPool.tcp",
+    "connectionPool.tcp.maxConnections",
+    "connectionPool.tcp.connectTimeout",
+    "connectionPool.http",
+    "connectionPool.http.http1MaxPendingRequests",
+    "connectionPool.http.http2MaxRequests",
+    "connectionPool.http.maxRequestsPerConnection",
+    "connectionPool.http.maxRetries",
+    "connectionPool.http.idleTimeout",
+    "outlierDetection",
+    "outlierDetection.consecutiveErrors",
+    "outlierDetection.consecutive5xxErrors",
+    "outlierDetection.consecutiveGatewayErrors",
+    "outlierDetection.baseEjectionTime",
+    "outlierDetection.maxEjectionPercent",
+)
+_TRAFFIC_POLICY = (
+    *_POLICY_PARTS,
+    "retryBudget",
+    "retryBudget.percent",
+    "retryBudget.minRetryConcurrency",
+    "portLevelSettings",
+    "portLevelSettings.port",
+    "portLevelSettings.port.number",
+    *(f"portLevelSettings.{part}" for part in _POLICY_PARTS),
+)
+_DESTINATION_RULE = (
+    _at("spec", ("host", "exportTo", "workloadSelector", "workloadSelector.matchLabels"))
+    | _at("spec.subsets", ("name", "labels"))
+    | _each(("spec.trafficPolicy", "spec.subsets.trafficPolicy"), _TRAFFIC_POLICY)
+)
+
+# The ingress gateway serves a Gateway's plain HTTP servers (snapshot/translate_gateway.py).
+_GATEWAY = _at("spec", ("selector", "servers")) | _at(
+    "spec.servers", ("port", "port.number", "port.protocol", "hosts", "tls", "tls.httpsRedirect")
+)
+
+# ServiceEntry hosts, with their endpoints or the WorkloadEntries they select
+# (snapshot/translate_catalog.py, endpoints.py). An endpoint keeps its locality, but nothing
+# balances by locality yet.
+_SERVICE_ENTRY = (
+    _at("spec", ("hosts", "resolution", "exportTo", "workloadSelector"))
+    | _at("spec.workloadSelector", ("labels",))
+    | _at("spec.ports", ("number", "protocol", "name", "targetPort"))
+    | _at("spec.endpoints", ("address", "ports", "labels", "weight"))
+)
+
+# A WorkloadEntry is an endpoint of the services that select it (snapshot/endpoints.py), unless
+# the Healthy condition Istio's health checks write in its status is False.
+_WORKLOAD_ENTRY = _at("spec", ("address", "ports", "labels", "weight")) | _at(
+    "status.conditions", ("type", "status")
+)
+
+# Field paths (camelCase, no list indices) that some part of Gossamer acts on, by kind: `gossamer
+# up`, the snapshots the proxies run, or the DNS. A field is listed with every field above it,
+# since `--strict` names only the outermost field not listed; a list's pattern covers each of its
+# items, though `up` runs only the first container. A capability that starts acting on a field
+# adds it here; docs/resources.md follows (`make docs`). A field not listed loads and is kept, and
+# `gossamer validate --strict` reports it. The security kinds, Topic and ApiProduct are not acted
+# on yet.
+ENFORCED: dict[str, frozenset[str]] = {
+    "Service": _SERVICE,
+    "Deployment": _DEPLOYMENT,
+    "Ingress": _INGRESS,
+    "VirtualService": _VIRTUAL_SERVICE,
+    "DestinationRule": _DESTINATION_RULE,
+    "Gateway": _GATEWAY,
+    "ServiceEntry": _SERVICE_ENTRY,
+    "WorkloadEntry": _WORKLOAD_ENTRY,
+}
 
 # Fields that identify an object, describe it for people, or are written by a cluster: never
 # reported, since there is nothing to act on.

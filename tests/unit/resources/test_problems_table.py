@@ -147,8 +147,8 @@ spec:
         "key given twice",
         SERVICE.replace("  ports:", "  selector: {app: other}\n  ports:"),
         [
-            "m.yaml:6: warning: Service reviews: spec.selector: matches no Deployment in "
-            "namespace default, so the Service has no endpoints",
+            "m.yaml:6: warning: Service reviews: spec.selector: matches no Deployment or "
+            "WorkloadEntry in namespace default, so the Service has no endpoints",
             "m.yaml:7: Service reviews: spec.selector: given twice; line 6 already sets it",
         ],
     ),
@@ -283,8 +283,8 @@ spec:
         "selector that matches no Deployment",
         SERVICE,
         [
-            "m.yaml:6: warning: Service reviews: spec.selector: matches no Deployment in namespace "
-            "default, so the Service has no endpoints"
+            "m.yaml:6: warning: Service reviews: spec.selector: matches no Deployment or "
+            "WorkloadEntry in namespace default, so the Service has no endpoints"
         ],
     ),
     (

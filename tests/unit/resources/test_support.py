@@ -1,8 +1,11 @@
-"""`--strict` names the outermost field Gossamer does not act on, and only that one."""
+"""The table of fields Gossamer acts on; `--strict` names the outermost field it does not."""
 
 import pytest
+from pydantic import BaseModel
 
 from gossamer.resources import load_text, support
+from gossamer.resources.registry import MODELS
+from gossamer.resources.schema import fields_of
 from gossamer.resources.support import not_enforced
 
 ROUTE = """\
@@ -57,3 +60,65 @@ def test_fully_enforced_means_silent(monkeypatch: pytest.MonkeyPatch) -> None:
         "spec.http.corsPolicy.allowMethods",
     }
     assert paths(monkeypatch, enforced) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern"),
+    [
+        ("VirtualService", "spec.http.route.weight"),
+        ("VirtualService", "spec.http.match.headers.exact"),
+        ("DestinationRule", "spec.subsets.trafficPolicy.connectionPool.http.maxRetries"),
+        ("Deployment", "spec.template.spec.containers.readinessProbe.periodSeconds"),
+        ("Service", "spec.clusterIP"),
+        ("Ingress", "spec.rules.http.paths.backend.servicePort"),
+        ("WorkloadEntry", "spec.labels"),
+    ],
+)
+def test_what_the_runtime_acts_on_is_enforced(kind: str, pattern: str) -> None:
+    assert support.is_enforced(kind, pattern)
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern"),
+    [
+        ("AuthorizationPolicy", "spec.rules"),
+        ("PeerAuthentication", "spec.mtls"),
+        ("Topic", "spec.partitions"),
+        ("ApiProduct", "spec.plans"),
+        ("VirtualService", "spec.http.corsPolicy"),
+        ("VirtualService", "spec.tcp"),
+        ("DestinationRule", "spec.trafficPolicy.tls"),
+        ("DestinationRule", "spec.trafficPolicy.outlierDetection.interval"),
+        ("Deployment", "spec.template.spec.containers.image"),
+        ("Deployment", "spec.template.spec.containers.readinessProbe.httpGet.port"),
+        ("Ingress", "spec.ingressClassName"),
+        ("WorkloadEntry", "spec.locality"),
+    ],
+)
+def test_what_nothing_acts_on_yet_is_not_enforced(kind: str, pattern: str) -> None:
+    assert not support.is_enforced(kind, pattern)
+
+
+def _resolves(model: type[BaseModel] | None, pattern: str) -> bool:
+    for name in pattern.split("."):
+        shape = fields_of(model).get(name) if model is not None else None
+        if shape is None:
+            return False
+        model = shape.model
+    return True
+
+
+@pytest.mark.parametrize("kind", sorted(support.ENFORCED))
+def test_each_enforced_field_exists_and_so_does_every_field_above_it(kind: str) -> None:
+    models = [model for model in MODELS if kind == model.KIND]
+    for pattern in support.ENFORCED[kind]:
+        assert any(_resolves(model, pattern) for model in models), f"{kind} has no {pattern}"
+        parent = pattern.rpartition(".")[0]
+        # Otherwise --strict would name the parent and never reach the field.
+        assert not parent or support.is_enforced(kind, parent), f"{kind}: {parent} missing"
+
+
+def test_a_route_using_only_enforced_fields_is_silent_under_strict() -> None:
+    text = ROUTE.replace("    corsPolicy: {allowMethods: [GET]}\n", "")
+    (loaded,) = load_text(text, "vs.yaml").resources
+    assert list(not_enforced(loaded)) == []
