@@ -163,6 +163,10 @@ def test_hello_up_serves_the_canary_survives_a_killed_replica_and_goes_down_clea
     ]
     assert {p["state"] for p in statuses} == {"SYNCED"}
 
+    described = gossamer("describe", "deployment", "greeter-v1", cwd=hello).stdout
+    proxies = described.split("Proxies", 1)[1].splitlines()[1:]
+    assert len(proxies) == 2 and all("sidecar  SYNCED" in line for line in proxies), described
+
     # A changed canary, applied while up, takes effect without a restart.
     traffic = hello / "traffic.yaml"
     traffic.write_text(

@@ -159,7 +159,36 @@ def _bound_gateways(described: Described) -> list[str]:
     return [str(gateway) for gateway in spec.get("gateways") or []]
 
 
-SECTIONS: tuple[Section, ...] = (metadata_section, spec_section, routes_section)
+def proxies_section(described: Described) -> list[str]:
+    """The connected proxies that run the object: a Deployment's own sidecars; for what routes
+    (Service, VirtualService, DestinationRule), every sidecar and the gateways and VIP proxy."""
+    kind = described.served.kind
+    if kind not in ("Deployment", "Service", "VirtualService", "DestinationRule", "Gateway"):
+        return []
+    proxies = described.session.client.proxies()
+    if proxies is None:
+        return []
+    if kind == "Deployment":
+        chosen = [
+            p
+            for p in proxies
+            if p["workload"] == described.name and p["namespace"] == described.namespace
+        ]
+    elif kind == "Gateway":
+        chosen = [p for p in proxies if p["role"] == "gateway"]
+    else:
+        chosen = list(proxies)
+    lines = ["Proxies (connected now: name, role, state, version acknowledged):"]
+    if not chosen:
+        return [*lines, "  none"]
+    for proxy in chosen:
+        error = f"  {proxy['error']}" if proxy["error"] else ""
+        version = proxy["acked"] or "-"
+        lines.append(f"  {proxy['proxy']}  {proxy['role']}  {proxy['state']}  {version}{error}")
+    return lines
+
+
+SECTIONS: tuple[Section, ...] = (metadata_section, spec_section, routes_section, proxies_section)
 
 
 def _field(label: str, value: str) -> str:

@@ -137,6 +137,17 @@ class ApiClient:
         """Delete an object; returns its last state."""
         return _object(self._request("DELETE", object_path(served, namespace, name)))
 
+    def proxies(self) -> tuple[dict[str, Any], ...] | None:
+        """The connected proxies (`/debug/v1/proxies`), or None when the token may not see them."""
+        try:
+            response = self._request("GET", "/debug/v1/proxies")
+        except StatusError as error:
+            if error.code in (403, 404):
+                return None
+            raise
+        items = response.json().get("items")
+        return tuple(i for i in items if isinstance(i, dict)) if isinstance(items, list) else ()
+
     def _request(
         self,
         method: str,
