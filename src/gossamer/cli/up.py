@@ -110,7 +110,10 @@ def status(
         return
     from rich.console import Console
 
-    Console(highlight=False).print(status_table(data["processes"]))
+    console = Console(highlight=False)
+    console.print(status_table(data["processes"]))
+    if data.get("services"):
+        console.print(services_table(data["services"]))
     where = f"control plane {data['server']}"
     if data.get("gateway"):
         where += f", gateway {data['gateway']}"
@@ -181,6 +184,16 @@ def status_table(rows: list[dict[str, Any]]) -> Any:
     return table
 
 
+def services_table(rows: list[dict[str, Any]]) -> Any:
+    """Each service: replicas ready and requests per second."""
+    from rich.table import Table
+
+    table = Table("SERVICE", "READY", "REQ/S", box=None)
+    for row in rows:
+        table.add_row(row["name"], f"{row['ready']}/{row['replicas']}", f"{row['rps']:.1f}")
+    return table
+
+
 async def _run(
     *,
     path: Path,
@@ -241,14 +254,15 @@ def _ready(mesh: LocalMesh, seconds: float) -> None:
 
 
 async def _live(mesh: LocalMesh, stop: asyncio.Event) -> None:
+    from rich.console import Group
     from rich.live import Live
 
     from gossamer.runtime.local import status_row
 
-    with Live(refresh_per_second=4, transient=True) as live:
+    with Live(refresh_per_second=4, transient=False) as live:
         while not stop.is_set():
             rows = [status_row(s, mesh.kinds.get(s.name, "")) for s in mesh.statuses()]
-            live.update(status_table(rows))
+            live.update(Group(status_table(rows), services_table(mesh.services_summary())))
             await asyncio.sleep(0.25)
 
 

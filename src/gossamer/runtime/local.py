@@ -48,6 +48,7 @@ from gossamer.runtime.plan import (
 from gossamer.runtime.spec import ProcessSpec, ReadinessProbe
 from gossamer.runtime.status import ProcessEvent, ProcessStatus
 from gossamer.runtime.supervisor import Supervisor
+from gossamer.runtime.traffic import RateMeter, served_requests
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class LocalMesh:
         self.ports = ports
         self._tokens: dict[tuple[str, str], Path] = {}
         self._follow: asyncio.Task[None] | None = None
+        self._meter_task: asyncio.Task[None] | None = None
+        self.meter = RateMeter()
 
     def __repr__(self) -> str:
         return f"<LocalMesh {self.config.source} at {self.url}>"
@@ -140,7 +143,9 @@ class LocalMesh:
             await supervisor.wait_ready(ready_timeout_s)
         self._write_up_file(ready=True)
         self.write_status()
-        self._follow = asyncio.get_running_loop().create_task(self._follow_deployments())
+        loop = asyncio.get_running_loop()
+        self._follow = loop.create_task(self._follow_deployments())
+        self._meter_task = loop.create_task(self._measure())
 
     @property
     def store_file(self) -> Path:
@@ -149,10 +154,11 @@ class LocalMesh:
 
     async def stop(self) -> None:
         """Stop the replicas, then the DNS, VIP proxy and gateway, then the control plane."""
-        if self._follow is not None:
-            self._follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follow
+        for task in (self._follow, self._meter_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(supervisor.stop() for _, supervisor in self.replicas.values()))
         for supervisor in (self.services, self.core):
             if supervisor is not None:
@@ -227,8 +233,37 @@ class LocalMesh:
                 "gateway": self.gateway_url,
                 "updated": time.time(),
                 "processes": rows,
+                "services": self.services_summary(),
             },
         )
+
+    def services_summary(self) -> list[dict[str, Any]]:
+        """Each service: its replicas, how many are ready, and requests per second."""
+        ready = {s.name for s in self.statuses() if s.ready}
+        services: dict[str, dict[str, Any]] = {}
+        for name, (replica, _) in sorted(self.replicas.items()):
+            service = replica.labels.get("app", replica.deployment)
+            row = services.setdefault(service, {"name": service, "replicas": 0, "ready": 0})
+            row["replicas"] += 1
+            row["ready"] += name in ready
+        for service, row in services.items():
+            row["rps"] = round(self.meter.rates.get(service, 0.0), 1)
+        return list(services.values())
+
+    async def _measure(self, interval_s: float = 1.0) -> None:
+        """Read every sidecar's request counters each second, for the rates."""
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            while True:
+                readings = []
+                for replica, _ in list(self.replicas.values()):
+                    url = f"http://127.0.0.1:{replica.admin_port}/stats/prometheus"
+                    try:
+                        readings.append(served_requests((await http.get(url)).text))
+                    except httpx.HTTPError:
+                        continue
+                self.meter.read(readings)
+                self.write_status()
+                await asyncio.sleep(interval_s)
 
     @property
     def gateway_url(self) -> str | None:
