@@ -106,7 +106,8 @@ def test_describe_shows_the_routes_a_sidecar_has_for_a_virtual_service(
         "Namespace:    default",
         "Kind:         VirtualService (networking.istio.io/v1)",
     ]
-    routes = lines[lines.index(f"  {REVIEWS}") + 1 :]
+    start = lines.index(f"  {REVIEWS}") + 1
+    routes = lines[start : lines.index("", start)]
     assert routes == [
         "    default/reviews/0",
         "      match:          uri prefix /api",
@@ -114,6 +115,11 @@ def test_describe_shows_the_routes_a_sidecar_has_for_a_virtual_service(
         f"                      {REVIEWS} subset v2  weight 10",
         "      timeout:        10s",
         "      retries:        3 attempts on 5xx, reset; 2s per try",
+    ]
+    # No proxy is connected to this control plane: describe says so.
+    assert lines[-2:] == [
+        "Proxies (connected now: name, role, state, version acknowledged):",
+        "  none",
     ]
 
 
