@@ -716,7 +716,7 @@ class Exchange:
             (b"x-forwarded-for", forwarded_for + b", " + peer if forwarded_for else peer)
         )
         if not has_proto:
-            headers.append((b"x-forwarded-proto", b"http"))
+            headers.append((b"x-forwarded-proto", self.runtime.scheme))
         if request_id is None:
             request_id = self.runtime.next_request_id()
             headers.append((b"x-request-id", request_id))

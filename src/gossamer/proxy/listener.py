@@ -38,6 +38,7 @@ class ListenerRuntime:
         "telemetry",
         "timers",
         "version",
+        "scheme",
     )
 
     def __init__(
@@ -64,6 +65,8 @@ class ListenerRuntime:
         self.version = version
         self.role = listener.role
         self.port = listener.port
+        # What x-forwarded-proto says for requests that arrive here.
+        self.scheme = b"https" if listener.tls is not None else b"http"
         self.limits: ListenerLimits = listener.limits
         self.draining = False
         self.label_prefixes: dict[str, tuple[str, ...]] = {}

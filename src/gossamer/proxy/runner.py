@@ -154,6 +154,8 @@ def _parse(argv: list[str]) -> RunOptions:
     parser.add_argument("--outbound-port", type=int, default=15001)
     parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--app-port", type=int, default=0)
+    parser.add_argument("--gateway-https-port", type=int, default=0)
+    parser.add_argument("--secrets-dir", default="")
     parser.add_argument("--zone", default="")
     parser.add_argument("--ready-url")
     parser.add_argument("--no-register", action="store_true")
@@ -187,6 +189,8 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         inbound_port=args.inbound_port,
         gateway_port=args.gateway_port,
         app_port=args.app_port,
+        gateway_https_port=args.gateway_https_port,
+        secrets_dir=str(Path(args.secrets_dir).resolve()) if args.secrets_dir else "",
         vip_network=args.vip_network,
         name=f"{args.workload}-{os.getpid()}",
     )

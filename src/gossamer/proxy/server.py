@@ -16,7 +16,8 @@ from gossamer.proxy.listener import ListenerRuntime
 from gossamer.proxy.router import CompiledRouteTable
 from gossamer.proxy.stats import ProxyStats
 from gossamer.proxy.timers import TimerWheel
-from gossamer.snapshot import Listener, Snapshot
+from gossamer.proxy.tls import ServerCertificates, listening_context
+from gossamer.snapshot import Listener, Snapshot, SnapshotError
 from gossamer.snapshot.codec import check
 
 SWEEP_INTERVAL = 0.5
@@ -31,6 +32,10 @@ class ListenerHandle:
         self.runtime = runtime
         self.server: asyncio.Server | None = None
         self.connections: set[DownstreamConnection] = set()
+        self.certificates: ServerCertificates | None = (
+            ServerCertificates(config.tls) if config.tls is not None else None
+        )
+        self._tls_slot: list[ServerCertificates] | None = None
 
     @property
     def port(self) -> int:
@@ -40,15 +45,25 @@ class ListenerHandle:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def bind(self) -> None:
-        """Start accepting connections."""
+        """Start accepting connections (over TLS when the listener says so)."""
         loop = asyncio.get_running_loop()
+        context = None
+        if self.certificates is not None:
+            context, self._tls_slot = listening_context(self.certificates)
         self.server = await loop.create_server(
             lambda: DownstreamConnection(self),
             self.config.address,
             self.config.port,
             reuse_address=True,
             backlog=1024,
+            ssl=context,
         )
+
+    def take_certificates(self, certificates: ServerCertificates | None) -> None:
+        """Serve these certificates to new handshakes from now on (the socket stays bound)."""
+        self.certificates = certificates
+        if self._tls_slot is not None and certificates is not None:
+            self._tls_slot[0] = certificates
 
     def admit(self, connection: DownstreamConnection) -> bool:
         """Track a new connection, unless the listener is at max_connections."""
@@ -135,17 +150,21 @@ class Proxy:
             for listener in snapshot.listeners
         }
         kept: dict[str, ListenerHandle] = {}
+        certificates: dict[str, ServerCertificates | None] = {}
         fresh: list[ListenerHandle] = []
         try:
             for listener in snapshot.listeners:
                 handle = self.listeners.get(listener.name)
                 if handle is not None and _same_address(handle.config, listener):
                     kept[listener.name] = handle
+                    # Read the certificate files now: a bad one rejects the whole snapshot.
+                    tls = listener.tls
+                    certificates[listener.name] = ServerCertificates(tls) if tls else None
                 else:
                     handle = ListenerHandle(self, listener, runtimes[listener.name])
                     await handle.bind()
                     fresh.append(handle)
-        except OSError:
+        except (OSError, SnapshotError):
             for handle in fresh:
                 if handle.server is not None:
                     handle.server.close()
@@ -154,6 +173,7 @@ class Proxy:
         for name, handle in kept.items():
             handle.config = next(x for x in snapshot.listeners if x.name == name)
             handle.runtime = runtimes[name]
+            handle.take_certificates(certificates[name])
         removed = [h for name, h in self.listeners.items() if name not in runtimes]
         for old in self.clusters.values():
             old.retire(clusters.get(old.name))
@@ -237,5 +257,7 @@ def request_id_source() -> Iterator[bytes]:
 
 
 def _same_address(old: Listener, new: Listener) -> bool:
-    # Port 0 in both means "any port": the one already bound is kept.
-    return (old.address, old.port) == (new.address, new.port)
+    # Port 0 in both means "any port": the one already bound is kept. A listener that gains or
+    # loses TLS needs a new socket (and, on the same port, a drain first: a NACK says so).
+    same_kind = (old.tls is None) == (new.tls is None)
+    return (old.address, old.port) == (new.address, new.port) and same_kind

@@ -290,6 +290,11 @@ class LocalMesh:
                 "pid": os.getpid(),
                 "source": str(self.config.source),
                 "gateway": self.gateway_url,
+                "gateway_https": (
+                    f"https://127.0.0.1:{self.plan.gateway_https_port}"
+                    if self.plan.gateway_https_port
+                    else None
+                ),
                 "dns": f"127.0.0.1:{self.plan.dns_port}",
                 "ready": ready,
             },
@@ -364,6 +369,9 @@ class LocalMesh:
             GATEWAY_WORKLOAD, GATEWAY_NAMESPACE, token, self.plan.gateway_admin_port
         )
         argv += ["--role", "gateway", "--gateway-port", str(self.plan.gateway_port)]
+        if self.plan.gateway_https_port is not None:
+            argv += ["--gateway-https-port", str(self.plan.gateway_https_port)]
+            argv += ["--secrets-dir", str(self.workdir / "secrets")]
         return ProcessSpec(
             name=GATEWAY,
             argv=argv,

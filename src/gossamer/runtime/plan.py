@@ -79,6 +79,8 @@ class MeshPlan:
     control_plane_port: int
     replicas: tuple[Replica, ...]
     gateway_port: int | None = None
+    gateway_https_port: int | None = None
+    """Set when an Ingress has `tls`: its hosts are served over TLS there."""
     gateway_admin_port: int | None = None
     dns_port: int = 15053
     vip_admin_port: int = 0
@@ -102,10 +104,15 @@ def plan_mesh(
             deployments.append((resource.namespace, resource.name))
             replicas.extend(_replicas(resource, ports))
     wants_gateway = any(isinstance(r, Ingress | IngressV1Beta1 | Gateway) for r in resources)
+    wants_tls = any(
+        isinstance(r, Ingress | IngressV1Beta1) and any(t.secret_name for t in r.spec.tls)
+        for r in resources
+    )
     return MeshPlan(
         control_plane_port=control_plane_port,
         replicas=tuple(replicas),
         gateway_port=ports(gateway_port) if wants_gateway else None,
+        gateway_https_port=ports(8443) if wants_tls else None,
         gateway_admin_port=ports(0) if wants_gateway else None,
         dns_port=ports(15053),
         vip_admin_port=ports(0),

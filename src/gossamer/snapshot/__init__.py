@@ -2,6 +2,7 @@
 
 from gossamer.snapshot.codec import SnapshotError, decode, dump, load
 from gossamer.snapshot.model import (
+    Certificate,
     Cluster,
     DirectResponse,
     Endpoint,
@@ -12,6 +13,7 @@ from gossamer.snapshot.model import (
     HealthCheck,
     Listener,
     ListenerLimits,
+    ListenerTls,
     Mirror,
     Node,
     OutlierDetection,
@@ -33,6 +35,7 @@ from gossamer.snapshot.model import (
 )
 
 __all__ = [
+    "Certificate",
     "Cluster",
     "DirectResponse",
     "Endpoint",
@@ -43,6 +46,7 @@ __all__ = [
     "HealthCheck",
     "Listener",
     "ListenerLimits",
+    "ListenerTls",
     "Mirror",
     "Node",
     "OutlierDetection",

@@ -263,6 +263,23 @@ class ListenerLimits(Struct, frozen=True):
     drain_timeout: float = 10.0
 
 
+class Certificate(Struct, frozen=True):
+    """A certificate chain and key (PEM files the proxy reads), for the server names it serves.
+
+    `hosts` are exact names or `*.suffix` wildcards; empty means any name.
+    """
+
+    cert_file: str
+    key_file: str
+    hosts: tuple[str, ...] = ()
+
+
+class ListenerTls(Struct, frozen=True):
+    """TLS termination: the certificate is chosen by the client's SNI; the first is the default."""
+
+    certificates: tuple[Certificate, ...]
+
+
 class Listener(Struct, frozen=True):
     """An address the proxy accepts connections on, and the route table it uses."""
 
@@ -272,6 +289,7 @@ class Listener(Struct, frozen=True):
     role: Role
     route_table: str
     limits: ListenerLimits = ListenerLimits()
+    tls: ListenerTls | None = None
 
 
 class Node(Struct, frozen=True):

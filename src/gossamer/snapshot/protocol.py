@@ -63,6 +63,10 @@ class Hello(Struct, frozen=True, tag="hello"):
     outbound_port: int = 15001
     inbound_port: int = 15006
     gateway_port: int = 8080
+    gateway_https_port: int = 0
+    """Where a gateway serves Ingress `tls` hosts; 0: no TLS listener."""
+    secrets_dir: str = ""
+    """Where a gateway reads Ingress TLS secrets (SECRETS_DIR/NAME/tls.crt, tls.key)."""
     app_port: int = 0
     """Where the app listens on loopback, for every service port; 0: each port's targetPort."""
     version: str = ""

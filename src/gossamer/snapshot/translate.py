@@ -10,9 +10,11 @@ import msgspec
 from gossamer.resources import Resource
 from gossamer.resources.kinds.istio_networking import DestinationRule, VirtualService
 from gossamer.snapshot.model import (
+    Certificate,
     Cluster,
     Endpoint,
     Listener,
+    ListenerTls,
     Node,
     Route,
     RouteMatch,
@@ -85,6 +87,10 @@ class GatewaySpec:
     http_port: int = 8080
     address: str = "0.0.0.0"
     labels: Mapping[str, str] = field(default_factory=lambda: {"istio": "ingressgateway"})
+    https_port: int = 0
+    """Where Ingress `tls` hosts are served over TLS; 0: not at all."""
+    secrets_dir: str = ""
+    """An Ingress's `secretName: NAME` is read from SECRETS_DIR/NAME/tls.crt and tls.key."""
     # Istio's ingress gateway identity, which AuthorizationPolicies name as a principal.
     service_account: str = "istio-ingressgateway-service-account"
 
@@ -190,6 +196,15 @@ def gateway_snapshot(
         name="gateway",
         virtual_hosts=gateway_virtual_hosts(catalog, gateway.labels, gateway.http_port),
     )
+    listeners = [Listener("gateway", gateway.address, gateway.http_port, "gateway", "gateway")]
+    certificates = ingress_certificates(catalog, gateway.secrets_dir)
+    if gateway.https_port and certificates:
+        tls = ListenerTls(certificates=certificates)
+        listeners.append(
+            Listener(
+                "gateway-tls", gateway.address, gateway.https_port, "gateway", "gateway", tls=tls
+            )
+        )
     return Snapshot(
         version=version,
         node=Node(
@@ -199,7 +214,7 @@ def gateway_snapshot(
             service=canonical_name(gateway.labels, gateway.name),
             version=canonical_revision(gateway.labels),
         ),
-        listeners=(Listener("gateway", gateway.address, gateway.http_port, "gateway", "gateway"),),
+        listeners=tuple(listeners),
         route_tables=(table,),
         clusters=_complete(list(outbound_clusters(catalog, endpoints)), (table,)),
     )
@@ -238,6 +253,28 @@ def vip_snapshot(
         route_tables=tuple(tables),
         clusters=_complete(list(outbound_clusters(catalog, endpoints)), tables),
     )
+
+
+def ingress_certificates(catalog: Catalog, secrets_dir: str) -> tuple[Certificate, ...]:
+    """The certificates Ingress `tls` entries name, once each, in manifest order."""
+    found: dict[tuple[str, tuple[str, ...]], Certificate] = {}
+    for ingress in catalog.ingresses:
+        for entry in ingress.spec.tls:
+            if not entry.secret_name:
+                continue
+            folder = (
+                f"{secrets_dir.rstrip('/')}/{entry.secret_name}"
+                if secrets_dir
+                else entry.secret_name
+            )
+            hosts = tuple(entry.hosts)
+            found.setdefault(
+                (entry.secret_name, hosts),
+                Certificate(
+                    cert_file=f"{folder}/tls.crt", key_file=f"{folder}/tls.key", hosts=hosts
+                ),
+            )
+    return tuple(found.values())
 
 
 def _outbound_hosts(catalog: Catalog) -> tuple[VirtualHost, ...]:

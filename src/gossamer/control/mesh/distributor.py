@@ -346,6 +346,8 @@ class Distributor:
                 name=hello.workload,
                 namespace=hello.namespace,
                 http_port=hello.gateway_port,
+                https_port=hello.gateway_https_port,
+                secrets_dir=hello.secrets_dir,
                 address=hello.address,
                 labels=dict(stream.labels),
                 service_account=stream.service_account,
