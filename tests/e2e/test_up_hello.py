@@ -167,6 +167,10 @@ def test_hello_up_serves_the_canary_survives_a_killed_replica_and_goes_down_clea
     proxies = described.split("Proxies", 1)[1].splitlines()[1:]
     assert len(proxies) == 2 and all("sidecar  SYNCED" in line for line in proxies), described
 
+    # What up started from is what apply compares with: the same files are unchanged.
+    same = gossamer("apply", "-f", ".", cwd=hello)
+    assert same.stdout.count(" unchanged") == 8 and " configured" not in same.stdout, same.stdout
+
     # A changed canary, applied while up, takes effect without a restart.
     traffic = hello / "traffic.yaml"
     traffic.write_text(

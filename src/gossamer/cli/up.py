@@ -58,11 +58,13 @@ def up(
         _detach(path, state, gateway_port, ready_timeout)
         return
     resources = [loaded.resource for loaded in result.loaded.resources]
+    documents = [loaded.document.data for loaded in result.loaded.resources]
     code = asyncio.run(
         _run(
             path=path,
             state=state,
             resources=resources,
+            documents=documents,
             gateway_port=gateway_port,
             ready_timeout=ready_timeout,
             view=view,
@@ -199,6 +201,7 @@ async def _run(
     path: Path,
     state: Path,
     resources: list[Any],
+    documents: list[Any],
     gateway_port: int | None,
     ready_timeout: float,
     view: bool,
@@ -215,7 +218,7 @@ async def _run(
     except (PlanError, PortInUseError) as error:
         typer.echo(f"error: {error}", err=True)
         return 1
-    mesh = LocalMesh(LocalMeshConfig(source=path, state=state), plan, resources, ports)
+    mesh = LocalMesh(LocalMeshConfig(source=path, state=state), plan, resources, documents, ports)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for number in (signal.SIGINT, signal.SIGTERM):

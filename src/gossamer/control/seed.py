@@ -8,8 +8,9 @@ that exists is replaced, as `gossamer apply` would.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from gossamer.control.api.admission import Admission, Target, document_of
 from gossamer.control.api.catalog import Catalog
@@ -20,23 +21,25 @@ from gossamer.resources import Resource
 
 
 async def seed_store(
-    path: Path, resources: Sequence[Resource], workloads: Sequence[tuple[str, str]]
+    path: Path,
+    resources: Sequence[tuple[Resource, Mapping[str, Any]]],
+    workloads: Sequence[tuple[str, str]],
 ) -> dict[tuple[str, str], str]:
-    """Store the resources, and a new token per (namespace, workload) (older ones revoked).
+    """Store the resources (each with the document it was read from, stored as written, so
+    that a later `apply` of the same file finds it unchanged), and a new token per (namespace,
+    workload), older ones revoked.
 
     Returns the tokens, which exist nowhere else: write them where their proxies read them.
     """
     store = await SqliteStore.open(path)
     catalog, admission = Catalog(), Admission()
     try:
-        for resource in resources:
+        for resource, data in resources:
             group, _, version = resource.api_version.rpartition("/")
             served = catalog.find(group, version, type(resource).PLURAL)
             assert served is not None, f"{resource.api_version} {resource.kind} is not served"
             target = Target(served, resource.namespace)
-            document = document_of(
-                resource.model_dump(mode="json", by_alias=True, exclude_none=True)
-            )
+            document = document_of(data)
             key = target.key(resource.name)
             try:
                 current = await store.get(key)

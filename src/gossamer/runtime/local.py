@@ -82,11 +82,13 @@ class LocalMesh:
         config: LocalMeshConfig,
         plan: MeshPlan,
         resources: Sequence[Resource],
+        documents: Sequence[Mapping[str, Any]],
         ports: PortAllocator,
     ) -> None:
         self.config = config
         self.plan = plan
         self.resources = resources
+        self.documents = documents
         self.url = f"http://127.0.0.1:{plan.control_plane_port}"
         self.logs = config.state / "logs"
         self.tokens = config.state / "tokens"
@@ -129,7 +131,8 @@ class LocalMesh:
         if self.plan.gateway_port is not None:
             workloads.append((GATEWAY_NAMESPACE, GATEWAY_WORKLOAD))
         workloads += sorted({(r.namespace, r.deployment) for r in self.plan.replicas})
-        tokens = await seed_store(self.store_file, self.resources, workloads)
+        seeded = list(zip(self.resources, self.documents, strict=True))
+        tokens = await seed_store(self.store_file, seeded, workloads)
         for key, token in tokens.items():
             self._tokens[key] = self._write_token(*key, token)
         self.core = self._supervisor([self._control_plane()])
