@@ -34,11 +34,11 @@ class ListenerRuntime:
         "request_ids",
         "role",
         "routes",
+        "scheme",
         "stats",
         "telemetry",
         "timers",
         "version",
-        "scheme",
     )
 
     def __init__(

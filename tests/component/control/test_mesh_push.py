@@ -315,7 +315,7 @@ async def test_instances_registered_by_sidecars_are_the_endpoints_other_sidecars
         assert reporters == {"source", "destination"}, reporters
 
 
-async def eventually_async(condition: Any, timeout: float = 5.0) -> None:
+async def eventually_async(condition: Any, timeout: float = 15.0) -> None:
     """Poll an async condition until it holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

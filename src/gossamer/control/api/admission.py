@@ -8,6 +8,7 @@ that `gossamer validate` runs; its errors come back as the same `Kind name: fiel
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -25,11 +26,16 @@ from gossamer.resources.yamlsource import SourceDocument, YamlSyntaxError, read_
 BODY_FILE = "body"
 """How problems name the request body (`body:LINE`)."""
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(
-    r"(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-)
+NAMESPACE_PATTERN = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+"""A namespace is a DNS label (RFC 1123), at most 63 characters."""
+NAME_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+"""A name is a DNS subdomain (RFC 1123) of at most `NAME_MAX_LENGTH` characters."""
+NAME_MAX_LENGTH = 253
+_DNS_LABEL = re.compile(NAMESPACE_PATTERN)
+_DNS_SUBDOMAIN = re.compile(NAME_PATTERN)
 _SERVER_OWNED = ("uid", "creationTimestamp", "generation")
+MAX_VERSION = 2**63 - 1
+"""Versions are 64-bit signed integers in both stores (sqlite INTEGER, etcd's revision)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +49,7 @@ class Target:
     def __post_init__(self) -> None:
         if not _DNS_LABEL.fullmatch(self.namespace):
             raise bad_request(f"invalid namespace {self.namespace!r}: must be a DNS label")
-        if self.name is not None and not _DNS_SUBDOMAIN.fullmatch(self.name):
+        if self.name is not None and not _is_name(self.name):
             raise bad_request(f"invalid name {self.name!r}: must be a DNS subdomain")
 
     def key(self, name: str | None = None) -> ObjectKey:
@@ -101,8 +107,12 @@ class Admission:
         return _validated(target, dataclasses.replace(document, data=data), precondition)
 
 
-def read_body(raw: bytes) -> SourceDocument:
-    """The one document of a request body, or 400."""
+def _is_name(text: str) -> bool:
+    return len(text) <= NAME_MAX_LENGTH and _DNS_SUBDOMAIN.fullmatch(text) is not None
+
+
+def read_body(raw: bytes, max_depth: int) -> SourceDocument:
+    """The one document of a request body, or 400: JSON data, nested at most `max_depth` deep."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -112,11 +122,56 @@ def read_body(raw: bytes) -> SourceDocument:
     except YamlSyntaxError as error:
         message = f"the body is not valid JSON or YAML: line {error.line}: {error.message}"
         raise bad_request(message) from None
+    except ValueError as error:
+        # Parsed, but a scalar could not be built: a date like 2001-02-30, a 5000-digit integer.
+        raise bad_request(f"the body is not valid JSON or YAML: {error}") from None
+    except RecursionError:
+        raise bad_request(f"the body is nested more than {max_depth} levels deep") from None
     if len(documents) != 1:
         raise bad_request(f"the body must hold exactly one object, not {len(documents)}")
     if not isinstance(documents[0].data, dict):
         raise bad_request("the body must be a JSON object with apiVersion, kind and metadata")
+    require_json(documents[0].data, max_depth)
     return documents[0]
+
+
+def require_json(data: object, max_depth: int) -> None:
+    """400 unless `data` is what JSON can carry, at most `max_depth` containers deep.
+
+    YAML also builds dates, bytes, sets, NaN and non-string keys, which can be validated but
+    neither stored nor served; and deep nesting would exhaust the stack of whatever walks it
+    next. Iterative, so that a self-referencing YAML alias ends at the depth bound.
+    """
+    pending: list[tuple[str, object, int]] = [("", data, 0)]
+    while pending:
+        path, value, depth = pending.pop()
+        where = path or "the body"
+        if isinstance(value, dict | list) and depth >= max_depth:
+            field = re.split(r"[.\[]", path, maxsplit=1)[0] or "the body"
+            raise bad_request(f"{field} is nested more than {max_depth} levels deep")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise bad_request(f"{where}: the key {key} is not a string; quote it")
+                pending.append((f"{path}.{key}" if path else key, item, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise bad_request(f"{where}: {value} is not a JSON number")
+        elif value is not None and not isinstance(value, str | int | float):
+            kind = type(value).__name__
+            raise bad_request(f"{where}: a {kind} is not a JSON value; quote it to make it text")
+
+
+def parse_version(text: str) -> int | None:
+    """A version written as plain ASCII digits that fits the stores' 64 bits, else None.
+
+    (`str.isdigit` also accepts '²', which `int` refuses, and `int` refuses 4300+ digits.)
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_VERSION)):
+        return None
+    number = int(text)
+    return number if number <= MAX_VERSION else None
 
 
 def name_in(data: object) -> str | None:
@@ -168,9 +223,10 @@ def _take_version(metadata: dict[str, Any]) -> int | None:
     given = metadata.pop("resourceVersion", None)
     if given is None or given == "":
         return None
-    if not isinstance(given, str) or not given.isdigit() or int(given) < 1:
+    version = parse_version(given) if isinstance(given, str) else None
+    if not version:
         raise bad_request(f"metadata.resourceVersion must be a positive integer string: {given!r}")
-    return int(given)
+    return version
 
 
 def _spec_of(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,7 +21,9 @@ from gossamer.control.api.admission import (
     Admitted,
     Target,
     document_of,
+    parse_version,
     read_body,
+    require_json,
 )
 from gossamer.control.api.catalog import Catalog, ServedResource
 from gossamer.control.api.guard import authorize
@@ -41,6 +43,9 @@ class ApiSettings:
 
     max_body_bytes: int = 1_572_864
     """Largest request body (Kubernetes' 1.5 MiB object limit, which etcd also enforces)."""
+    max_body_depth: int = 100
+    """Deepest nesting of objects and lists in a body: far beyond any manifest, far below what
+    would exhaust the stack of the parser, the validator or the JSON encoder."""
     watch_timeout_s: float = 1800.0
     """How long a watch streams when the client gives no timeoutSeconds; then it resumes."""
     max_watch_timeout_s: float = 3600.0
@@ -106,7 +111,7 @@ class ResourceEndpoints:
         # As in Kubernetes RBAC, a create is allowed or not before its name is known.
         authorize(request, Access(Verb.CREATE, served.group, served.plural, namespace))
         target = Target(served, namespace)
-        document = read_body(await self._body(request))
+        document = read_body(await self._body(request), self.settings.max_body_depth)
         admitted = self.admission.create(target, document)
         stored = await self.store.create(target.key(admitted.name), admitted.body)
         return self._respond(served, stored, admitted, status_code=201)
@@ -120,7 +125,7 @@ class ResourceEndpoints:
     async def replace(self, request: Request) -> Response:
         """PUT a whole object; its metadata.resourceVersion, when given, must be current."""
         target = self._item(request, Verb.UPDATE)
-        document = read_body(await self._body(request))
+        document = read_body(await self._body(request), self.settings.max_body_depth)
 
         def admit(current: StoredObject) -> Admitted:
             return self.admission.update(target, document, current)
@@ -138,12 +143,14 @@ class ResourceEndpoints:
                 "UnsupportedMediaType",
                 f"the patch media type must be {MERGE_PATCH}, not {media_type or 'missing'}",
             )
-        patch = _json_object(await self._body(request))
+        patch = _json_object(await self._body(request), self.settings.max_body_depth)
 
         def admit(current: StoredObject) -> Admitted:
+            # The patch applies to the object as this URL's version reads it.
+            body = self._present(target.served, current)
             # Only a resourceVersion written in the patch itself is a precondition.
-            metadata = {k: v for k, v in current.body["metadata"].items() if k != "resourceVersion"}
-            merged = merge_patch({**current.body, "metadata": metadata}, patch)
+            metadata = {k: v for k, v in body["metadata"].items() if k != "resourceVersion"}
+            merged = merge_patch({**body, "metadata": metadata}, patch)
             return self.admission.update(target, document_of(merged), current)
 
         stored, admitted = await self._update(target, admit)
@@ -153,7 +160,7 @@ class ResourceEndpoints:
         """DELETE one object; returns its last state. DeleteOptions preconditions are honoured."""
         target = self._item(request, Verb.DELETE)
         raw = await self._body(request)
-        options = _json_object(raw) if raw.strip() else {}
+        options = _json_object(raw, self.settings.max_body_depth) if raw.strip() else {}
         expected = _precondition(options.get("preconditions"))
         stored = await self.store.delete(target.key(), expected)
         return JSONResponse(self._present(target.served, stored))
@@ -252,7 +259,7 @@ class ResourceEndpoints:
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
@@ -285,19 +292,28 @@ def _refuse_field_selector(request: Request) -> None:
 
 
 def _version(text: str, name: str) -> int:
-    if not text.isdigit():
-        raise bad_request(f"{name} must be a non-negative integer, not {text!r}")
-    return int(text)
+    version = parse_version(text)
+    if version is None:
+        raise bad_request(f"{name} must be a non-negative integer below 2^63, not {text!r}")
+    return version
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
+def _json_object(raw: bytes, max_depth: int) -> dict[str, Any]:
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except ValueError as error:
         raise bad_request(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise bad_request(f"the body is nested more than {max_depth} levels deep") from None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object")
+    require_json(data, max_depth)
     return data
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    # Python reads NaN and Infinity, which JSON has not: stored, they could not be served.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _precondition(preconditions: object) -> int | None:
@@ -308,6 +324,7 @@ def _precondition(preconditions: object) -> int | None:
     given = preconditions.get("resourceVersion")
     if given is None:
         return None
-    if not isinstance(given, str) or not given.isdigit() or int(given) < 1:
+    version = parse_version(given) if isinstance(given, str) else None
+    if not version:
         raise bad_request(f"preconditions.resourceVersion must be a positive integer: {given!r}")
-    return int(given)
+    return version

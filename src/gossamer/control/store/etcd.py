@@ -51,6 +51,9 @@ from gossamer.control.store.model import (
 
 log = logging.getLogger(__name__)
 
+MAX_REVISION = 2**63 - 1
+"""etcd's revisions are int64: no change comes after this one."""
+
 
 class EtcdStore:
     """A `Store` on etcd; open with `await EtcdStore.open(EtcdSettings(endpoint))`."""
@@ -150,7 +153,8 @@ class EtcdStore:
             "create_request": {
                 "key": b64(prefix),
                 "range_end": b64(prefix_end(prefix)),
-                "start_revision": str(from_version + 1),
+                # From the last revision there is nothing to see; etcd refuses one beyond it.
+                "start_revision": str(min(from_version + 1, MAX_REVISION)),
                 "prev_kv": True,
                 "progress_notify": True,
             }
