@@ -64,7 +64,14 @@ def read_documents(text: str, file: str) -> Iterator[SourceDocument]:
                 continue
             lines: dict[FieldPath, int] = {}
             duplicates: list[Duplicate] = []
-            _walk(node, (), lines, duplicates)
+            try:
+                _walk(node, (), lines, duplicates, _expansion_limit(text))
+            except _TooManyValuesError:
+                # Aliases of aliases ("billion laughs"): a few hundred bytes that expand to
+                # millions of values would stall whoever reads them next.
+                raise YamlSyntaxError(
+                    file, node.start_mark.line + 1, "YAML aliases expand to too many values"
+                ) from None
             data = loader.construct_document(node)
             if data is not None:
                 start = node.start_mark.line + 1
@@ -83,15 +90,30 @@ def read_documents(text: str, file: str) -> Iterator[SourceDocument]:
         loader.dispose()
 
 
+class _TooManyValuesError(Exception):
+    """Raised inside the walk; reported as a YamlSyntaxError with the document's line."""
+
+
+def _expansion_limit(text: str) -> int:
+    """More fields than this cannot come from the text without aliases repeating aliases."""
+    return 10_000 + 20 * len(text)
+
+
 def _walk(
-    node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int], duplicates: list[Duplicate]
+    node: yaml.Node,
+    path: FieldPath,
+    lines: dict[FieldPath, int],
+    duplicates: list[Duplicate],
+    limit: int,
 ) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
+    if len(lines) > limit:
+        raise _TooManyValuesError
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                _walk_merged(value_node, path, lines, duplicates)
+                _walk_merged(value_node, path, lines, duplicates, limit)
                 continue
             key = str(key_node.value)
             key_line = key_node.start_mark.line + 1
@@ -100,14 +122,18 @@ def _walk(
                 continue
             seen[key] = key_line
             lines[(*path, key)] = key_line
-            _walk(value_node, (*path, key), lines, duplicates)
+            _walk(value_node, (*path, key), lines, duplicates, limit)
     elif isinstance(node, yaml.SequenceNode):
         for position, item in enumerate(node.value):
-            _walk(item, (*path, position), lines, duplicates)
+            _walk(item, (*path, position), lines, duplicates, limit)
 
 
 def _walk_merged(
-    node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int], duplicates: list[Duplicate]
+    node: yaml.Node,
+    path: FieldPath,
+    lines: dict[FieldPath, int],
+    duplicates: list[Duplicate],
+    limit: int,
 ) -> None:
     # `<<: *anchor` copies keys from elsewhere: they take the anchor's lines unless given here too.
     sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
@@ -117,4 +143,4 @@ def _walk_merged(
                 key_path = (*path, str(key_node.value))
                 if key_path not in lines:
                     lines[key_path] = key_node.start_mark.line + 1
-                    _walk(value_node, key_path, lines, duplicates)
+                    _walk(value_node, key_path, lines, duplicates, limit)

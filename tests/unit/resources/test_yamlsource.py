@@ -1,5 +1,7 @@
 """YAML documents keep the line of every field; syntax errors and duplicate keys are caught."""
 
+import time
+
 import pytest
 
 from gossamer.resources.yamlsource import YamlSyntaxError, read_documents
@@ -75,3 +77,18 @@ def test_syntax_errors_name_the_line(text: str, line: int) -> None:
     assert caught.value.line == line
     assert caught.value.file == "bad.yaml"
     assert "YAML syntax error" in caught.value.message
+
+
+def test_aliases_of_aliases_are_refused_at_once_not_expanded() -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 8):
+        levels.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    began = time.monotonic()
+    with pytest.raises(YamlSyntaxError, match="aliases expand to too many values"):
+        list(read_documents("\n".join(levels) + "\n", "bomb.yaml"))
+    assert time.monotonic() - began < 1.0
+
+
+def test_ordinary_anchors_still_work() -> None:
+    [document] = read_documents("base: &b {a: 1}\ncopy: *b\n", "ok.yaml")
+    assert document.data == {"base": {"a": 1}, "copy": {"a": 1}}
