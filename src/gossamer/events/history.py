@@ -1,11 +1,14 @@
 """The columnar copy of topic history that SQL reads: Parquet segments sealed from the log.
 
 Each partition's history is a run of immutable Parquet files, each covering a range of offsets
-(`FIRST-LAST-COUNT.parquet`). The log stays the source of truth: a segment is written from it,
-to a temporary name, then renamed into place, so a crash leaves either the whole segment or
-none. A query first seals every partition's tail, so it sees every event acknowledged before it
-started; small segments are merged in the background, and segments wholly below a partition's
-start (retention) are deleted. Files a running query reads are pinned and deleted only after.
+(`FIRST-LAST-COUNT.parquet`). A segment holds each payload twice: as its JSON text (`payload`,
+exactly as published) and as a VARIANT (`data`) that Parquet stores shredded, one typed column
+per field, so that an aggregate over a field reads that column instead of parsing every
+payload. The log stays the source of truth: a segment is written from it, to a temporary name,
+then renamed into place, so a crash leaves either the whole segment or none. A query first
+seals every partition's tail, so it sees every event acknowledged before it started; small
+segments are merged in the background, and segments wholly below a partition's start
+(retention) are deleted. Files a running query reads are pinned and deleted only after.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -40,6 +44,10 @@ COLUMNS = {
     "payload": "JSON",
 }
 """Columns of the NDJSON a segment is written from; `time` becomes a TIMESTAMPTZ in Parquet."""
+
+LAYOUT = "2"
+"""Version of the segment files' columns, kept in `LAYOUT_FILE`; 2 added `data`."""
+LAYOUT_FILE = "layout.txt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +115,10 @@ class History:
         return f"<History {self.root}: {files} segments, {len(self._pins)} pinned>"
 
     def open(self) -> None:
-        """Read the segments on disk; drop temporary files and segments another one covers."""
+        """Read the segments on disk; drop temporary files, segments of another layout and
+        segments another one covers."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._drop_other_layouts()
         for stale in self.root.rglob("*.tmp*"):
             stale.unlink()
         for folder in sorted(p for p in self.root.glob("*/*") if p.is_dir()):
@@ -128,6 +138,24 @@ class History:
             self._segments[key] = kept
             if kept:
                 self._sealed_until[key] = kept[-1].last + 1
+
+    def _drop_other_layouts(self) -> None:
+        """Delete segments written with other columns; they are sealed again from the log.
+
+        Segments are only a copy of the log, and queries filter what retention and compaction
+        removed from it, so sealing the log again gives the same tables.
+        """
+        marker = self.root / LAYOUT_FILE
+        if marker.exists() and marker.read_text().strip() == LAYOUT:
+            return
+        folders = [p for p in self.root.iterdir() if p.is_dir()]
+        if folders:
+            log.info("history: segments of another layout dropped, to be sealed again")
+        for folder in folders:
+            shutil.rmtree(folder)
+        draft = marker.with_name(marker.name + ".tmp")
+        draft.write_text(LAYOUT + "\n")
+        draft.replace(marker)
 
     def start(self) -> None:
         """Seal and merge in the background."""
@@ -302,8 +330,8 @@ def _write_parquet(sources: list[Path], target: Path, *, json_input: bool) -> No
         columns = "{" + ", ".join(f"'{n}': '{t}'" for n, t in COLUMNS.items()) + "}"
         source = (
             'SELECT "offset", partition, id, key, type, epoch_ms(time)::TIMESTAMPTZ AS time, '
-            f"headers, payload FROM read_json({files}, format='newline_delimited', "
-            f"columns={columns})"
+            "headers, payload, payload::VARIANT AS data "
+            f"FROM read_json({files}, format='newline_delimited', columns={columns})"
         )
     else:
         source = f'SELECT * FROM read_parquet({files}) ORDER BY "offset"'

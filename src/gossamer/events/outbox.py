@@ -4,7 +4,8 @@ The service writes its own row and the event into its own database in one transa
 either both happen or neither does. A relay then publishes what the outbox holds, oldest
 first, and deletes what the broker stored. Each event's id is fixed when it is written, so a
 relay that crashes after publishing and before deleting publishes it again and the broker
-answers `duplicate` instead of storing it twice.
+answers `duplicate` instead of storing it twice. The relay loop here is shared with the
+PostgreSQL outbox (`gossamer.events.outbox_postgres`).
 
 ```python
 with conn:                                        # one sqlite transaction
@@ -21,7 +22,8 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +43,77 @@ CREATE TABLE IF NOT EXISTS gossamer_outbox (
     key TEXT, type TEXT, time_ms INTEGER NOT NULL, headers TEXT NOT NULL,
     payload TEXT NOT NULL)
 """
+_COLUMNS = "seq, topic, id, key, type, time_ms, headers, payload"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An event waiting in an outbox table; headers and payload are JSON text."""
+
+    seq: int
+    topic: str
+    id: str
+    key: str | None
+    type: str | None
+    time_ms: int
+    headers: str
+    payload: str
+
+    def draft(self) -> Draft:
+        """The event to publish, with the id and time it was written with."""
+        return Draft(
+            json.loads(self.payload),
+            self.key,
+            self.type,
+            json.loads(self.headers),
+            self.id,
+            datetime.fromtimestamp(self.time_ms / 1000, UTC),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewOutboxRow:
+    """The values of an outbox row being written (the database numbers it)."""
+
+    topic: str
+    id: str
+    key: str | None
+    type: str | None
+    time_ms: int
+    headers: str
+    payload: str
+
+    @classmethod
+    def create(
+        cls,
+        topic: str,
+        payload: Any,
+        key: str | None,
+        kind: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> NewOutboxRow:
+        """A row with a new event id, the current time and the current trace context."""
+        return cls(
+            topic,
+            new_event_id(),
+            key,
+            kind,
+            int(time.time() * 1000),
+            json.dumps(tracecontext.outgoing(headers)),
+            json.dumps(payload),
+        )
+
+    def values(self) -> tuple[str, str, str | None, str | None, int, str, str]:
+        """Values for `INSERT ... (topic, id, key, type, time_ms, headers, payload)`."""
+        return (
+            self.topic,
+            self.id,
+            self.key,
+            self.type,
+            self.time_ms,
+            self.headers,
+            self.payload,
+        )
 
 
 class Outbox:
@@ -60,21 +133,13 @@ class Outbox:
         headers: Mapping[str, str] | None = None,
     ) -> str:
         """Write an event to be published once the caller's transaction commits; its id."""
-        event_id = new_event_id()
+        row = NewOutboxRow.create(topic, payload, key, type, headers)
         self._conn.execute(
             "INSERT INTO gossamer_outbox (topic, id, key, type, time_ms, headers, payload) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                topic,
-                event_id,
-                key,
-                type,
-                int(time.time() * 1000),
-                json.dumps(tracecontext.outgoing(headers)),
-                json.dumps(payload),
-            ),
+            row.values(),
         )
-        return event_id
+        return row.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,51 +150,30 @@ class RelaySettings:
     idle_poll_s: float = 0.2
 
 
-class OutboxRelay:
-    """Publishes a sqlite outbox to the broker, in order, and deletes what was stored."""
+class RelayLoop(ABC):
+    """Publishes an outbox, oldest first, and deletes what the broker stored."""
 
-    def __init__(
-        self, path: Path, client: EventsClient, settings: RelaySettings | None = None
-    ) -> None:
+    def __init__(self, client: EventsClient, settings: RelaySettings | None) -> None:
         self.settings = settings or RelaySettings()
         self._client = client
-        self._conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(_SCHEMA)
         self.published = 0
 
-    def close(self) -> None:
-        """Close the relay's connection."""
-        self._conn.close()
+    @abstractmethod
+    async def _oldest(self, limit: int) -> list[OutboxRow]:
+        """Up to `limit` rows in the order they are to be published (none: nothing to do)."""
+
+    @abstractmethod
+    async def _delete(self, rows: Sequence[OutboxRow]) -> None:
+        """Delete these rows, and only these."""
 
     async def relay_once(self) -> int:
         """Publish one batch (a run of events of the same topic, oldest first); how many."""
-        rows = self._conn.execute(
-            "SELECT seq, topic, id, key, type, time_ms, headers, payload FROM gossamer_outbox "
-            "ORDER BY seq LIMIT ?",
-            (self.settings.batch,),
-        ).fetchall()
+        rows = await self._oldest(self.settings.batch)
         if not rows:
             return 0
-        topic = rows[0][1]
-        run = []
-        for row in rows:
-            if row[1] != topic:
-                break
-            run.append(row)
-        drafts = [
-            Draft(
-                json.loads(payload),
-                key,
-                kind,
-                json.loads(headers),
-                event_id,
-                datetime.fromtimestamp(time_ms / 1000, UTC),
-            )
-            for _, _, event_id, key, kind, time_ms, headers, payload in run
-        ]
-        await self._client.publish_batch(topic, drafts)
-        self._conn.execute("DELETE FROM gossamer_outbox WHERE seq <= ?", (run[-1][0],))
+        run = first_run(rows)
+        await self._client.publish_batch(run[0].topic, [row.draft() for row in run])
+        await self._delete(run)
         self.published += len(run)
         return len(run)
 
@@ -145,7 +189,47 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.idle_poll_s)
 
+
+def first_run(rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+    """The oldest rows that share a topic: what one publish request can carry."""
+    topic = rows[0].topic
+    run: list[OutboxRow] = []
+    for row in rows:
+        if row.topic != topic:
+            break
+        run.append(row)
+    return run
+
+
+class OutboxRelay(RelayLoop):
+    """Publishes a sqlite outbox to the broker, in order, and deletes what was stored.
+
+    sqlite has one writer at a time, so the order of `seq` is the order of commits.
+    """
+
+    def __init__(
+        self, path: Path, client: EventsClient, settings: RelaySettings | None = None
+    ) -> None:
+        super().__init__(client, settings)
+        self._conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the relay's connection."""
+        self._conn.close()
+
     def pending(self) -> int:
         """Events waiting in the outbox."""
         count: int = self._conn.execute("SELECT count(*) FROM gossamer_outbox").fetchone()[0]
         return count
+
+    async def _oldest(self, limit: int) -> list[OutboxRow]:
+        found = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM gossamer_outbox ORDER BY seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [OutboxRow(*row) for row in found]
+
+    async def _delete(self, rows: Sequence[OutboxRow]) -> None:
+        # The run is the oldest rows, and nothing can commit below them: one range covers it.
+        self._conn.execute("DELETE FROM gossamer_outbox WHERE seq <= ?", (rows[-1].seq,))

@@ -30,7 +30,7 @@ _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _EMPTY = (
     'SELECT NULL::BIGINT AS "offset", NULL::INTEGER AS partition, NULL::VARCHAR AS id, '
     "NULL::VARCHAR AS key, NULL::VARCHAR AS type, NULL::TIMESTAMPTZ AS time, "
-    "NULL::JSON AS headers, NULL::JSON AS payload WHERE false"
+    "NULL::JSON AS headers, NULL::JSON AS payload, NULL::VARIANT AS data WHERE false"
 )
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*\Z")
 

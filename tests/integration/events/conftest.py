@@ -12,7 +12,7 @@ from gossamer.events.client import EventsClient
 from gossamer.events.server import BrokerServer, Listen
 from gossamer.events.service import BrokerService, ServiceConfig
 
-from .harness import Backend, BrokerProcess, NatsServer, fast_config
+from .harness import Backend, BrokerProcess, NatsServer, PostgresServer, fast_config
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,20 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = NatsServer(tmp_path_factory.mktemp("nats") / "store")
     yield server.start()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer) -> str:
+    """A new database on the session's PostgreSQL server: its connection string."""
+    return postgres_server.database()
 
 
 @pytest.fixture(params=["sqlite", "jetstream"])

@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -196,3 +198,97 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class PostgresServer:
+    """A real PostgreSQL server (Debian's package) in a temporary folder, on a free port.
+
+    PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user that
+    the package creates, in a folder that user owns.
+    """
+
+    def __init__(self) -> None:
+        self.conninfo = ""
+        self._folder: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> str:
+        """initdb, start the server, and wait (with a deadline) until it accepts a login."""
+        import psycopg  # noqa: PLC0415 - only the PostgreSQL tests need the driver
+
+        bindir = _postgres_bindir()
+        user = "postgres" if os.geteuid() == 0 else None
+        self._folder = Path(tempfile.mkdtemp(prefix="gossamer-pg-"))
+        if user is not None:
+            shutil.chown(self._folder, user, user)
+        data = self._folder / "data"
+        subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", "gossamer", "--auth=trust",
+             "--encoding=UTF8", "--no-sync"],
+            check=True, capture_output=True, timeout=timeout, user=user,
+        )  # fmt: skip
+        port = _free_port()
+        log = (self._folder / "postgres.log").open("ab")
+        with log:
+            self._process = subprocess.Popen(
+                [str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                 "-k", str(self._folder), "-c", "listen_addresses=127.0.0.1"],
+                stdout=log, stderr=subprocess.STDOUT, user=user,
+            )  # fmt: skip
+        self.conninfo = f"host=127.0.0.1 port={port} user=gossamer dbname=postgres"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.conninfo, connect_timeout=1).close()
+                return self.conninfo
+            except psycopg.OperationalError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError(f"PostgreSQL did not start on port {port}") from None
+                time.sleep(0.05)
+
+    def database(self) -> str:
+        """A new, empty database; its connection string."""
+        import psycopg  # noqa: PLC0415
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.conninfo.replace("dbname=postgres", f"dbname={name}")
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT), then SIGKILL if it lingers; remove the folder."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+            try:
+                self._process.wait(20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _postgres_bindir() -> Path:
+    """Where Debian's PostgreSQL server programs are; installed with apt-get when missing."""
+
+    def find() -> Path | None:
+        versions = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+            key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+        )
+        if versions:
+            return versions[-1].parent
+        found = shutil.which("postgres")
+        return Path(found).resolve().parent if found else None
+
+    bindir = find()
+    if bindir is None and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "postgresql"], check=True, timeout=600)
+        bindir = find()
+    if bindir is None:
+        raise AssertionError(
+            "PostgreSQL is not installed and cannot be installed without root: "
+            "run `sudo apt-get install -y postgresql` to run the PostgreSQL outbox tests"
+        )
+    return bindir

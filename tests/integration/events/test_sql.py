@@ -3,6 +3,7 @@
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import httpx
 import pytest
 
@@ -67,9 +68,35 @@ async def test_each_topic_is_a_table_with_json_payloads(client: EventsClient) ->
     assert dead["rows"] == [[1]]
     columns = await client.query("SELECT * FROM users LIMIT 0")
     assert columns["columns"] == [
-        "offset", "partition", "id", "key", "type", "time", "headers", "payload"
+        "offset", "partition", "id", "key", "type", "time", "headers", "payload", "data"
     ]  # fmt: skip
     assert columns["types"][5] == "TIMESTAMP WITH TIME ZONE"
+    assert columns["types"][7:] == ["JSON", "VARIANT"]
+
+
+async def test_payload_fields_are_typed_in_data(client: EventsClient) -> None:
+    await client.declare("readings", {"partitions": 2})
+    await client.publish_batch(
+        "readings",
+        [
+            *(Draft({"value": v, "sensor": {"id": f"s{v}"}}, key=f"k{v}") for v in (1.5, 2.5, 5)),
+            Draft("not an object"),
+            Draft(None),
+        ],
+    )
+    result = await client.query(
+        "SELECT avg(data.value::DOUBLE), count(data.value), "
+        "list(data.sensor.id::VARCHAR ORDER BY data.value::DOUBLE) "
+        "FILTER (WHERE data.sensor IS NOT NULL) FROM readings"
+    )
+    assert result["rows"] == [[3.0, 3, ["s1.5", "s2.5", "s5"]]]
+    # The same value as the JSON text; a whole `data` comes back as plain JSON data.
+    same = await client.query(
+        "SELECT data, payload FROM readings WHERE data.value::DOUBLE = 5 "
+        "AND (payload->>'value')::DOUBLE = 5"
+    )
+    assert same["types"] == ["VARIANT", "JSON"]
+    assert same["rows"] == [[{"value": 5, "sensor": {"id": "s5"}}] * 2]
 
 
 async def test_results_come_as_csv(client: EventsClient) -> None:
@@ -151,6 +178,35 @@ async def test_history_merges_small_segments_and_stays_right(
     await eventually(merged, what="small segments merged")
     result = await client.query('SELECT list(payload::INT ORDER BY "offset") FROM users')
     assert result["rows"] == [[[0, 1, 2, 3, 4, 5]]]
+
+
+async def test_history_of_an_older_layout_is_sealed_again_from_the_log(
+    config: ServiceConfig,
+) -> None:
+    history = config.data_dir / "history"
+    async with (
+        BrokerServer(BrokerService(config), Listen("127.0.0.1", 0), graceful_s=1) as broker,
+        EventsClient(broker.url) as client,
+    ):
+        await client.declare("users", {"partitions": 2})
+        await client.publish_batch("users", [Draft({"n": n}, key=f"u{n}") for n in range(4)])
+        assert (await client.query("SELECT count(*) FROM users"))["rows"] == [[4]]
+    # What an earlier version left: segments without `data`, and no layout file.
+    segments = sorted(history.rglob("*.parquet"))
+    assert segments
+    for path in segments:
+        with duckdb.connect() as conn:
+            conn.execute(
+                f"COPY (SELECT * EXCLUDE (data) FROM read_parquet('{path}')) TO '{path}.old'"
+            )
+        path.with_name(path.name + ".old").replace(path)
+    (history / "layout.txt").unlink()
+    async with (
+        BrokerServer(BrokerService(config), Listen("127.0.0.1", 0), graceful_s=1) as broker,
+        EventsClient(broker.url) as client,
+    ):
+        result = await client.query("SELECT count(*), sum(data.n::INT) FROM users")
+        assert result["rows"] == [[4, 6]]
 
 
 async def test_history_survives_a_restart(config: ServiceConfig) -> None:
