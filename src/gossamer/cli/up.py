@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ STATE_FOLDER = ".gossamer"
 
 def up(
     path: Annotated[Path, typer.Argument(help="Folder (or file) of manifests.")],
+    *,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Return once everything is ready.")
     ] = False,
@@ -33,6 +35,13 @@ def up(
         ),
     ] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 60.0,
+    vip_network: Annotated[
+        str, typer.Option(help="Where Services' virtual IPs are allocated.")
+    ] = "127.77.0.0/16",
+    dns_forward: Annotated[
+        list[str] | None,
+        typer.Option(help="Resolver IP:PORT for names outside the mesh (default: refuse them)."),
+    ] = None,
     view: Annotated[
         bool, typer.Option(help="Show the live view (off when not a terminal).")
     ] = True,
@@ -44,6 +53,11 @@ def up(
     path = path.resolve()
     if not path.exists():
         _fail(f"{path} does not exist")
+    try:
+        if ipaddress.ip_network(vip_network).num_addresses < 4:
+            raise ValueError("too small")
+    except ValueError as error:
+        raise typer.BadParameter(f"{vip_network}: {error}", param_hint="--vip-network") from None
     result = validate_paths([path])
     errors = [p for p in result.problems if p.severity is Severity.ERROR]
     if errors or not result.loaded.resources:
@@ -55,7 +69,7 @@ def up(
     if running is not None and _alive(int(running.get("pid", 0))):
         _fail(f"a mesh from {path} is already up (PID {running['pid']}); `gossamer down` first")
     if detach:
-        _detach(path, state, gateway_port, ready_timeout)
+        _detach(path, state, gateway_port, ready_timeout, [vip_network, *(dns_forward or [])])
         return
     resources = [loaded.resource for loaded in result.loaded.resources]
     documents = [loaded.document.data for loaded in result.loaded.resources]
@@ -68,6 +82,8 @@ def up(
             gateway_port=gateway_port,
             ready_timeout=ready_timeout,
             view=view,
+            vip_network=vip_network,
+            dns_forward=tuple(dns_forward or ()),
         )
     )
     raise typer.Exit(code)
@@ -205,6 +221,8 @@ async def _run(
     gateway_port: int | None,
     ready_timeout: float,
     view: bool,
+    vip_network: str,
+    dns_forward: tuple[str, ...],
 ) -> int:
     from gossamer.runtime.local import LocalMesh, LocalMeshConfig
     from gossamer.runtime.plan import PlanError, plan_mesh
@@ -214,7 +232,7 @@ async def _run(
     try:
         if gateway_port is not None:
             ports.check_free(gateway_port)
-        plan = plan_mesh(resources, ports, gateway_port or 8080)
+        plan = plan_mesh(resources, ports, gateway_port or 8080, vip_network, dns_forward)
     except (PlanError, PortInUseError) as error:
         typer.echo(f"error: {error}", err=True)
         return 1
@@ -269,11 +287,15 @@ async def _live(mesh: LocalMesh, stop: asyncio.Event) -> None:
             await asyncio.sleep(0.25)
 
 
-def _detach(path: Path, state: Path, gateway_port: int | None, ready_timeout: float) -> None:
+def _detach(
+    path: Path, state: Path, gateway_port: int | None, ready_timeout: float, network: list[str]
+) -> None:
     state.mkdir(parents=True, exist_ok=True)
     (state / "up.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "gossamer", "up", str(path), "--no-view"]
-    argv += ["--ready-timeout", str(ready_timeout)]
+    argv += ["--ready-timeout", str(ready_timeout), "--vip-network", network[0]]
+    for forwarder in network[1:]:
+        argv += ["--dns-forward", forwarder]
     if gateway_port is not None:
         argv += ["--gateway-port", str(gateway_port)]
     with (state / "up.log").open("ab") as log:

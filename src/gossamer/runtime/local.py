@@ -348,6 +348,8 @@ class LocalMesh:
         argv = [sys.executable, "-m", "gossamer", "dns", "--control-plane", self.url]
         argv += ["--token-file", str(self.admin_token_file), "--listen", f"127.0.0.1:{port}"]
         argv += ["--vip-network", self.plan.vip_network]
+        for forwarder in self.plan.dns_forwarders:
+            argv += ["--forward", forwarder]
         return ProcessSpec(
             name=DNS,
             argv=argv,

@@ -85,6 +85,8 @@ class MeshPlan:
     dns_port: int = 15053
     vip_admin_port: int = 0
     vip_network: str = "127.77.0.0/16"
+    dns_forwarders: tuple[str, ...] = ()
+    """Resolvers (IP:PORT) for names outside the mesh; none: the DNS refuses them."""
     deployments: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     """(namespace, name) of every Deployment, in manifest order."""
 
@@ -94,6 +96,7 @@ def plan_mesh(
     ports: PortAllocator,
     gateway_port: int = 8080,
     vip_network: str = "127.77.0.0/16",
+    dns_forwarders: tuple[str, ...] = (),
 ) -> MeshPlan:
     """Replicas for every Deployment, and a gateway when an Ingress or Gateway exists."""
     control_plane_port = ports(15010)
@@ -117,6 +120,7 @@ def plan_mesh(
         dns_port=ports(15053),
         vip_admin_port=ports(0),
         vip_network=vip_network,
+        dns_forwarders=dns_forwarders,
         deployments=tuple(deployments),
     )
 
