@@ -10,7 +10,7 @@ from gossamer.resources.hosts import service_fqdn
 from gossamer.resources.kinds.core import Service
 from gossamer.resources.kinds.istio_networking import ServiceEntry, WorkloadEntry
 from gossamer.snapshot.model import Endpoint
-from gossamer.snapshot.translate_catalog import labels_match
+from gossamer.snapshot.translate_catalog import LabelIndex
 from gossamer.snapshot.translate_clusters import EndpointIndex
 
 __all__ = ["endpoint_index"]
@@ -39,14 +39,10 @@ def endpoint_index(resources: Sequence[Resource]) -> EndpointIndex:
         for resource in resources
         if isinstance(resource, WorkloadEntry) and _reachable(resource)
     ]
+    by_labels = LabelIndex((entry.namespace, entry.spec.labels, entry) for entry in entries)
     index: dict[tuple[str, int], set[Endpoint]] = {}
     for service in _selecting_services(resources):
-        chosen = [
-            entry
-            for entry in entries
-            if entry.namespace == service.namespace
-            and labels_match(service.selector, entry.spec.labels)
-        ]
+        chosen = by_labels.select(service.namespace, service.selector)
         for number, name, target in service.ports:
             found = index.setdefault((service.host, number), set())
             for entry in chosen:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from gossamer.resources import Resource
 from gossamer.resources.hosts import host_matches, qualify, service_fqdn
@@ -73,6 +74,7 @@ class Catalog:
     gateways: tuple[Gateway, ...]
     ingresses: tuple[Ingress | IngressV1Beta1, ...]
     by_host: Mapping[str, MeshService]
+    deployment_index: LabelIndex[Deployment]
 
     def resolve(self, host: str, namespace: str) -> str:
         """A host as a rule in `namespace` writes it, as the mesh knows it.
@@ -113,11 +115,7 @@ class Catalog:
 
     def workloads(self, namespace: str, labels: Mapping[str, str]) -> list[Deployment]:
         """The Deployments in `namespace` whose pods carry all of `labels`."""
-        return [
-            deployment
-            for deployment in self.deployments
-            if deployment.namespace == namespace and labels_match(labels, deployment.pod_labels)
-        ]
+        return self.deployment_index.select(namespace, labels)
 
     def _rule_applies(self, rule: DestinationRule, service: MeshService) -> bool:
         selector = rule.spec.workload_selector
@@ -134,6 +132,36 @@ class Catalog:
         host = self.resolve(rule.spec.host, rule.namespace)
         specificity = 0 if host == service.host else -len(host)
         return place, specificity, rule.namespace, rule.name
+
+
+_Labelled = TypeVar("_Labelled")
+
+
+class LabelIndex(Generic[_Labelled]):
+    """Items by (namespace, label key, value), so that a selector looks at few candidates.
+
+    With a thousand services each selecting its own Deployment, matching every selector against
+    every Deployment is a million comparisons per translation; this makes it one lookup each.
+    """
+
+    def __init__(self, items: Iterable[tuple[str, Mapping[str, str], _Labelled]]) -> None:
+        self._by_label: dict[tuple[str, str, str], list[tuple[Mapping[str, str], _Labelled]]] = {}
+        self._by_namespace: dict[str, list[tuple[Mapping[str, str], _Labelled]]] = {}
+        for namespace, labels, item in items:
+            self._by_namespace.setdefault(namespace, []).append((labels, item))
+            for key, value in labels.items():
+                self._by_label.setdefault((namespace, key, value), []).append((labels, item))
+
+    def __repr__(self) -> str:
+        return f"<LabelIndex {len(self._by_namespace)} namespaces>"
+
+    def select(self, namespace: str, selector: Mapping[str, str]) -> list[_Labelled]:
+        """The items in `namespace` whose labels carry all of `selector`, in insertion order."""
+        if not selector:
+            return [item for _, item in self._by_namespace.get(namespace, ())]
+        key, value = next(iter(selector.items()))
+        candidates = self._by_label.get((namespace, key, value), ())
+        return [item for labels, item in candidates if labels_match(selector, labels)]
 
 
 def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -159,15 +187,17 @@ def build_catalog(resources: Sequence[Resource], caller: Caller) -> Catalog:
     for service in _mesh_services(resources, caller.namespace):
         services.setdefault(service.host, service)
     visible = [r for r in resources if _visible(r, caller.namespace)]
+    deployments = tuple(r for r in resources if isinstance(r, Deployment))
     return Catalog(
         caller=caller,
         services=tuple(services[host] for host in sorted(services)),
         virtual_services=tuple(r for r in visible if isinstance(r, VirtualService)),
         destination_rules=tuple(r for r in visible if isinstance(r, DestinationRule)),
-        deployments=tuple(r for r in resources if isinstance(r, Deployment)),
+        deployments=deployments,
         gateways=tuple(r for r in resources if isinstance(r, Gateway)),
         ingresses=tuple(r for r in resources if isinstance(r, Ingress | IngressV1Beta1)),
         by_host=services,
+        deployment_index=LabelIndex((d.namespace, d.pod_labels, d) for d in deployments),
     )
 
 

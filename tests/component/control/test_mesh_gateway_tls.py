@@ -19,7 +19,15 @@ from gossamer.proxy.agent import AgentOptions, ControlPlaneAgent
 from gossamer.snapshot.protocol import Hello
 
 from ..proxy.backend import Backend
-from .test_mesh_push import CORE, ISTIO, create, entry, free_port, reviews_service
+from .test_mesh_push import (
+    CORE,
+    ISTIO,
+    create,
+    entry,
+    eventually_async,
+    free_port,
+    reviews_service,
+)
 
 NETWORKING = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
 
@@ -115,6 +123,12 @@ async def test_ingress_tls_hosts_get_their_own_certificate_by_sni(
     await create(client, f"{ISTIO}/workloadentries", entry("shop-0", backend.port, "v1"))
     await create(client, NETWORKING, ingress())
     async with gateway(plane.url, token, secrets) as (_, https):
+
+        async def served() -> bool:
+            return (await fetch(https, "a.example", a_cert))[1] == 200
+
+        # The gateway's first snapshot may precede the endpoints' recompute by the debounce.
+        await eventually_async(served)
         common_name, status, body = await fetch(https, "a.example", a_cert)
         assert (common_name, status) == ("a.example", 200), body
         common_name, status, body = await fetch(https, "shop.b.example", b_cert)

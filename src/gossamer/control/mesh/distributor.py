@@ -206,9 +206,8 @@ class Distributor:
     def connect(self, hello: Hello) -> ProxyStream:
         """A proxy said hello: compute what it runs, and have its writer send it whole."""
         resources = list(self.mirror.resources.values())
-        if self._dirty_endpoints:
-            # A recompute is due; until then, at least start from current endpoints.
-            self.endpoints = endpoint_index(resources)
+        # The endpoints may lag a pending recompute by the debounce: the recompute corrects them
+        # with a delta. Rebuilding them here made a storm of connections quadratic.
         labels, account = self._identity(hello, resources)
         name = hello.name or f"{hello.workload}.{hello.namespace}"
         stream = ProxyStream(
