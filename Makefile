@@ -43,6 +43,8 @@ system-deps:
 
 bench: $(STAMP) system-deps
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/proxy_bench.py --markdown bench/results-proxy.md
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/events_bench.py --markdown bench/results-events.md
+	$(BIN)/python bench/control_bench.py --markdown bench/results-control.md
 
 docs: $(STAMP)
 	$(BIN)/python -m gossamer.resources.reference docs/resources.md
