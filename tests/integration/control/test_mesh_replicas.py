@@ -279,6 +279,9 @@ async def test_replicas_share_writes_and_losing_them_fails_no_request(
             return bool(now) and now != name and f"-{survivor.process.pid}-" in now  # type: ignore[union-attr]
 
         await until(moved, 30, "the sidecar moves to the surviving replica")
+        # Listed once, although the dead replica's last lease still names it.
+        listed = (await http.get(f"{survivor.url}/debug/v1/proxies")).json()["items"]
+        assert [i["workload"] for i in listed].count("productpage") == 1, listed
 
         # No control plane at all: the sidecar keeps serving what it runs.
         survivor.kill()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -158,7 +159,7 @@ class MeshEndpoints:
     async def proxies(self, request: Request) -> Response:
         """Every connected proxy of the mesh: this replica's now, the others' as last reported."""
         authorize(request, Access(Verb.LIST, MESH_GROUP, "proxies"))
-        items = [*self.mesh.distributor.status(), *self.mesh.lease_proxies()]
+        items = _once_each([*self.mesh.distributor.status(), *self.mesh.lease_proxies()])
         items.sort(key=lambda item: (str(item["namespace"]), str(item["workload"])))
         return JSONResponse({"kind": "ProxyStatusList", "items": items})
 
@@ -182,6 +183,20 @@ class MeshEndpoints:
             status_code=201,
             headers={"x-resource-version": str(stored.version)},
         )
+
+
+def _once_each(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per proxy: a proxy that moved here is still in its old replica's last lease
+    until that lapses; the first listing (this replica's own) wins."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        # A proxy names itself (host, pid); one that did not cannot be told apart: keep all.
+        name = str(item.get("name") or item["proxy"])
+        if name not in seen:
+            seen.add(name)
+            kept.append(item)
+    return kept
 
 
 async def _refuse(*args: object) -> None:

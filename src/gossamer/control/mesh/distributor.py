@@ -295,6 +295,7 @@ class Distributor:
         return [
             {
                 "proxy": stream.id,
+                "name": stream.hello.name,
                 "workload": stream.hello.workload,
                 "namespace": stream.hello.namespace,
                 "role": stream.role,
