@@ -69,7 +69,7 @@ def up(
     if running is not None and _alive(int(running.get("pid", 0))):
         _fail(f"a mesh from {path} is already up (PID {running['pid']}); `gossamer down` first")
     if detach:
-        _detach(path, state, gateway_port, ready_timeout, [vip_network, *(dns_forward or [])])
+        _detach(path, state, gateway_port, ready_timeout, vip_network, dns_forward or [])
         return
     resources = [loaded.resource for loaded in result.loaded.resources]
     documents = [loaded.document.data for loaded in result.loaded.resources]
@@ -287,14 +287,19 @@ async def _live(mesh: LocalMesh, stop: asyncio.Event) -> None:
             await asyncio.sleep(0.25)
 
 
-def _detach(
-    path: Path, state: Path, gateway_port: int | None, ready_timeout: float, network: list[str]
+def _detach(  # noqa: PLR0917 - the options of `up`, passed on to the background `up`
+    path: Path,
+    state: Path,
+    gateway_port: int | None,
+    ready_timeout: float,
+    vip_network: str,
+    dns_forward: list[str],
 ) -> None:
     state.mkdir(parents=True, exist_ok=True)
     (state / "up.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "gossamer", "up", str(path), "--no-view"]
-    argv += ["--ready-timeout", str(ready_timeout), "--vip-network", network[0]]
-    for forwarder in network[1:]:
+    argv += ["--ready-timeout", str(ready_timeout), "--vip-network", vip_network]
+    for forwarder in dns_forward:
         argv += ["--dns-forward", forwarder]
     if gateway_port is not None:
         argv += ["--gateway-port", str(gateway_port)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -32,13 +34,23 @@ from .test_mesh_push import (
 NETWORKING = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
 
 
+def openssl() -> str:
+    """The openssl command; installed with apt-get when missing and root."""
+    found = shutil.which("openssl")
+    if found is None and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "openssl"], check=True, timeout=600)
+        found = shutil.which("openssl")
+    assert found is not None, "openssl is needed: run `sudo apt-get install -y openssl`"
+    return found
+
+
 def certificate(secrets: Path, name: str, host: str) -> Path:
     """A self-signed certificate for `host`, where the gateway reads secret `name`."""
     folder = secrets / name
     folder.mkdir(parents=True)
     subprocess.run(
         [
-            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *(openssl(), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
             *("-nodes", "-days", "2", "-subj", f"/CN={host}"),
             *("-addext", f"subjectAltName=DNS:{host}"),
             *("-keyout", str(folder / "tls.key"), "-out", str(folder / "tls.crt")),
