@@ -35,6 +35,12 @@ def proxy(
         str, typer.Option(envvar="GOSSAMER_TOKEN", help="The workload's bearer token.")
     ] = "",
     token_file: Annotated[Path | None, typer.Option(help="File holding the token.")] = None,
+    service_account: Annotated[
+        str, typer.Option(help="The workload's service account: its SPIFFE identity.")
+    ] = "default",
+    ca_file: Annotated[
+        Path | None, typer.Option(help="PEM roots to verify an https control plane with.")
+    ] = None,
     role: Annotated[str, typer.Option(help="sidecar or gateway.")] = "sidecar",
     address: Annotated[
         str, typer.Option(help="Where the inbound (or gateway) listener binds and is reached.")
@@ -83,6 +89,9 @@ def proxy(
         argv += ["--namespace", namespace, "--role", role, "--address", address]
         argv += ["--inbound-port", str(inbound_port), "--outbound-port", str(outbound_port)]
         argv += ["--gateway-port", str(gateway_port), "--zone", zone, "--app-port", str(app_port)]
+        argv += ["--service-account", service_account]
+        if ca_file is not None:
+            argv += ["--ca-file", str(ca_file)]
         # The token travels in the environment, not the command line that `ps` shows.
         if token:
             os.environ["GOSSAMER_TOKEN"] = token

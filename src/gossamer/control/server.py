@@ -34,10 +34,14 @@ from gossamer.control.store.location import (
 )
 from gossamer.control.store.model import Store, StoreSettings
 from gossamer.listen import Listen
+from gossamer.security.ca import CertificateAuthority
 
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_STATE = Path(".gossamer/control-plane")
 STORE_FILE = "store.db"
+CA_DIR = "ca"
+"""The mesh CA's folder in the state folder (Istio's plug-in layout: ca-cert.pem, ca-key.pem,
+root-cert.pem, cert-chain.pem); an operator's own intermediate can be put there before start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +141,15 @@ class ControlPlane:
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         catalog = Catalog()
         self.endpoints = ResourceEndpoints(store, catalog, self.config.api)
-        self.mesh = Mesh(store, catalog, self.tokens, self.config.mesh, url=self.url)
+        settings = self.config.mesh
+        ca = (
+            CertificateAuthority.load_or_create(
+                self.config.state_dir / CA_DIR, lifetime_s=settings.certificate_lifetime_s
+            )
+            if settings.mtls
+            else None
+        )
+        self.mesh = Mesh(store, catalog, self.tokens, settings, url=self.url, ca=ca)
         await self.mesh.start()
         app = create_app(self.endpoints, self.tokens, MeshEndpoints(self.mesh, self.tokens))
         config = uvicorn.Config(

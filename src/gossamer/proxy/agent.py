@@ -4,6 +4,11 @@ While the control plane is away the proxy keeps serving what it runs, and the ag
 with jittered exponential backoff, trying each control-plane URL in turn (so that losing one
 replica moves the proxy to another). An update that cannot be applied is NACKed with the reason
 and the proxy keeps its last good snapshot.
+
+With a mesh CA, the agent makes the workload's key, sends a CSR in its hello (or, when the
+control plane answers that the workload is someone else, in a `Renew` at once, holding updates
+until the certificate is here), and renews at half of the certificate's life. A renewed
+certificate is used by new handshakes; connections already made keep theirs.
 """
 
 from __future__ import annotations
@@ -12,7 +17,13 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
+import ssl
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import msgspec
@@ -20,6 +31,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from gossamer.proxy.server import Proxy
+from gossamer.security.ca import spiffe_id
+from gossamer.security.identity import WorkloadIdentity
 from gossamer.snapshot import SnapshotError
 from gossamer.snapshot.protocol import (
     PATH,
@@ -27,6 +40,8 @@ from gossamer.snapshot.protocol import (
     Ack,
     Health,
     Hello,
+    Issued,
+    Renew,
     StaleBaseError,
     Update,
     Welcome,
@@ -54,6 +69,13 @@ class AgentOptions:
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 10.0
     open_timeout_s: float = 5.0
+    service_account: str = "default"
+    """The identity asked for in the first CSR; the control plane says if it is another."""
+    trust_domain: str = "cluster.local"
+    identity_dir: Path | None = None
+    ca_file: Path | None = None
+    """PEM roots to verify an https (wss) control plane with; None: the system's."""
+    """Where the certificate and key are written for ssl to read (0700); None: a temp folder."""
 
 
 def stream_url(base: str, hello: Hello) -> str:
@@ -78,6 +100,14 @@ class ControlPlaneAgent:
         self.ready = False
         self.rejected = 0
         self._ready_changed = asyncio.Event()
+        self.identity: WorkloadIdentity | None = None
+        """The certificate in use, once a CA signed one."""
+        self.renewals = 0
+        self._renewing: WorkloadIdentity | None = None
+        self._held: list[Update] = []
+        self._identity_dir = options.identity_dir
+        self._own_dir = False
+        self._api_context: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:
         where = self.connected_to or "disconnected"
@@ -93,6 +123,8 @@ class ControlPlaneAgent:
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probe
+            if self._own_dir and self._identity_dir is not None:
+                shutil.rmtree(self._identity_dir, ignore_errors=True)
 
     async def _connect_forever(self) -> None:
         failures = 0
@@ -129,8 +161,10 @@ class ControlPlaneAgent:
             open_timeout=options.open_timeout_s,
             max_size=64 * 1024 * 1024,
             compression=None,
+            **self._tls(url),
         ) as websocket:
-            await websocket.send(encode(msgspec.structs.replace(options.hello, version=current)))
+            hello = msgspec.structs.replace(options.hello, version=current, csr=self._hello_csr())
+            await websocket.send(encode(hello))
             welcome = decode_from_control_plane(
                 await asyncio.wait_for(websocket.recv(), options.open_timeout_s)
             )
@@ -138,17 +172,123 @@ class ControlPlaneAgent:
                 raise SnapshotError("the control plane did not answer with a welcome")
             self.connected_to, self.proxy_id = url, welcome.proxy
             log.info("connected to %s (%s) as %s", url, welcome.control_plane, welcome.proxy)
-            reporter = asyncio.get_running_loop().create_task(self._report(websocket))
+            await self._welcomed(websocket, welcome)
+            loop = asyncio.get_running_loop()
+            tasks = [
+                loop.create_task(self._report(websocket)),
+                loop.create_task(self._renew(websocket)),
+            ]
             try:
                 async for data in websocket:
                     message = decode_from_control_plane(data)
                     if isinstance(message, Update):
+                        if self._renewing is not None and self.identity is None:
+                            self._held.append(message)  # applied once the certificate is here
+                            continue
                         await websocket.send(encode(await self._apply(message)))
+                    elif isinstance(message, Issued):
+                        await self._issued(websocket, message.certificate, message.error)
             finally:
-                reporter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reporter
+                self._renewing = None
+                self._held.clear()
+                for task in tasks:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         return True
+
+    def _tls(self, url: str) -> dict[str, Any]:
+        """The context that verifies an https control plane (with the mesh CA's roots)."""
+        if not url.startswith("https://"):
+            return {}
+        if self._api_context is None:
+            ca_file = self.options.ca_file
+            self._api_context = ssl.create_default_context(
+                cafile=str(ca_file) if ca_file is not None else None
+            )
+        return {"ssl": self._api_context}
+
+    # -- identity --------------------------------------------------------------------------
+
+    def _hello_csr(self) -> str:
+        """A CSR for the hello when there is no certificate yet or it is due for renewal."""
+        if self.identity is not None and time.time() < self.identity.renew_at():
+            return ""
+        options = self.options
+        namespace = options.hello.namespace
+        wanted = (
+            self.identity.spiffe
+            if self.identity is not None
+            else spiffe_id(options.trust_domain, namespace, options.service_account)
+        )
+        self._renewing = WorkloadIdentity.create(wanted)
+        return self._renewing.csr()
+
+    async def _welcomed(self, websocket: ClientConnection, welcome: Welcome) -> None:
+        if welcome.certificate:
+            await self._issued(websocket, welcome.certificate, "")
+            return
+        if not welcome.identity:
+            if welcome.certificate_error:
+                log.error("no workload certificate: %s", welcome.certificate_error)
+            self._renewing = None
+            return
+        current = self.identity.spiffe if self.identity is not None else ""
+        if current == welcome.identity and time.time() < self.identity_renew_at():
+            self._renewing = None
+            return
+        # The control plane knows the workload's service account better: ask for that one.
+        self._renewing = WorkloadIdentity.create(welcome.identity)
+        await websocket.send(encode(Renew(self._renewing.csr())))
+
+    def identity_renew_at(self) -> float:
+        """When the certificate in use is due for renewal (0 without one)."""
+        return self.identity.renew_at() if self.identity is not None else 0.0
+
+    async def _issued(self, websocket: ClientConnection, certificate: str, error: str) -> None:
+        renewing, self._renewing = self._renewing, None
+        if error or renewing is None:
+            log.error("the control plane did not sign a certificate: %s", error or "unasked")
+        else:
+            try:
+                renewing.accept(certificate)
+                cert_file, key_file = renewing.write(self._folder())
+                self.proxy.set_identity(str(cert_file), str(key_file), renewing.spiffe)
+            except (ValueError, OSError, SnapshotError) as problem:
+                log.error("cannot use the signed certificate: %s", problem)
+            else:
+                self.identity = renewing
+                self.renewals += 1
+                self.proxy.stats.incr("gossamer_certificates_issued_total")
+                self.proxy.stats.gauges["gossamer_certificate_expiry_timestamp_seconds"] = (
+                    renewing.not_after.timestamp()
+                )
+                log.info("certificate for %s until %s", renewing.spiffe, renewing.not_after)
+        held, self._held = self._held, []
+        for update in held:
+            await websocket.send(encode(await self._apply(update)))
+
+    async def _renew(self, websocket: ClientConnection) -> None:
+        """At half of the certificate's life, ask for a new one (with a new key)."""
+        while True:
+            identity = self.identity
+            wait = identity.renew_at() - time.time() if identity is not None else 1.0
+            await asyncio.sleep(max(0.05, min(wait, 3600.0)))
+            identity = self.identity
+            if identity is None or self._renewing is not None or time.time() < identity.renew_at():
+                continue
+            self._renewing = WorkloadIdentity.create(identity.spiffe)
+            await websocket.send(encode(Renew(self._renewing.csr())))
+            # An answer that never comes is retried after a while.
+            await asyncio.sleep(10.0)
+            if self._renewing is not None:
+                self._renewing = None
+
+    def _folder(self) -> Path:
+        if self._identity_dir is None:
+            self._identity_dir = Path(tempfile.mkdtemp(prefix="gossamer-identity-"))
+            self._own_dir = True
+        return self._identity_dir
 
     async def _apply(self, update: Update) -> Ack:
         try:

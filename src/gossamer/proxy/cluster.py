@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gossamer.proxy.balancer import Balancer, balancer_for
+from gossamer.proxy.mtls import MeshTls
+from gossamer.security.identity import peer_spiffe_id
 from gossamer.snapshot import Cluster, Endpoint
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ class EndpointState:
         "ewma_stamp",
         "failed_checks",
         "healthy",
+        "identity",
         "idle",
         "key",
         "labels",
@@ -54,6 +57,7 @@ class EndpointState:
         self.zone = endpoint.zone
         self.labels = dict(endpoint.labels)
         self.healthy = endpoint.healthy
+        self.identity = endpoint.identity
         self.active = 0
         self.connections = 0
         self.idle: list[UpstreamConnection] = []
@@ -131,6 +135,7 @@ class ClusterState:
         "connecting",
         "counters",
         "endpoints",
+        "mesh_tls",
         "name",
         "pending",
         "retired",
@@ -140,6 +145,7 @@ class ClusterState:
     def __init__(self, config: Cluster, previous: ClusterState | None = None) -> None:
         self.name = config.name
         self.config = config
+        self.mesh_tls: MeshTls | None = previous.mesh_tls if previous is not None else None
         kept = {e.key: e for e in previous.endpoints} if previous is not None else {}
         self.endpoints: list[EndpointState] = []
         for endpoint in config.endpoints:
@@ -148,6 +154,7 @@ class ClusterState:
                 state = EndpointState(endpoint)
             else:
                 state.weight = max(1, endpoint.weight)
+                state.identity = endpoint.identity
                 if config.health_check is None:
                     state.check_failed = False
                     state.failed_checks = state.passed_checks = 0
@@ -383,6 +390,10 @@ class ClusterState:
         )
 
 
+class MeshIdentityError(ConnectionError):
+    """An mTLS upstream could not be called, or was not who its endpoint says it is."""
+
+
 def jittered_backoff(attempt: int, base: float, cap: float) -> float:
     """Full-jitter exponential backoff: a random wait up to base * 2^attempt, at most cap."""
     return random.uniform(0, min(cap, base * (2**attempt)))
@@ -393,8 +404,22 @@ async def open_connection(
     factory: Callable[[], UpstreamConnection],
     endpoint: EndpointState,
     timeout: float,
+    mesh_tls: MeshTls | None = None,
 ) -> UpstreamConnection:
-    """Connect to an endpoint within `timeout` seconds."""
+    """Connect to an endpoint within `timeout` seconds (with mTLS when it has an identity)."""
+    identity = endpoint.identity
+    if not identity:
+        async with asyncio.timeout(timeout):
+            _, protocol = await loop.create_connection(factory, endpoint.address, endpoint.port)
+        return protocol
+    if mesh_tls is None:
+        raise MeshIdentityError("no workload certificate to call a mesh endpoint with mTLS")
     async with asyncio.timeout(timeout):
-        _, protocol = await loop.create_connection(factory, endpoint.address, endpoint.port)
+        transport, protocol = await loop.create_connection(
+            factory, endpoint.address, endpoint.port, ssl=mesh_tls.client, server_hostname=""
+        )
+    peer = peer_spiffe_id(transport.get_extra_info("peercert"))
+    if peer != identity:
+        transport.abort()
+        raise MeshIdentityError(f"upstream is {peer or 'anonymous'}, expected {identity}")
     return protocol

@@ -12,6 +12,7 @@ import httptools
 
 from gossamer.proxy import local_reply as lr
 from gossamer.proxy.exchange import Exchange, RequestHead
+from gossamer.proxy.mtls import peer_principal
 from gossamer.proxy.rejection import QueuedRejection
 from gossamer.proxy.tunnel import UpgradeExchange
 
@@ -47,9 +48,11 @@ class DownstreamConnection(asyncio.Protocol):
         "parser",
         "paused_by",
         "peer",
+        "principal",
         "queue",
         "request_started",
         "runtime",
+        "secure",
         "starting",
         "then",
         "transport",
@@ -63,6 +66,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
+        self.principal = ""
+        self.secure = False
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
@@ -89,12 +94,28 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else ""
+        if self.handle.config.mtls is not None and not self._mesh_peer(transport):
+            return
         high = self.runtime.limits.max_request_body_buffer
         transport.set_write_buffer_limits(high=high, low=high // 2)
         if not self.handle.admit(self):
             self.runtime.stats.incr("gossamer_downstream_connections_refused_total")
             transport.write(lr.render(503, "overloaded: too many connections", close=True))
             transport.close()
+
+    def _mesh_peer(self, transport: asyncio.Transport) -> bool:
+        """Learn who a sidecar peer is; refuse one whose SPIFFE id is not of this mesh."""
+        if transport.get_extra_info("sslcontext") is None:
+            return True
+        self.secure = True
+        self.principal = peer_principal(transport)
+        mesh_tls = self.handle.proxy.mesh_tls
+        if mesh_tls is None or not mesh_tls.trusts(self.principal):
+            self.runtime.stats.incr("gossamer_mtls_refused_total")
+            log.info("refused mTLS peer %r from %s", self.principal, self.peer)
+            transport.abort()
+            return False
+        return True
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; a malformed request gets a 400 and the connection closes."""

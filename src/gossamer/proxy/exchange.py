@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl
 
 from gossamer.proxy import local_reply as lr
-from gossamer.proxy.cluster import ClusterState, EndpointState, jittered_backoff, open_connection
+from gossamer.proxy.cluster import (
+    ClusterState,
+    EndpointState,
+    MeshIdentityError,
+    jittered_backoff,
+    open_connection,
+)
+from gossamer.proxy.guard import JWT_DENIED, Refusal, RequestGuard
 from gossamer.proxy.headers import HOP_BY_HOP, TRACE_HEADER_NAMES, connection_tokens, trace_headers
 from gossamer.proxy.mirror import send_copies
 from gossamer.proxy.router import CompiledRoute, RequestFacts
 from gossamer.proxy.timers import Timeout
 from gossamer.proxy.upstream import UpstreamConnection
+from gossamer.security.authz import AuthzRequest
+from gossamer.security.jwt import JwtOutcome
 from gossamer.snapshot import Mirror, RetryPolicy
 
 if TYPE_CHECKING:
@@ -45,6 +55,10 @@ class Client(Protocol):
     """What an exchange needs of the downstream connection it answers."""
 
     peer: str
+    principal: str
+    """The SPIFFE id the peer proved over mTLS; "" for plaintext."""
+    secure: bool
+    """Whether the connection is TLS."""
     runtime: ListenerRuntime
     write_paused: bool
 
@@ -121,6 +135,7 @@ class Exchange:
         "keep_alive",
         "mirrors",
         "path",
+        "policy",
         "reason",
         "replayable",
         "request_done",
@@ -179,6 +194,8 @@ class Exchange:
         self.path = ""
         self.request_id = b""
         self.mirrors: tuple[Mirror, ...] = ()
+        self.policy = ""
+        """The AuthorizationPolicy that decided, for the access log."""
 
     # Request side: called by the downstream connection
 
@@ -231,7 +248,93 @@ class Exchange:
             self.local(404, "no route", lr.NO_ROUTE)
             return
         self.route = route
+        guard = runtime.guard
+        if guard is not None:
+            self._guarded(guard, route, target, query_at, facts.headers)
+            return
         self._dispatch(route, target)
+
+    def _guarded(
+        self,
+        guard: RequestGuard,
+        route: CompiledRoute,
+        target: bytes,
+        query_at: int,
+        headers: dict[str, str] | None,
+    ) -> None:
+        """Let the request on only past the port's mTLS mode, its token and the policies."""
+        if self.finished:
+            return
+        client = self.client
+        port = self._destination_port(route)
+        refusal = guard.check_transport(client.secure, port)
+        if refusal is not None:
+            self.local(refusal.status, refusal.reason, refusal.flag)
+            return
+        query = target[query_at + 1 :].decode("latin-1") if query_at >= 0 else ""
+        outcome = guard.authenticate(self.head.headers, query)
+        if outcome is not None:
+            if outcome.wait is not None:
+                # The issuer's keys are being fetched: check again once they are here.
+                outcome.wait.add_done_callback(
+                    lambda _: self._guarded(guard, route, target, query_at, headers)
+                )
+                return
+            if outcome.status == "invalid":
+                self.local(401, f"jwt: {outcome.error}", JWT_DENIED)
+                return
+            if outcome.remove_headers or outcome.add_headers:
+                self._rewrite_auth_headers(outcome)
+                headers = None
+        authorizer = guard.authorizer
+        if authorizer.active:
+            if headers is None and authorizer.needs_headers:
+                headers = {
+                    n.lower().decode("latin-1"): v.decode("latin-1") for n, v in self.head.headers
+                }
+            request = AuthzRequest(
+                method=self.head.method.decode("latin-1"),
+                path=self.path,
+                host=self.authority,
+                port=port,
+                source_principal=client.principal.removeprefix("spiffe://"),
+                source_ip=client.peer,
+                headers=headers,
+            )
+            if outcome is not None and outcome.status == "ok":
+                request.request_principal = outcome.principal
+                request.claims = outcome.claims
+            result = guard.authorize(request)
+            if isinstance(result, Refusal):
+                self.policy = result.policy
+                self.local(result.status, result.reason, result.flag)
+                return
+            self.policy = result.policy
+        self._dispatch(route, target)
+
+    def _destination_port(self, route: CompiledRoute) -> int:
+        """The workload's port a request is for: an inbound route's app port, else the
+        listener's."""
+        runtime = self.runtime
+        if runtime.role == "inbound" and route.cluster_names:
+            cluster = runtime.clusters.get(route.cluster_names[0])
+            if cluster is not None and cluster.config.endpoints:
+                return cluster.config.endpoints[0].port
+        return runtime.port
+
+    def _rewrite_auth_headers(self, outcome: JwtOutcome) -> None:
+        """Drop the token's header (unless forwarded) and add the payload and claim headers."""
+        removed = {name.encode("latin-1") for name in outcome.remove_headers}
+        added = {name.encode("latin-1") for name, _ in outcome.add_headers}
+        kept = [
+            (name, value)
+            for name, value in self.head.headers
+            if name.lower() not in removed and name.lower() not in added
+        ]
+        kept.extend(
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in outcome.add_headers
+        )
+        self.head.headers = kept
 
     def _dispatch(self, route: CompiledRoute, target: bytes) -> None:
         config = route.route
@@ -362,7 +465,9 @@ class Exchange:
             return UpstreamConnection(cluster, endpoint, high)
 
         task = loop.create_task(
-            open_connection(loop, factory, endpoint, cluster.config.limits.connect_timeout)
+            open_connection(
+                loop, factory, endpoint, cluster.config.limits.connect_timeout, cluster.mesh_tls
+            )
         )
         task.add_done_callback(lambda done: _connected(cluster, endpoint, done))
 
@@ -883,6 +988,11 @@ def _connected(
         cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, "upstream connect timeout")
     elif isinstance(error, ConnectionRefusedError):
         cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, "upstream connect refused")
+    elif isinstance(error, MeshIdentityError):
+        cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, f"upstream mTLS: {error}")
+    elif isinstance(error, ssl.SSLError):
+        reason = f"upstream mTLS handshake failed: {error.reason or error}"
+        cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, reason)
     else:
         reason = f"upstream connect error: {error.__class__.__name__}"
         cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, reason)

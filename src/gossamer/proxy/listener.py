@@ -17,6 +17,7 @@ from gossamer.snapshot import Listener, ListenerLimits, Node, Rewrite, ServiceLa
 if TYPE_CHECKING:
     from gossamer.proxy.cluster import ClusterState
     from gossamer.proxy.exchange import Exchange
+    from gossamer.proxy.guard import RequestGuard
 
 
 class ListenerRuntime:
@@ -25,6 +26,7 @@ class ListenerRuntime:
     __slots__ = (
         "clusters",
         "draining",
+        "guard",
         "label_prefixes",
         "limits",
         "log",
@@ -54,8 +56,11 @@ class ListenerRuntime:
         timers: TimerWheel,
         request_ids: Iterator[bytes],
         log: TextIO | None = None,
+        guard: RequestGuard | None = None,
     ) -> None:
         self.routes = routes
+        self.guard = guard
+        """mTLS per port, JWT and AuthorizationPolicy checks; None when there are none."""
         self.timers = timers
         self.request_ids = request_ids
         self.clusters = clusters
@@ -69,7 +74,7 @@ class ListenerRuntime:
         self.scheme = b"https" if listener.tls is not None else b"http"
         self.limits: ListenerLimits = listener.limits
         self.draining = False
-        self.label_prefixes: dict[str, tuple[str, ...]] = {}
+        self.label_prefixes: dict[tuple[str, str], tuple[str, ...]] = {}
         self.regexes: dict[str, re.Pattern[str]] = {}
         self.log = log if log is not None else (sys.stdout if telemetry.access_log else None)
 
@@ -81,10 +86,12 @@ class ListenerRuntime:
         """Count a finished request in the Istio metrics, and log it when the access log is on."""
         cluster = exchange.cluster
         cluster_name = cluster.name if cluster is not None else ""
-        prefix = self.label_prefixes.get(cluster_name)
+        peer = exchange.client.principal
+        key = (cluster_name, peer)
+        prefix = self.label_prefixes.get(key)
         if prefix is None:
             labels = cluster.config.labels if cluster is not None else ServiceLabels()
-            prefix = self.label_prefixes[cluster_name] = self._prefix(labels)
+            prefix = self.label_prefixes[key] = self._prefix(labels, peer)
         status = exchange.status
         duration = (time.monotonic() - exchange.started) * 1000.0
         self.stats.record(
@@ -96,7 +103,7 @@ class ListenerRuntime:
         if self.log is not None:
             self._log(exchange, cluster_name, duration)
 
-    def _prefix(self, labels: ServiceLabels) -> tuple[str, ...]:
+    def _prefix(self, labels: ServiceLabels, peer: str) -> tuple[str, ...]:
         node = self.node
         me = (
             node.workload,
@@ -109,6 +116,10 @@ class ListenerRuntime:
         them = (labels.workload, labels.namespace, "unknown", labels.service_name, labels.version)
         if self.role == "inbound":
             source, destination, reporter = unknown, me, "destination"
+            if peer:
+                # What mTLS proved: the caller's principal, and the namespace in it.
+                namespace = peer.split("/ns/", 1)[1].split("/", 1)[0] if "/ns/" in peer else ""
+                source = ("unknown", namespace or "unknown", peer, "unknown", "unknown")
             service = (node.service, node.service, node.namespace)
         else:
             source, destination, reporter = me, them, "source"
@@ -120,7 +131,7 @@ class ListenerRuntime:
             *service,
             "Kubernetes",
             "http",
-            "none",
+            "mutual_tls" if peer else "none",
             "-",
         )
 
@@ -146,6 +157,8 @@ class ListenerRuntime:
             "x_request_id": exchange.request_id.decode("latin-1") or None,
             "downstream_remote_address": exchange.client.peer,
             "route_name": exchange.route.route.name if exchange.route is not None else None,
+            "downstream_peer_principal": exchange.client.principal or None,
+            "authz_policy": exchange.policy or None,
             "snapshot_version": self.version,
         }
         self.log.write(json.dumps(entry, separators=(",", ":")) + "\n")

@@ -149,6 +149,7 @@ class MirroredRequest:
                 lambda: UpstreamConnection(cluster, endpoint, high_water),
                 endpoint,
                 cluster.config.limits.connect_timeout,
+                cluster.mesh_tls,
             )
         )
         task.add_done_callback(self._connected)

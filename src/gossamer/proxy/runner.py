@@ -158,6 +158,8 @@ def _parse(argv: list[str]) -> RunOptions:
     parser.add_argument("--secrets-dir", default="")
     parser.add_argument("--zone", default="")
     parser.add_argument("--ready-url")
+    parser.add_argument("--service-account", default="default")
+    parser.add_argument("--ca-file", type=Path, help="PEM roots to verify an https control plane")
     parser.add_argument("--no-register", action="store_true")
     args = parser.parse_args(argv)
     host, _, port = args.admin.rpartition(":")
@@ -195,7 +197,14 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         name=f"{args.workload}-{os.getpid()}",
     )
     urls = tuple(url.strip().rstrip("/") for url in args.control_plane.split(",") if url.strip())
-    return AgentOptions(urls=urls, token=token, hello=hello, ready_url=args.ready_url)
+    return AgentOptions(
+        urls=urls,
+        token=token,
+        hello=hello,
+        ready_url=args.ready_url,
+        service_account=args.service_account,
+        ca_file=args.ca_file,
+    )
 
 
 if __name__ == "__main__":

@@ -6,17 +6,21 @@ import asyncio
 import contextlib
 import itertools
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator
 
 from gossamer.proxy.cluster import ClusterState
 from gossamer.proxy.downstream import DownstreamConnection
+from gossamer.proxy.guard import RequestGuard
 from gossamer.proxy.healthcheck import HealthChecker
 from gossamer.proxy.listener import ListenerRuntime
+from gossamer.proxy.mtls import MeshAcceptor, MeshTls, accepts_tls
 from gossamer.proxy.router import CompiledRouteTable
 from gossamer.proxy.stats import ProxyStats
 from gossamer.proxy.timers import TimerWheel
 from gossamer.proxy.tls import ServerCertificates, listening_context
+from gossamer.security.jwt import JwksCache
 from gossamer.snapshot import Listener, Snapshot, SnapshotError
 from gossamer.snapshot.codec import check
 
@@ -30,7 +34,7 @@ class ListenerHandle:
         self.proxy = proxy
         self.config = config
         self.runtime = runtime
-        self.server: asyncio.Server | None = None
+        self.server: asyncio.Server | MeshAcceptor | None = None
         self.connections: set[DownstreamConnection] = set()
         self.certificates: ServerCertificates | None = (
             ServerCertificates(config.tls) if config.tls is not None else None
@@ -46,6 +50,9 @@ class ListenerHandle:
 
     async def bind(self) -> None:
         """Start accepting connections (over TLS when the listener says so)."""
+        if self.config.mtls is not None:
+            self.server = await MeshAcceptor.start(self, lambda: DownstreamConnection(self))
+            return
         loop = asyncio.get_running_loop()
         context = None
         if self.certificates is not None:
@@ -129,10 +136,56 @@ class Proxy:
         self._retiring: set[asyncio.Task[None]] = set()
         self.health = HealthChecker(self.stats)
         self.on_apply: list[Callable[[Snapshot], None]] = []
+        self.identity: tuple[str, str, str] | None = None
+        """(certificate chain file, key file, SPIFFE id) of the workload, once the CA signed it."""
+        self.mesh_tls: MeshTls | None = None
+        """Contexts for mesh mTLS, from the identity and the snapshot's trust anchors."""
+        self.jwks = JwksCache()
+        """Issuers' key sets, kept across snapshots."""
+
+    def set_identity(self, cert_file: str, key_file: str, spiffe: str) -> None:
+        """Use a (new) workload certificate for new handshakes from now on.
+
+        Connections already established keep the certificate they were made with. Raises
+        SnapshotError when the files cannot be used with the running snapshot's roots.
+        """
+        self.identity = (cert_file, key_file, spiffe)
+        if self.snapshot is not None:
+            self._use_mesh_tls(self._mesh_tls(self.snapshot, force=True))
+
+    def _mesh_tls(self, snapshot: Snapshot, force: bool = False) -> MeshTls | None:
+        security = snapshot.security
+        current = self.mesh_tls
+        if self.identity is None or not security.roots:
+            return None
+        if (
+            not force
+            and current is not None
+            and current.roots == security.roots
+            and current.trust_domain == security.trust_domain
+        ):
+            return current
+        cert_file, key_file, spiffe = self.identity
+        try:
+            return MeshTls(cert_file, key_file, spiffe, security.roots, security.trust_domain)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            raise SnapshotError(f"mesh certificate or trust anchors unusable: {error}") from None
+
+    def _use_mesh_tls(self, mesh_tls: MeshTls | None) -> None:
+        self.mesh_tls = mesh_tls
+        for cluster in self.clusters.values():
+            cluster.mesh_tls = mesh_tls
 
     async def apply(self, snapshot: Snapshot) -> None:
         """Make `snapshot` current; on any error nothing changes and the error is raised."""
         check(snapshot)
+        mesh_tls = self._mesh_tls(snapshot)
+        for listener in snapshot.listeners:
+            if listener.mtls is not None and accepts_tls(listener.mtls) and mesh_tls is None:
+                missing = "trust anchors" if self.identity else "workload certificate"
+                raise SnapshotError(
+                    f"listener {listener.name} takes mTLS, but the proxy has no {missing}"
+                )
         clusters = {c.name: ClusterState(c, self.clusters.get(c.name)) for c in snapshot.clusters}
         tables = {t.name: CompiledRouteTable(t) for t in snapshot.route_tables}
         runtimes = {
@@ -146,6 +199,11 @@ class Proxy:
                 version=snapshot.version,
                 timers=self._timers(),
                 request_ids=self.request_ids,
+                guard=(
+                    RequestGuard.build(snapshot.security, listener.mtls, self.jwks)
+                    if listener.role != "outbound"
+                    else None
+                ),
             )
             for listener in snapshot.listeners
         }
@@ -179,6 +237,7 @@ class Proxy:
             old.retire(clusters.get(old.name))
         self.listeners = {**kept, **{h.config.name: h for h in fresh}}
         self.clusters = clusters
+        self._use_mesh_tls(mesh_tls)
         self.health.watch(clusters)
         self.snapshot = snapshot
         self.applied_at = time.time()
@@ -221,6 +280,7 @@ class Proxy:
                 await self._sweeper
             self._sweeper = None
         await self.health.close()
+        await self.jwks.close()
         for handle in self.listeners.values():
             if handle.server is not None:
                 handle.server.close()
@@ -259,5 +319,5 @@ def request_id_source() -> Iterator[bytes]:
 def _same_address(old: Listener, new: Listener) -> bool:
     # Port 0 in both means "any port": the one already bound is kept. A listener that gains or
     # loses TLS needs a new socket (and, on the same port, a drain first: a NACK says so).
-    same_kind = (old.tls is None) == (new.tls is None)
+    same_kind = (old.tls is None) == (new.tls is None) and (old.mtls is None) == (new.mtls is None)
     return (old.address, old.port) == (new.address, new.port) and same_kind

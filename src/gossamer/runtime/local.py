@@ -392,6 +392,7 @@ class LocalMesh:
         argv += ["--outbound-port", str(replica.outbound_port)]
         argv += ["--inbound-port", str(replica.inbound_port)]
         argv += ["--app-port", str(replica.app_port)]
+        argv += ["--service-account", replica.service_account]
         if replica.readiness is not None and replica.readiness.kind == "http":
             argv += ["--ready-url", f"http://127.0.0.1:{replica.app_port}{replica.readiness.path}"]
         return ProcessSpec(

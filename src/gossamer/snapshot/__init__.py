@@ -2,6 +2,11 @@
 
 from gossamer.snapshot.codec import SnapshotError, decode, dump, load
 from gossamer.snapshot.model import (
+    AuthzCondition,
+    AuthzOperation,
+    AuthzPolicy,
+    AuthzRule,
+    AuthzSource,
     Certificate,
     Cluster,
     DirectResponse,
@@ -11,6 +16,8 @@ from gossamer.snapshot.model import (
     HeaderMatch,
     HeaderOps,
     HealthCheck,
+    InboundMtls,
+    JwtProvider,
     Listener,
     ListenerLimits,
     ListenerTls,
@@ -26,6 +33,7 @@ from gossamer.snapshot.model import (
     Route,
     RouteMatch,
     RouteTable,
+    Security,
     ServiceLabels,
     Snapshot,
     StringMatch,
@@ -35,6 +43,11 @@ from gossamer.snapshot.model import (
 )
 
 __all__ = [
+    "AuthzCondition",
+    "AuthzOperation",
+    "AuthzPolicy",
+    "AuthzRule",
+    "AuthzSource",
     "Certificate",
     "Cluster",
     "DirectResponse",
@@ -44,6 +57,8 @@ __all__ = [
     "HeaderMatch",
     "HeaderOps",
     "HealthCheck",
+    "InboundMtls",
+    "JwtProvider",
     "Listener",
     "ListenerLimits",
     "ListenerTls",
@@ -59,6 +74,7 @@ __all__ = [
     "Route",
     "RouteMatch",
     "RouteTable",
+    "Security",
     "ServiceLabels",
     "Snapshot",
     "SnapshotError",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from gossamer.resources import Resource
@@ -26,13 +26,20 @@ class _Selecting:
     ports: tuple[tuple[int, str, int | str], ...]
 
 
-def endpoint_index(resources: Sequence[Resource]) -> EndpointIndex:
+IdentityOf = Callable[[WorkloadEntry], str]
+"""The SPIFFE id a client should expect of an entry's sidecar, "" when it takes plaintext."""
+
+
+def endpoint_index(
+    resources: Sequence[Resource], identity_of: IdentityOf | None = None
+) -> EndpointIndex:
     """The endpoints of every Service and ServiceEntry whose selector matches WorkloadEntries.
 
     Keyed by (service host, service port number), as the cluster translation reads them. An entry
     is in its own namespace's services only; one without an address, on a Unix socket, or that
     Istio's health checks report unhealthy gives none. Each list is sorted, so the same resources
-    always give the same index.
+    always give the same index. With `identity_of`, each endpoint says whom to expect at the
+    other end of its mTLS connection.
     """
     entries = [
         resource
@@ -48,7 +55,8 @@ def endpoint_index(resources: Sequence[Resource]) -> EndpointIndex:
             for entry in chosen:
                 port = _entry_port(entry, name, target)
                 if port is not None:
-                    found.add(_endpoint(entry, port))
+                    identity = identity_of(entry) if identity_of is not None else ""
+                    found.add(_endpoint(entry, port, identity))
     return {key: tuple(sorted(index[key], key=_order)) for key in sorted(index) if index[key]}
 
 
@@ -99,7 +107,7 @@ def _entry_port(entry: WorkloadEntry, name: str, target: int | str) -> int | Non
     return ports.get(target)
 
 
-def _endpoint(entry: WorkloadEntry, port: int) -> Endpoint:
+def _endpoint(entry: WorkloadEntry, port: int, identity: str) -> Endpoint:
     spec = entry.spec
     assert spec.address is not None, "entries without an address are filtered out"
     return Endpoint(
@@ -108,6 +116,7 @@ def _endpoint(entry: WorkloadEntry, port: int) -> Endpoint:
         weight=spec.weight or 1,
         zone=spec.locality or "",
         labels=tuple(sorted(spec.labels.items())),
+        identity=identity,
     )
 
 

@@ -15,6 +15,9 @@ Role = Literal["inbound", "outbound", "gateway"]
 # `path_prefix` is Kubernetes' Prefix type: "/foo" matches "/foo" and "/foo/bar", not "/foobar".
 MatchKind = Literal["exact", "prefix", "regex", "path_prefix"]
 LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "PEAK_EWMA"]
+# PeerAuthentication modes: mTLS only, mTLS and plaintext on one port, plaintext only.
+MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
+AuthzAction = Literal["ALLOW", "DENY", "AUDIT"]
 
 
 class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -172,6 +175,11 @@ class Endpoint(Struct, frozen=True):
     zone: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     healthy: bool = True
+    identity: str = ""
+    """The SPIFFE id of the sidecar in front of this endpoint: connect with mTLS and expect it.
+
+    Empty: the endpoint takes plaintext (no sidecar, or its PeerAuthentication is DISABLE).
+    """
 
 
 class PoolLimits(Struct, frozen=True):
@@ -280,6 +288,18 @@ class ListenerTls(Struct, frozen=True):
     certificates: tuple[Certificate, ...]
 
 
+class InboundMtls(Struct, frozen=True):
+    """Whether a sidecar's inbound listener takes mTLS from other sidecars, plaintext, or both.
+
+    `ports` overrides the mode for requests to one app port (PeerAuthentication portLevelMtls).
+    The connection is accepted when any mode would take it; a request to a port whose mode
+    refuses the connection's kind is then refused.
+    """
+
+    mode: MtlsMode = "PERMISSIVE"
+    ports: tuple[tuple[int, MtlsMode], ...] = ()
+
+
 class Listener(Struct, frozen=True):
     """An address the proxy accepts connections on, and the route table it uses."""
 
@@ -290,6 +310,8 @@ class Listener(Struct, frozen=True):
     route_table: str
     limits: ListenerLimits = ListenerLimits()
     tls: ListenerTls | None = None
+    mtls: InboundMtls | None = None
+    """Mesh mTLS with the proxy's own certificate (inbound listeners); None: plaintext only."""
 
 
 class Node(Struct, frozen=True):
@@ -301,6 +323,98 @@ class Node(Struct, frozen=True):
     cluster_domain: str = "cluster.local"
     service: str = "unknown"
     version: str = "unknown"
+
+
+class AuthzSource(Struct, frozen=True):
+    """Who a rule takes requests from (AuthorizationPolicy `from.source`); empty fields match all.
+
+    Principals are SPIFFE ids without the scheme (`cluster.local/ns/NS/sa/SA`), request
+    principals are `ISSUER/SUBJECT` of a JWT; both take Istio's `*` prefix and suffix wildcards.
+    """
+
+    principals: tuple[str, ...] = ()
+    not_principals: tuple[str, ...] = ()
+    request_principals: tuple[str, ...] = ()
+    not_request_principals: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    not_namespaces: tuple[str, ...] = ()
+    ip_blocks: tuple[str, ...] = ()
+    not_ip_blocks: tuple[str, ...] = ()
+    remote_ip_blocks: tuple[str, ...] = ()
+    not_remote_ip_blocks: tuple[str, ...] = ()
+
+
+class AuthzOperation(Struct, frozen=True):
+    """What a rule's requests do (AuthorizationPolicy `to.operation`); empty fields match all."""
+
+    hosts: tuple[str, ...] = ()
+    not_hosts: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()
+    not_ports: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    not_methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    not_paths: tuple[str, ...] = ()
+
+
+class AuthzCondition(Struct, frozen=True):
+    """A `when` condition: the attribute `key` has one of `values` and none of `not_values`."""
+
+    key: str
+    values: tuple[str, ...] = ()
+    not_values: tuple[str, ...] = ()
+
+
+class AuthzRule(Struct, frozen=True):
+    """Matches when any source, any operation and every condition match (empty: match all)."""
+
+    sources: tuple[AuthzSource, ...] = ()
+    operations: tuple[AuthzOperation, ...] = ()
+    conditions: tuple[AuthzCondition, ...] = ()
+
+
+class AuthzPolicy(Struct, frozen=True):
+    """One AuthorizationPolicy that applies to this proxy; `name` is `NAMESPACE/NAME`.
+
+    A policy matches a request when any rule does; with no rules it matches nothing.
+    """
+
+    name: str
+    action: AuthzAction = "ALLOW"
+    rules: tuple[AuthzRule, ...] = ()
+
+
+class JwtProvider(Struct, frozen=True):
+    """A JWT issuer whose tokens this proxy checks (a RequestAuthentication jwtRule)."""
+
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    jwks: str = ""
+    """The JSON Web Key Set inline; when empty, fetched from `jwks_uri`."""
+    jwks_uri: str = ""
+    from_headers: tuple[tuple[str, str], ...] = ()
+    """(lowercase header name, prefix); empty: `authorization` with prefix `Bearer `."""
+    from_params: tuple[str, ...] = ()
+    """Query parameters; with no headers and no params, also `access_token`."""
+    from_cookies: tuple[str, ...] = ()
+    forward_original_token: bool = False
+    output_payload_to_header: str = ""
+    output_claim_to_headers: tuple[tuple[str, str], ...] = ()
+    """(lowercase header name, claim name)."""
+    timeout: float = 5.0
+    """How long a JWKS fetch may take."""
+    policy: str = ""
+    """The RequestAuthentication it comes from, `NAMESPACE/NAME`, for messages."""
+
+
+class Security(Struct, frozen=True):
+    """Trust anchors, and the policies the proxy's inbound and gateway listeners enforce."""
+
+    trust_domain: str = "cluster.local"
+    roots: tuple[str, ...] = ()
+    """PEM certificates that peers' chains must lead to (more than one while a root rotates)."""
+    authorization: tuple[AuthzPolicy, ...] = ()
+    jwt: tuple[JwtProvider, ...] = ()
 
 
 class Telemetry(Struct, frozen=True):
@@ -320,3 +434,4 @@ class Snapshot(Struct, frozen=True):
     route_tables: tuple[RouteTable, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     telemetry: Telemetry = Telemetry()
+    security: Security = Security()

@@ -7,6 +7,11 @@ the node, listeners and telemetry when they change. The proxy answers every upda
 `Ack` (empty `error`) or a NACK (the error), and keeps running its last good snapshot after a
 NACK. `Health` reports whether the proxy's workload is ready to take traffic.
 
+Identity: the proxy makes its key itself and sends only a certificate signing request, in the
+`Hello` and again in a `Renew` at half of the certificate's life; the control plane checks the
+request against the workload the stream's token speaks for and answers with the signed chain
+(in the `Welcome`, then in an `Issued`). Private keys never cross the stream.
+
 Deltas matter at scale: one VirtualService change touches one virtual host, and a thousand
 proxies should receive a few hundred bytes each, not their whole configuration.
 """
@@ -25,6 +30,7 @@ from gossamer.snapshot.model import (
     Listener,
     Node,
     RouteTable,
+    Security,
     Snapshot,
     Telemetry,
     VirtualHost,
@@ -73,6 +79,8 @@ class Hello(Struct, frozen=True, tag="hello"):
     """The version the proxy runs (after a reconnect), so that the first update can be a delta."""
     name: str = ""
     """A stable name for this proxy (e.g. host and pid); made up by the control plane if empty."""
+    csr: str = ""
+    """A PEM certificate signing request for the workload's SPIFFE id; empty: no certificate."""
 
 
 class Welcome(Struct, frozen=True, tag="welcome"):
@@ -80,6 +88,26 @@ class Welcome(Struct, frozen=True, tag="welcome"):
 
     proxy: str
     control_plane: str
+    certificate: str = ""
+    """The signed chain (PEM, leaf first) for the hello's CSR."""
+    certificate_error: str = ""
+    """Why the CSR was not signed (no CA, or it asks for another identity)."""
+    identity: str = ""
+    """The SPIFFE id the CA signs for this workload ("" without a CA): a proxy that asked for
+    another, or for none, sends a `Renew` for this one."""
+
+
+class Renew(Struct, frozen=True, tag="renew"):
+    """A new CSR, sent when the proxy's certificate is half way through its life."""
+
+    csr: str
+
+
+class Issued(Struct, frozen=True, tag="issued"):
+    """The answer to `Renew`: a chain, or why there is none."""
+
+    certificate: str = ""
+    error: str = ""
 
 
 class TableDelta(Struct, frozen=True):
@@ -98,6 +126,7 @@ class Update(Struct, frozen=True, tag="update"):
     node: Node | None = None
     listeners: tuple[Listener, ...] | None = None
     telemetry: Telemetry | None = None
+    security: Security | None = None
     tables: tuple[TableDelta, ...] = ()
     removed_tables: tuple[str, ...] = ()
     clusters: tuple[Cluster, ...] = ()
@@ -120,8 +149,8 @@ class Health(Struct, frozen=True, tag="health"):
     message: str = ""
 
 
-ToControlPlane = Hello | Ack | Health
-ToProxy = Welcome | Update
+ToControlPlane = Hello | Ack | Health | Renew
+ToProxy = Welcome | Update | Issued
 
 _to_control_plane = msgspec.json.Decoder(ToControlPlane)
 _to_proxy = msgspec.json.Decoder(ToProxy)
@@ -186,6 +215,7 @@ def apply_update(current: Snapshot | None, update: Update) -> Snapshot:
         ),
         clusters=tuple(sorted(clusters.values(), key=lambda cluster: cluster.name)),
         telemetry=update.telemetry if update.telemetry is not None else start.telemetry,
+        security=update.security if update.security is not None else start.security,
     )
     check(snapshot)
     return snapshot

@@ -13,6 +13,7 @@ from gossamer.snapshot.model import (
     Certificate,
     Cluster,
     Endpoint,
+    InboundMtls,
     Listener,
     ListenerTls,
     Node,
@@ -76,6 +77,8 @@ class SidecarSpec:
     # ports of the Services that select the workload, each to its targetPort.
     app_ports: Mapping[int, int] = field(default_factory=dict)
     address: str = LOCALHOST
+    mtls: InboundMtls | None = None
+    """How the inbound listener takes mesh mTLS (PeerAuthentication); None: plaintext only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,14 @@ def sidecar_own(catalog: Catalog, sidecar: SidecarSpec, labels: Mapping[str, str
         node=node,
         listeners=(
             Listener("outbound", LOCALHOST, sidecar.outbound_port, "outbound", "outbound"),
-            Listener("inbound", sidecar.address, sidecar.inbound_port, "inbound", "inbound"),
+            Listener(
+                "inbound",
+                sidecar.address,
+                sidecar.inbound_port,
+                "inbound",
+                "inbound",
+                mtls=sidecar.mtls,
+            ),
         ),
         inbound=RouteTable(name="inbound", virtual_hosts=_inbound_hosts(app_ports)),
         clusters=tuple(_inbound_clusters(catalog, node, app_ports, labels)),

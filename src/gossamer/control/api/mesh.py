@@ -37,6 +37,8 @@ from gossamer.snapshot.protocol import (
     Ack,
     Health,
     Hello,
+    Issued,
+    Renew,
     Welcome,
     decode_from_proxy,
     encode,
@@ -73,7 +75,10 @@ class MeshEndpoints:
             return
         distributor = self.mesh.distributor
         stream = distributor.connect(hello)
-        await websocket.send_bytes(encode(Welcome(stream.id, self.mesh.replica)))
+        certificate, unsigned = self._sign(stream, hello.csr) if hello.csr else ("", "")
+        identity = self.mesh.identity(hello.namespace, stream.service_account)
+        welcome = Welcome(stream.id, self.mesh.replica, certificate, unsigned, identity)
+        await websocket.send_bytes(encode(welcome))
         entry = await self._register(stream)
         writer = asyncio.get_running_loop().create_task(self._write(websocket, stream))
         try:
@@ -155,6 +160,17 @@ class MeshEndpoints:
                 self.mesh.distributor.acknowledge(stream, message, resync=message.resync)
             elif isinstance(message, Health) and entry is not None:
                 await self.mesh.registry.set_health(entry, message.ready, message.message)
+            elif isinstance(message, Renew):
+                certificate, unsigned = self._sign(stream, message.csr)
+                await websocket.send_bytes(encode(Issued(certificate, unsigned)))
+
+    def _sign(self, stream: ProxyStream, csr: str) -> tuple[str, str]:
+        """Sign a CSR for the identity of the stream's workload (its service account)."""
+        hello = stream.hello
+        certificate, error = self.mesh.sign(csr, hello.namespace, stream.service_account)
+        if error:
+            log.warning("refused a certificate to %s: %s", stream.id, error)
+        return certificate, error
 
     async def proxies(self, request: Request) -> Response:
         """Every connected proxy of the mesh: this replica's now, the others' as last reported."""

@@ -36,17 +36,31 @@ from gossamer.control.store import ObjectKey, ResourceType
 from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Deployment
 from gossamer.resources.kinds.core import Service
+from gossamer.resources.kinds.istio_networking import WorkloadEntry
+from gossamer.security.ca import spiffe_id
 from gossamer.snapshot.endpoints import endpoint_index
-from gossamer.snapshot.model import Node
+from gossamer.snapshot.model import Node, Security
 from gossamer.snapshot.protocol import Ack, Hello
 from gossamer.snapshot.translate import EndpointIndex, GatewaySpec, SidecarSpec, view_label_keys
+from gossamer.snapshot.translate_security import SecurityIndex
 from gossamer.snapshot.vips import assign_vips, services_of
 
 log = logging.getLogger(__name__)
 
 ENTRIES = ResourceType("networking.istio.io", "workloadentries")
+# Policies: each proxy's own part enforces them; PeerAuthentication also says which endpoints
+# take mTLS.
+SECURITY_KINDS = frozenset(
+    {
+        ResourceType("security.istio.io", "peerauthentications"),
+        ResourceType("security.istio.io", "authorizationpolicies"),
+        ResourceType("security.istio.io", "requestauthentications"),
+    }
+)
 # Kinds a sidecar's own part reads (its ports come from the Services selecting its Deployment).
-OWN_KINDS = frozenset({ResourceType("apps", "deployments"), ResourceType("", "services")})
+OWN_KINDS = frozenset(
+    {ResourceType("apps", "deployments"), ResourceType("", "services"), *SECURITY_KINDS}
+)
 GATEWAY_LABELS = {"istio": "ingressgateway"}
 
 
@@ -97,8 +111,15 @@ class Distributor:
         replica: str,
         debounce_s: float = 0.1,
         max_delay_s: float = 1.0,
+        *,
+        roots: tuple[str, ...] = (),
+        trust_domain: str = "cluster.local",
     ) -> None:
         self.mirror = mirror
+        self.roots = roots
+        """The mesh CA's trust anchors; empty when the mesh runs without mTLS."""
+        self.trust_domain = trust_domain
+        self.security = SecurityIndex(())
         self.replica = replica
         self.debounce_s = debounce_s
         self.max_delay_s = max_delay_s
@@ -140,6 +161,8 @@ class Distributor:
             if key.type == ENTRIES:
                 self._dirty_endpoints = True
             elif key.type not in _INTERNAL:
+                if key.type in SECURITY_KINDS:
+                    self._dirty_endpoints = True
                 self._dirty_views = True
                 if key.type in OWN_KINDS:
                     self._dirty_own = True
@@ -160,8 +183,10 @@ class Distributor:
         self._dirty_views = self._dirty_own = self._dirty_endpoints = False
         started = time.perf_counter()
         resources = list(self.mirror.resources.values())
+        if own or endpoints:
+            self.security = SecurityIndex(resources)
         if endpoints:
-            index = endpoint_index(resources)
+            index = endpoint_index(resources, self._identity_of if self.roots else None)
             if index != self.endpoints:
                 self.endpoints = index
                 views = True
@@ -209,6 +234,8 @@ class Distributor:
         # The endpoints may lag a pending recompute by the debounce: the recompute corrects them
         # with a delta. Rebuilding them here made a storm of connections quadratic.
         labels, account = self._identity(hello, resources)
+        if not self.streams:
+            self.security = SecurityIndex(resources)
         name = hello.name or f"{hello.workload}.{hello.namespace}"
         stream = ProxyStream(
             id=f"{name}~{self.replica}~{next(self._ids)}",
@@ -330,7 +357,29 @@ class Distributor:
             return dict(GATEWAY_LABELS), "istio-ingressgateway-service-account"
         return {}, "default"
 
+    def _identity_of(self, entry: WorkloadEntry) -> str:
+        """What a client expects of an entry's sidecar: its SPIFFE id, or "" for plaintext."""
+        if entry.inbound_port is None:
+            return ""  # no sidecar in front of it
+        mode = self.security.endpoint_mode(entry.namespace, entry.spec.labels, None)
+        if mode == "DISABLE":
+            return ""
+        account = entry.spec.service_account or "default"
+        return spiffe_id(self.trust_domain, entry.namespace, account)
+
+    def _security_of(self, stream: ProxyStream) -> Security:
+        hello = stream.hello
+        if hello.role == "vip":
+            return Security(trust_domain=self.trust_domain, roots=self.roots)
+        return self.security.for_workload(
+            hello.namespace, stream.labels, roots=self.roots, trust_domain=self.trust_domain
+        )
+
     def _own_part(self, stream: ProxyStream, resources: Sequence[Resource]) -> Own:
+        own = self._own_routes(stream, resources)
+        return dataclasses.replace(own, security=self._security_of(stream))
+
+    def _own_routes(self, stream: ProxyStream, resources: Sequence[Resource]) -> Own:
         hello = stream.hello
         if hello.role == "vip":
             vips = assign_vips(services_of(resources), hello.vip_network)
@@ -360,6 +409,7 @@ class Distributor:
             outbound_port=hello.outbound_port,
             inbound_port=hello.inbound_port,
             address=hello.address,
+            mtls=self.security.mtls(hello.namespace, stream.labels) if self.roots else None,
         )
         if hello.app_port:
             ports = _service_ports(hello.namespace, stream.labels, resources)

@@ -17,6 +17,7 @@ from gossamer.control.mesh.distributor import Distributor
 from gossamer.control.mesh.mirror import StoreMirror
 from gossamer.control.mesh.registry import LEASES, Registry
 from gossamer.control.store import ObjectKey, ResourceType, Store
+from gossamer.security.ca import CertificateAuthority, CertificateRequestError, spiffe_id
 
 WORKLOAD_TOKENS = ResourceType("gossamer.dev", "workloadtokens")
 
@@ -33,6 +34,10 @@ class MeshSettings:
     """A disconnected proxy's instance (or a dead replica's) is removed after this long."""
     sync_timeout_s: float = 30.0
     """How long starting waits for the first full read of the store."""
+    mtls: bool = True
+    """Run the mesh CA: sidecars get SPIFFE certificates and talk mTLS to each other."""
+    certificate_lifetime_s: float = 86400.0
+    """How long a workload certificate is valid; proxies renew at half of it."""
 
 
 def new_workload_token(namespace: str, workload: str) -> tuple[str, ObjectKey, dict[str, Any]]:
@@ -71,12 +76,20 @@ class Mesh:
         tokens: TokenRegistry,
         settings: MeshSettings,
         url: str = "",
+        *,
+        ca: CertificateAuthority | None = None,
     ) -> None:
         self.replica = replica_name()
         self.tokens = tokens
+        self.ca = ca
         self.mirror = StoreMirror(store, catalog)
         self.distributor = Distributor(
-            self.mirror, self.replica, settings.debounce_s, settings.max_delay_s
+            self.mirror,
+            self.replica,
+            settings.debounce_s,
+            settings.max_delay_s,
+            roots=ca.roots if ca is not None else (),
+            trust_domain=ca.trust_domain if ca is not None else "cluster.local",
         )
         self.registry = Registry(
             store, self.mirror, self.replica, url=url, ttl_s=settings.instance_ttl_s
@@ -113,6 +126,21 @@ class Mesh:
                 continue
             tokens[digest] = workload_principal(stored.key.namespace, str(spec.get("workload")))
         self.tokens.replace_workloads(tokens)
+
+    def identity(self, namespace: str, service_account: str) -> str:
+        """The SPIFFE id the CA signs for a workload's service account; "" without a CA."""
+        if self.ca is None:
+            return ""
+        return spiffe_id(self.ca.trust_domain, namespace, service_account)
+
+    def sign(self, csr: str, namespace: str, service_account: str) -> tuple[str, str]:
+        """A workload's certificate chain for its CSR, or ("", why not)."""
+        if self.ca is None:
+            return "", "this control plane runs no CA (mTLS is off)"
+        try:
+            return self.ca.sign(csr, namespace=namespace, service_account=service_account), ""
+        except CertificateRequestError as error:
+            return "", str(error)
 
     def lease_proxies(self) -> list[dict[str, object]]:
         """What the other live replicas last reported about their proxies."""

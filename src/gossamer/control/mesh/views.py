@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from gossamer.resources import Resource
-from gossamer.snapshot.model import Cluster, Listener, Node, Telemetry, VirtualHost
+from gossamer.snapshot.model import Cluster, Listener, Node, Security, Telemetry, VirtualHost
 from gossamer.snapshot.protocol import diff_named
 from gossamer.snapshot.translate import (
     EndpointIndex,
@@ -48,6 +48,7 @@ class Own:
     tables: Mapping[str, Mapping[str, VirtualHost]]
     clusters: Mapping[str, Cluster]
     telemetry: Telemetry = field(default_factory=Telemetry)
+    security: Security = field(default_factory=Security)
 
 
 def sidecar_part(
@@ -195,6 +196,9 @@ def encode_update(
         changed = True
     if old is None or old.telemetry != new.telemetry:
         parts += [b',"telemetry":', _encoder.encode(new.telemetry)]
+        changed = True
+    if old is None or old.security != new.security:
+        parts += [b',"security":', _encoder.encode(new.security)]
         changed = True
     tables: list[bytes] = []
     # A whole update names every table, empty or not: listeners refer to them by name.

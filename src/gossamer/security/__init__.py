@@ -1,0 +1,1 @@
+"""Zero trust: the mesh CA, workload identities, and the policies proxies enforce."""

@@ -1,0 +1,382 @@
+"""Mesh mTLS between two real proxies: a client sidecar originates, a server sidecar terminates.
+
+Certificates come from a real mesh CA on disk; every handshake is real TLS 1.3 over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from gossamer.proxy import AdminServer, Proxy
+from gossamer.security.ca import CertificateAuthority, spiffe_id
+from gossamer.security.identity import WorkloadIdentity, client_context
+from gossamer.snapshot import (
+    Cluster,
+    Endpoint,
+    InboundMtls,
+    Listener,
+    Node,
+    Route,
+    RouteTable,
+    Security,
+    Snapshot,
+    VirtualHost,
+    WeightedCluster,
+)
+
+from .backend import Backend
+
+FRONTEND = spiffe_id("cluster.local", "default", "frontend")
+GREETER = spiffe_id("cluster.local", "default", "greeter")
+
+
+def issue(ca: CertificateAuthority, spiffe: str, folder: Path) -> tuple[str, str]:
+    """A workload's key and certificate from the CA, written where a proxy reads them."""
+    identity = WorkloadIdentity.create(spiffe)
+    namespace, account = spiffe.split("/ns/")[1].split("/sa/")
+    identity.accept(ca.sign(identity.csr(), namespace=namespace, service_account=account))
+    cert, key = identity.write(folder)
+    return str(cert), str(key)
+
+
+def server_snapshot(backend_port: int, mtls: InboundMtls, roots: tuple[str, ...]) -> Snapshot:
+    app = Cluster(
+        name="inbound|8080||", endpoints=(Endpoint(address="127.0.0.1", port=backend_port),)
+    )
+    table = RouteTable(
+        name="inbound",
+        virtual_hosts=(
+            VirtualHost(
+                name="inbound",
+                domains=("*",),
+                routes=(Route(name="app", clusters=(WeightedCluster(cluster=app.name),)),),
+            ),
+        ),
+    )
+    return Snapshot(
+        version="1",
+        node=Node(workload="greeter", service_account="greeter", service="greeter"),
+        listeners=(Listener("inbound", "127.0.0.1", 0, "inbound", "inbound", mtls=mtls),),
+        route_tables=(table,),
+        clusters=(app,),
+        security=Security(roots=roots),
+    )
+
+
+def client_snapshot(port: int, identity: str, roots: tuple[str, ...]) -> Snapshot:
+    greeter = Cluster(
+        name="outbound|80||greeter.default.svc.cluster.local",
+        endpoints=(Endpoint(address="127.0.0.1", port=port, identity=identity),),
+    )
+    table = RouteTable(
+        name="outbound",
+        virtual_hosts=(
+            VirtualHost(
+                name="greeter",
+                domains=("*",),
+                routes=(Route(name="greeter", clusters=(WeightedCluster(cluster=greeter.name),)),),
+            ),
+        ),
+    )
+    return Snapshot(
+        version="1",
+        node=Node(workload="frontend", service_account="frontend"),
+        listeners=(Listener("outbound", "127.0.0.1", 0, "outbound", "outbound"),),
+        route_tables=(table,),
+        clusters=(greeter,),
+        security=Security(roots=roots),
+    )
+
+
+Start = Callable[..., Awaitable[Proxy]]
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    return CertificateAuthority.load_or_create(tmp_path / "ca")
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Start]:
+    proxies: list[Proxy] = []
+    admins: list[AdminServer] = []
+
+    async def run(
+        snapshot: Snapshot, identity: tuple[str, str] | None = None, spiffe: str = ""
+    ) -> Proxy:
+        proxy = Proxy()
+        proxies.append(proxy)
+        if identity is not None:
+            proxy.set_identity(identity[0], identity[1], spiffe)
+        await proxy.apply(snapshot)
+        admin = AdminServer(proxy)
+        await admin.start("127.0.0.1", 0)
+        admins.append(admin)
+        return proxy
+
+    yield run
+    for admin in admins:
+        await admin.close()
+    for proxy in proxies:
+        await proxy.close()
+
+
+async def mesh_pair(
+    ca: CertificateAuthority,
+    tmp_path: Path,
+    start: Start,
+    backend: Backend,
+    mtls: InboundMtls,
+) -> tuple[Proxy, Proxy]:
+    assert backend.server is not None
+    backend_port = backend.server.sockets[0].getsockname()[1]
+    server = await start(
+        server_snapshot(backend_port, mtls, ca.roots),
+        issue(ca, GREETER, tmp_path / "greeter"),
+        GREETER,
+    )
+    client = await start(
+        client_snapshot(server.port("inbound"), GREETER, ca.roots),
+        issue(ca, FRONTEND, tmp_path / "frontend"),
+        FRONTEND,
+    )
+    return server, client
+
+
+async def plaintext_get(port: int) -> bytes:
+    """A plaintext GET straight to a port; what comes back before the proxy closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: greeter\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), 5.0)
+    except ConnectionResetError:
+        return b""
+    finally:
+        writer.close()
+
+
+async def tls_get(port: int, context: ssl.SSLContext) -> bytes:
+    """A GET over TLS with a client certificate; raises when the handshake or read fails."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname=""
+    )
+    writer.write(b"GET / HTTP/1.1\r\nHost: greeter\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), 5.0)
+    finally:
+        writer.close()
+
+
+async def test_sidecars_talk_mtls_and_the_server_learns_the_caller(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, client = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="STRICT"))
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{client.port('outbound')}/hello")
+        assert response.status_code == 200, response.headers.get("x-gossamer-reason")
+        metrics = server.stats.prometheus()
+    assert backend.requests[-1].target == "/hello"
+    line = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("istio_requests_total{") and 'reporter="destination"' in line
+    )
+    assert 'source_principal="spiffe://cluster.local/ns/default/sa/frontend"' in line
+    assert 'connection_security_policy="mutual_tls"' in line
+
+
+async def test_strict_refuses_a_plaintext_client(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, _ = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="STRICT"))
+    assert await plaintext_get(server.port("inbound")) == b""
+    assert not backend.requests
+
+
+async def test_strict_refuses_a_certificate_from_a_foreign_ca(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, _ = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="STRICT"))
+    foreign = CertificateAuthority.load_or_create(tmp_path / "foreign")
+    cert, key = issue(foreign, FRONTEND, tmp_path / "intruder")
+    # The intruder trusts the mesh's root (it can see the server's certificate), but its own
+    # certificate chains to another root.
+    context = client_context(cert, key, ca.roots)
+    with pytest.raises((ssl.SSLError, ConnectionResetError, asyncio.IncompleteReadError)):
+        answer = await tls_get(server.port("inbound"), context)
+        assert answer == b"", "a foreign certificate got an answer"
+        raise ConnectionResetError("closed without an answer")
+    assert not backend.requests
+
+
+async def test_strict_refuses_an_expired_certificate(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, _ = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="STRICT"))
+    cert, key = expired_certificate(tmp_path / "ca", tmp_path / "expired", FRONTEND)
+    context = client_context(cert, key, ca.roots)
+    with pytest.raises((ssl.SSLError, ConnectionResetError, asyncio.IncompleteReadError)):
+        answer = await tls_get(server.port("inbound"), context)
+        assert answer == b"", "an expired certificate got an answer"
+        raise ConnectionResetError("closed without an answer")
+    assert not backend.requests
+
+
+async def test_strict_refuses_a_spiffe_id_of_another_trust_domain(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, _ = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="STRICT"))
+    # Same root and key, but signing for another trust domain: the chain verifies, the id is
+    # not one of this mesh's.
+    other = CertificateAuthority.load_or_create(tmp_path / "ca", trust_domain="elsewhere.example")
+    intruder = spiffe_id("elsewhere.example", "default", "frontend")
+    cert, key = issue(other, intruder, tmp_path / "intruder")
+    context = client_context(cert, key, ca.roots)
+    answer = b""
+    with contextlib.suppress(ssl.SSLError, ConnectionResetError, asyncio.IncompleteReadError):
+        answer = await tls_get(server.port("inbound"), context)
+    assert answer == b""
+    assert not backend.requests
+
+
+async def test_the_client_refuses_a_server_with_the_wrong_identity(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, _ = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="STRICT"))
+    # This caller expects the ratings service at that address, and finds greeter there.
+    expecting = spiffe_id("cluster.local", "default", "ratings")
+    client = await start(
+        client_snapshot(server.port("inbound"), expecting, ca.roots),
+        issue(ca, FRONTEND, tmp_path / "frontend2"),
+        FRONTEND,
+    )
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{client.port('outbound')}/")
+    assert response.status_code == 503
+    reason = response.headers["x-gossamer-reason"]
+    assert (
+        "upstream mTLS" in reason
+        and "expected spiffe://cluster.local/ns/default/sa/ratings" in reason
+    )
+    assert not backend.requests
+
+
+async def test_permissive_takes_mtls_and_plaintext_on_one_port(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, client = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="PERMISSIVE"))
+    plain = await plaintext_get(server.port("inbound"))
+    assert plain.startswith(b"HTTP/1.1 200")
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{client.port('outbound')}/")
+    assert response.status_code == 200
+    assert len(backend.requests) == 2
+
+
+async def test_a_strict_port_override_refuses_plaintext_requests_to_that_port(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    assert backend.server is not None
+    app_port = backend.server.sockets[0].getsockname()[1]
+    mtls = InboundMtls(mode="PERMISSIVE", ports=((app_port, "STRICT"),))
+    server, client = await mesh_pair(ca, tmp_path, start, backend, mtls)
+    plain = await plaintext_get(server.port("inbound"))
+    assert plain.startswith(b"HTTP/1.1 403")
+    assert f"mTLS required on port {app_port}".encode() in plain
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{client.port('outbound')}/")
+    assert response.status_code == 200
+    assert len(backend.requests) == 1
+
+
+async def test_a_new_certificate_serves_new_handshakes_and_old_connections_carry_on(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, client = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="STRICT"))
+    async with httpx.AsyncClient() as http:
+        url = f"http://127.0.0.1:{client.port('outbound')}/"
+        assert (await http.get(url)).status_code == 200
+        before = backend.connections
+        # Both sides renew (new keys, new files in new folders) while a pooled connection
+        # between the sidecars stays open.
+        server.set_identity(*issue(ca, GREETER, tmp_path / "greeter-2"), GREETER)
+        client.set_identity(*issue(ca, FRONTEND, tmp_path / "frontend-2"), FRONTEND)
+        for _ in range(5):
+            assert (await http.get(url)).status_code == 200
+        assert backend.connections == before, "the pooled mTLS connection was dropped"
+        # A fresh connection between the sidecars handshakes with the new certificates.
+        for cluster in client.clusters.values():
+            for endpoint in cluster.endpoints:
+                for upstream in list(endpoint.idle):
+                    upstream.close()
+        assert (await http.get(url)).status_code == 200
+
+
+async def test_the_config_dump_and_admin_never_show_a_private_key(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, _ = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="STRICT"))
+    dump = msgspec.json.encode(server.snapshot).decode()
+    assert "PRIVATE KEY" not in dump
+    assert "PRIVATE KEY" not in repr(server.mesh_tls)
+    assert "PRIVATE KEY" not in server.stats.prometheus()
+
+
+def expired_certificate(ca_dir: Path, folder: Path, spiffe: str) -> tuple[str, str]:
+    """A certificate the mesh CA's key signed, valid for an hour that ended yesterday."""
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca-key.pem").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca-cert.pem").read_bytes())
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(yesterday - dt.timedelta(hours=1))
+        .not_valid_after(yesterday)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=True
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(mode=0o700)
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
