@@ -61,7 +61,11 @@ Section = Callable[[Described], list[str]]
 
 def describe(
     kind: Annotated[
-        str, typer.Argument(help="Kind: VirtualService, vs, Service, svc, ... (or KIND/NAME).")
+        str,
+        typer.Argument(
+            help="Kind: VirtualService, vs, Service, svc, ... (or KIND/NAME); `workload` is a "
+            "Deployment with its identity, mTLS mode and policies."
+        ),
     ],
     name: Annotated[str | None, typer.Argument(help="Name of the object.")] = None,
     namespace: Namespace = None,
@@ -74,6 +78,8 @@ def describe(
     kind, name = split_kind_name(kind, name)
     if name is None:
         raise typer.BadParameter("give KIND and NAME")
+    if kind.lower() in ("workload", "workloads"):
+        kind = "Deployment"
     with open_session(server, token) as session:
         served = session.resolve(kind)
         data = session.client.get(served, namespace_or_default(namespace), name)
@@ -188,7 +194,100 @@ def proxies_section(described: Described) -> list[str]:
     return lines
 
 
-SECTIONS: tuple[Section, ...] = (metadata_section, spec_section, routes_section, proxies_section)
+def security_section(described: Described) -> list[str]:
+    """For a Deployment: its SPIFFE id, effective mTLS mode, certificates, and the policies."""
+    if described.served.kind != "Deployment":
+        return []
+    from gossamer.resources.kinds.apps import Deployment
+    from gossamer.snapshot.translate_security import SecurityIndex
+
+    resources = [loaded.resource for loaded in described.everything.resources]
+    found = next(
+        (
+            r
+            for r in resources
+            if isinstance(r, Deployment)
+            and r.name == described.name
+            and r.namespace == described.namespace
+        ),
+        None,
+    )
+    if found is None:
+        return []
+    pod = found.spec.template.spec
+    account = pod.service_account_name or pod.service_account or "default"
+    labels = dict(found.pod_labels)
+    index = SecurityIndex(resources)
+    mtls = index.mtls(described.namespace, labels)
+    security = index.for_workload(described.namespace, labels)
+    identity = f"spiffe://{security.trust_domain}/ns/{described.namespace}/sa/{account}"
+    ports = "".join(f"; port {port}: {mode}" for port, mode in mtls.ports)
+    lines = [
+        "Security:",
+        _sub("Identity", identity),
+        _sub("mTLS", f"{mtls.mode}{ports} (effective PeerAuthentication)"),
+    ]
+    lines += _certificate_lines(described)
+    policies = security.authorization
+    lines.append("  Authorization:")
+    if not policies:
+        lines.append("    none: every request is allowed")
+    for policy in sorted(policies, key=lambda p: ("DENY", "ALLOW", "AUDIT").index(p.action)):
+        rules = f"{len(policy.rules)} rule{'s' if len(policy.rules) != 1 else ''}"
+        lines.append(f"    {policy.action:<6} {policy.name} ({rules})")
+    if any(policy.action == "ALLOW" for policy in policies):
+        lines.append("    (an ALLOW policy applies: a request none of them allows is denied)")
+    lines.append("  Request authentication:")
+    if not security.jwt:
+        lines.append("    none")
+    for provider in security.jwt:
+        keys = provider.jwks_uri or "inline jwks"
+        audiences = ", ".join(provider.audiences) or "any audience"
+        lines.append(f"    {provider.policy}: issuer {provider.issuer} ({keys}; {audiences})")
+    return lines
+
+
+def _certificate_lines(described: Described) -> list[str]:
+    proxies = described.session.client.proxies()
+    if proxies is None:
+        return [_sub("Certificates", "unknown (the control plane lists no proxies)")]
+    mine = [
+        p
+        for p in proxies
+        if p["workload"] == described.name and p["namespace"] == described.namespace
+    ]
+    if not mine:
+        return [_sub("Certificates", "none: no proxy of this workload is connected")]
+    lines = ["  Certificates (of each connected proxy):"]
+    now = datetime.now(UTC)
+    for proxy in mine:
+        expiry = float(proxy.get("certificateExpiry") or 0)
+        if not expiry:
+            lines.append(f"    {proxy['proxy']}  none (mTLS off, or not signed)")
+            continue
+        when = datetime.fromtimestamp(expiry, UTC)
+        left = when - now
+        hours, rest = divmod(int(left.total_seconds()), 3600)
+        remaining = f"in {hours}h{rest // 60:02d}m" if left.total_seconds() > 0 else "EXPIRED"
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        lines.append(
+            f"    {proxy['proxy']}  {proxy.get('identity')}  expires {stamp} ({remaining})"
+        )
+    return lines
+
+
+SECTIONS: tuple[Section, ...] = (
+    metadata_section,
+    spec_section,
+    routes_section,
+    security_section,
+    proxies_section,
+)
+
+
+def _sub(label: str, value: str) -> str:
+    """A field inside a section, indented."""
+    return f"  {label + ':':<{_LABEL + 2}}{value}"
 
 
 def _field(label: str, value: str) -> str:

@@ -40,6 +40,9 @@ class RunOptions:
     ready_file: Path | None = None
     agent: AgentOptions | None = None
     """Set: the snapshot comes from a control plane instead of `bootstrap`."""
+    identity: tuple[Path, Path, str] | None = None
+    """(certificate chain, key, SPIFFE id) for mesh mTLS of a bootstrap-file proxy; a proxy
+    on a control plane gets its certificate from the mesh CA instead."""
 
 
 async def run(options: RunOptions) -> int:
@@ -47,6 +50,9 @@ async def run(options: RunOptions) -> int:
     proxy = Proxy()
     if options.bootstrap is not None:
         try:
+            if options.identity is not None:
+                cert, key, spiffe = options.identity
+                proxy.set_identity(str(cert), str(key), spiffe)
             await proxy.apply(load(options.bootstrap))
         except (SnapshotError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
@@ -140,6 +146,9 @@ def _parse(argv: list[str]) -> RunOptions:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--bootstrap", type=Path)
     source.add_argument("--control-plane", help="URL[,URL...] of control-plane replicas")
+    parser.add_argument("--cert-chain", type=Path, help="bootstrap: mesh certificate chain (PEM)")
+    parser.add_argument("--key", type=Path, help="bootstrap: its private key (PEM)")
+    parser.add_argument("--spiffe", default="", help="bootstrap: the SPIFFE id it certifies")
     parser.add_argument("--admin", default="127.0.0.1:15000")
     parser.add_argument("--drain-timeout", type=float, default=10.0)
     parser.add_argument("--ready-file", type=Path)
@@ -164,8 +173,19 @@ def _parse(argv: list[str]) -> RunOptions:
     args = parser.parse_args(argv)
     host, _, port = args.admin.rpartition(":")
     agent = _agent_options(args, parser) if args.control_plane else None
+    identity = None
+    if args.cert_chain is not None or args.key is not None:
+        if args.cert_chain is None or args.key is None or not args.spiffe:
+            parser.error("--cert-chain, --key and --spiffe go together")
+        identity = (args.cert_chain, args.key, args.spiffe)
     return RunOptions(
-        args.bootstrap, host, int(port), args.drain_timeout, args.ready_file, agent=agent
+        args.bootstrap,
+        host,
+        int(port),
+        args.drain_timeout,
+        args.ready_file,
+        agent=agent,
+        identity=identity,
     )
 
 

@@ -7,6 +7,7 @@ control plane's CA signs for each workload's service account.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -84,6 +85,12 @@ async def test_sidecars_get_certificates_for_their_service_accounts_and_talk_mtl
             return (await caller.get("/reviews/1")).status_code == 200
 
         await eventually_async(through_both)
+        # proxy-status (and `describe workload`) show each proxy's certificate.
+        listed = (await client.get("/debug/v1/proxies")).json()["items"]
+        [reviews_status] = [item for item in listed if item["workload"] == "reviews-v1"]
+        assert reviews_status["identity"] == reviews.agent.identity.spiffe
+        lifetime = reviews_status["certificateExpiry"] - time.time()
+        assert 86000 < lifetime <= 86400, "the default lifetime is 24 h"
         # The server's sidecar learnt the caller from its certificate.
         inbound = [labels for labels in reviews.proxy.stats.series if labels[0] == "destination"]
         assert inbound, "reviews' sidecar recorded no inbound request"

@@ -168,3 +168,77 @@ def test_analyze_finds_a_route_to_a_subset_no_rule_defines(cli: Cli, plane: Plan
         "resources": [],
         "problems": [],
     }
+
+
+POLICIES = """\
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews-metrics}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls: {"9090": {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-readers}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/productpage]}}]
+    to: [{operation: {methods: [GET]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin/*]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings-only}
+spec:
+  selector: {matchLabels: {app: ratings}}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: reviews-jwt}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  jwtRules:
+  - issuer: https://issuer.example
+    jwksUri: https://issuer.example/jwks.json
+    audiences: [reviews]
+"""
+
+
+def test_describe_workload_shows_its_identity_mtls_mode_and_the_policies_that_apply(
+    cli: Cli, plane: PlaneThread
+) -> None:
+    plane.seed(canary() + POLICIES)
+
+    result = cli("describe", "workload", "reviews-v1")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("Security:")
+    section = lines[start : lines.index("", start)]
+    assert section == [
+        "Security:",
+        "  Identity:       spiffe://cluster.local/ns/default/sa/default",
+        "  mTLS:           STRICT; port 9090: PERMISSIVE (effective PeerAuthentication)",
+        "  Certificates:   none: no proxy of this workload is connected",
+        "  Authorization:",
+        "    DENY   default/no-admin (1 rule)",
+        "    ALLOW  default/reviews-readers (1 rule)",
+        "    (an ALLOW policy applies: a request none of them allows is denied)",
+        "  Request authentication:",
+        "    default/reviews-jwt: issuer https://issuer.example "
+        "(https://issuer.example/jwks.json; reviews)",
+    ]

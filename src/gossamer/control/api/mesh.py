@@ -13,6 +13,7 @@ import hashlib
 import logging
 from typing import Any
 
+from cryptography import x509
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -170,6 +171,10 @@ class MeshEndpoints:
         certificate, error = self.mesh.sign(csr, hello.namespace, stream.service_account)
         if error:
             log.warning("refused a certificate to %s: %s", stream.id, error)
+        else:
+            leaf = x509.load_pem_x509_certificate(certificate.encode())
+            stream.identity = self.mesh.identity(hello.namespace, stream.service_account)
+            stream.certificate_expiry = leaf.not_valid_after_utc.timestamp()
         return certificate, error
 
     async def proxies(self, request: Request) -> Response:

@@ -83,6 +83,10 @@ class ProxyStream:
     acked_version: str = ""
     nack: tuple[str, str] | None = None
     """(version, error) of the last NACK, until an ACK clears it."""
+    identity: str = ""
+    """The SPIFFE id of the certificate last signed for this proxy."""
+    certificate_expiry: float = 0.0
+    """When that certificate expires (seconds since the epoch)."""
     pending: dict[str, tuple[ViewState | None, Own]] = field(default_factory=dict)
     sent_at: dict[str, float] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -332,6 +336,8 @@ class Distributor:
                 "acked": stream.acked_version,
                 "state": stream.state,
                 "error": stream.nack[1] if stream.nack else "",
+                "identity": stream.identity,
+                "certificateExpiry": stream.certificate_expiry,
                 "instance": (
                     f"{stream.hello.instance.address}:{stream.hello.instance.port}"
                     if stream.hello.instance
