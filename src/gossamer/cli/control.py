@@ -29,6 +29,14 @@ def control_plane(
         Path,
         typer.Option(help="Folder of the admin token (and of the sqlite store by default)."),
     ] = Path(".gossamer/control-plane"),
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Serve the API over HTTPS with a certificate from the mesh CA; clients verify "
+            "it with STATE/ca/root-cert.pem (GOSSAMER_CA_FILE, --ca-file).",
+        ),
+    ] = False,
 ) -> None:
     """Run the control plane: the resource store and its API with watches."""
     # Imported here so that other commands (the proxy above all) do not load the control plane.
@@ -37,7 +45,7 @@ def control_plane(
     from gossamer.control.store.errors import StoreError
 
     try:
-        config = ControlPlaneConfig.from_options(state, store, listen)
+        config = ControlPlaneConfig.from_options(state, store, listen, tls=tls)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     configure_logging()
@@ -45,7 +53,9 @@ def control_plane(
     def ready(plane: ControlPlane) -> None:
         sys.stdout.write(
             f"gossamer control-plane: listening on {plane.url} "
-            f"(store {config.store_location}, admin token in {plane.token_file})\n"
+            f"(store {config.store_location}, admin token in {plane.token_file}"
+            + (f", CA root in {plane.ca_file}" if tls else "")
+            + ")\n"
         )
         sys.stdout.flush()
 

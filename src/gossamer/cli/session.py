@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,11 @@ def open_session(server: str | None, token: str | None) -> Iterator[Session]:
         connection = resolve_connection(server, token, os.environ, Path.cwd())
     except ConnectionSettingsError as error:
         fail(str(error))
-    client = ApiClient(connection.server, connection.token)
+    ca_file = str(connection.ca_file) if connection.ca_file is not None else None
+    try:
+        client = ApiClient(connection.server, connection.token, ca_file=ca_file)
+    except (OSError, ssl.SSLError) as error:
+        fail(f"cannot use the CA file {ca_file}: {getattr(error, 'strerror', None) or error}")
     session = Session(connection, client, ResourceNames(client.catalog))
     try:
         yield session

@@ -14,6 +14,7 @@ the API returned; no answer at all becomes `UnreachableError`.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -76,6 +77,7 @@ class ApiClient:
         catalog: Catalog | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.catalog = catalog or Catalog()
@@ -83,8 +85,16 @@ class ApiClient:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        # An https control plane with the mesh CA's certificate is verified with its root.
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
+        )
         self._http = httpx.Client(
-            base_url=self.server, headers=headers, timeout=timeout, transport=transport
+            base_url=self.server,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=verify,
         )
 
     def __repr__(self) -> str:

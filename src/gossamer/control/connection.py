@@ -17,6 +17,9 @@ from pathlib import Path
 DEFAULT_SERVER = "http://127.0.0.1:15010"
 SERVER_ENV = "GOSSAMER_SERVER"
 TOKEN_ENV = "GOSSAMER_TOKEN"
+CA_ENV = "GOSSAMER_CA_FILE"
+LOCAL_CA_FILE = Path(".gossamer/control-plane/ca/root-cert.pem")
+"""The mesh CA's root of a control plane started in the current folder (https servers)."""
 UP_FILE = Path(".gossamer/up.json")
 """Written by `gossamer up` in the folder it was started from."""
 ADMIN_TOKEN_FILE = Path(".gossamer/control-plane/admin-token")
@@ -36,6 +39,8 @@ class Connection:
     """How the server was found, for messages: `from --server`, `the default; ...`."""
     token: str | None
     token_origin: str
+    ca_file: Path | None = None
+    """PEM roots to verify an https server with; None: the system's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,10 @@ def resolve_connection(
     up = _read_up_file(find_up_file(cwd))
     chosen_server, server_origin = _choose_server(server, env, up)
     chosen_token, token_origin = _choose_token(token, env, up, cwd)
-    return Connection(chosen_server.rstrip("/"), server_origin, chosen_token, token_origin)
+    ca_file = Path(env[CA_ENV]) if env.get(CA_ENV) else None
+    if ca_file is None and chosen_server.startswith("https://") and (cwd / LOCAL_CA_FILE).is_file():
+        ca_file = cwd / LOCAL_CA_FILE
+    return Connection(chosen_server.rstrip("/"), server_origin, chosen_token, token_origin, ca_file)
 
 
 def find_up_file(cwd: Path) -> Path | None:

@@ -35,11 +35,13 @@ from gossamer.control.store.location import (
 from gossamer.control.store.model import Store, StoreSettings
 from gossamer.listen import Listen
 from gossamer.security.ca import CertificateAuthority
+from gossamer.security.identity import make_private_directory, write_file_atomically
 
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_STATE = Path(".gossamer/control-plane")
 STORE_FILE = "store.db"
 CA_DIR = "ca"
+API_TLS_DIR = "api-tls"
 """The mesh CA's folder in the state folder (Istio's plug-in layout: ca-cert.pem, ca-key.pem,
 root-cert.pem, cert-chain.pem); an operator's own intermediate can be put there before start."""
 
@@ -57,6 +59,9 @@ class ControlPlaneConfig:
     mesh: MeshSettings = field(default_factory=MeshSettings)
     graceful_s: float = 5.0
     start_timeout_s: float = 30.0
+    tls: bool = False
+    """Serve the API over HTTPS with a certificate from the mesh CA (clients trust its root,
+    `STATE/ca/root-cert.pem`)."""
 
     @property
     def store_location(self) -> StoreLocation:
@@ -64,10 +69,12 @@ class ControlPlaneConfig:
         return self.store or SqliteLocation(self.state_dir / STORE_FILE)
 
     @classmethod
-    def from_options(cls, state_dir: Path, store: str | None, listen: str) -> ControlPlaneConfig:
+    def from_options(
+        cls, state_dir: Path, store: str | None, listen: str, *, tls: bool = False
+    ) -> ControlPlaneConfig:
         """From command-line text; ValueError says which part is wrong."""
         location = parse_location(store) if store else None
-        return cls(state_dir=state_dir, store=location, listen=Listen.parse(listen))
+        return cls(state_dir=state_dir, store=location, listen=Listen.parse(listen), tls=tls)
 
 
 class _DenialIsNotAnError(logging.Filter):
@@ -138,7 +145,8 @@ class ControlPlane:
         logging.getLogger("uvicorn.error").addFilter(_DENIAL_FILTER)
         self._sock = self.config.listen.bind()
         host, port = self._sock.getsockname()[:2]
-        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self.config.tls else "http"
+        self.url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
         catalog = Catalog()
         self.endpoints = ResourceEndpoints(store, catalog, self.config.api)
         settings = self.config.mesh
@@ -146,10 +154,12 @@ class ControlPlane:
             CertificateAuthority.load_or_create(
                 self.config.state_dir / CA_DIR, lifetime_s=settings.certificate_lifetime_s
             )
-            if settings.mtls
+            if settings.mtls or self.config.tls
             else None
         )
-        self.mesh = Mesh(store, catalog, self.tokens, settings, url=self.url, ca=ca)
+        tls_files = self._api_certificate(ca, host) if ca is not None and self.config.tls else None
+        mesh_ca = ca if settings.mtls else None
+        self.mesh = Mesh(store, catalog, self.tokens, settings, url=self.url, ca=mesh_ca)
         await self.mesh.start()
         app = create_app(self.endpoints, self.tokens, MeshEndpoints(self.mesh, self.tokens))
         config = uvicorn.Config(
@@ -163,10 +173,30 @@ class ControlPlane:
             ws_ping_interval=5.0,
             ws_ping_timeout=10.0,
             ws_max_size=64 * 1024 * 1024,
+            ssl_certfile=str(tls_files[0]) if tls_files else None,
+            ssl_keyfile=str(tls_files[1]) if tls_files else None,
         )
         self._server = _Uvicorn(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
         await self._wait_started(self._server, self._task)
+
+    def _api_certificate(self, ca: CertificateAuthority, host: str) -> tuple[Path, Path]:
+        """A fresh server certificate for the API, from the mesh CA, for the listen address,
+        localhost and this host's name; written next to the CA (the key 0600)."""
+        names = [host, "localhost", "127.0.0.1", socket.gethostname()]
+        if host in ("0.0.0.0", "::"):
+            names = names[1:]
+        chain, key = ca.issue_server_certificate(list(dict.fromkeys(names)))
+        folder = self.config.state_dir / API_TLS_DIR
+        make_private_directory(folder)
+        write_file_atomically(folder / "tls.key", key.encode(), 0o600)
+        write_file_atomically(folder / "tls.crt", chain.encode(), 0o644)
+        return folder / "tls.crt", folder / "tls.key"
+
+    @property
+    def ca_file(self) -> Path:
+        """The root clients verify the API (and the mesh's certificates) with."""
+        return self.config.state_dir / CA_DIR / "root-cert.pem"
 
     async def _wait_started(self, server: _Uvicorn, task: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()

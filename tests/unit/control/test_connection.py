@@ -105,3 +105,18 @@ def test_a_missing_or_empty_token_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "gone").write_text("\n")
     with pytest.raises(ConnectionSettingsError, match=r"gone .* is empty"):
         resolve_connection(None, None, {}, tmp_path)
+
+
+def test_an_https_server_is_verified_with_the_ca_file_from_the_environment_or_the_local_plane(
+    tmp_path: Path,
+) -> None:
+    env = {"GOSSAMER_SERVER": "https://plane:15010", "GOSSAMER_TOKEN": "t"}
+    assert resolve_connection(None, None, env, tmp_path).ca_file is None
+    root = tmp_path / ".gossamer" / "control-plane" / "ca" / "root-cert.pem"
+    root.parent.mkdir(parents=True)
+    root.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert resolve_connection(None, None, env, tmp_path).ca_file == root
+    # Plain http needs no CA; the environment names one explicitly.
+    assert resolve_connection("http://plane:1", None, env, tmp_path).ca_file is None
+    chosen = resolve_connection(None, None, {**env, "GOSSAMER_CA_FILE": "/etc/mesh.pem"}, tmp_path)
+    assert chosen.ca_file == Path("/etc/mesh.pem")
