@@ -109,6 +109,7 @@ class DownstreamConnection(asyncio.Protocol):
             return True
         self.secure = True
         self.principal = peer_principal(transport)
+        self.runtime.stats.incr("gossamer_mtls_connections_total")
         mesh_tls = self.handle.proxy.mesh_tls
         if mesh_tls is None or not mesh_tls.trusts(self.principal):
             self.runtime.stats.incr("gossamer_mtls_refused_total")

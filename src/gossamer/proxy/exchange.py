@@ -12,7 +12,7 @@ import random
 import ssl
 import time
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from gossamer.proxy import local_reply as lr
 from gossamer.proxy.cluster import (
@@ -281,11 +281,17 @@ class Exchange:
                 )
                 return
             if outcome.status == "invalid":
-                self.local(401, f"jwt: {outcome.error}", JWT_DENIED)
+                challenge = b'Bearer realm="gossamer", error="invalid_token"'
+                extra = [(b"www-authenticate", challenge)]
+                self.local(401, f"jwt: {outcome.error}", JWT_DENIED, extra=extra)
                 return
             if outcome.remove_headers or outcome.add_headers:
                 self._rewrite_auth_headers(outcome)
                 headers = None
+            if outcome.strip_params and query_at >= 0:
+                # The token came in the query: it goes no further than the proxy.
+                target = _without_params(target, query_at, outcome.strip_params)
+                query_at = target.find(b"?")
         authorizer = guard.authorizer
         if authorizer.active:
             if headers is None and authorizer.needs_headers:
@@ -996,6 +1002,18 @@ def _connected(
     else:
         reason = f"upstream connect error: {error.__class__.__name__}"
         cluster.connect_failed(endpoint, lr.UPSTREAM_CONNECT_FAILURE, reason)
+
+
+def _without_params(target: bytes, at: int, names: tuple[str, ...]) -> bytes:
+    """The request target without the named query parameters (the others kept as sent)."""
+    dropped = set(names)
+    kept = [
+        pair
+        for pair in target[at + 1 :].split(b"&")
+        if unquote_plus(pair.split(b"=", 1)[0].decode("latin-1")) not in dropped
+    ]
+    rest = b"&".join(pair for pair in kept if pair)
+    return target[:at] + (b"?" + rest if rest else b"")
 
 
 def _query(target: bytes, at: int) -> dict[str, str]:

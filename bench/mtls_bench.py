@@ -1,0 +1,708 @@
+"""Latency and CPU that a pair of sidecars adds at a fixed rate, with and without mTLS between them.
+
+Usage: python bench/mtls_bench.py [--rate 1000] [--seconds 20] [--warmup 3] [--markdown FILE]
+                                  [--profile DIR]
+
+Three paths to the same nginx (1 worker, a 1 KB file), one after another in one invocation:
+
+- direct: load generator -> nginx;
+- plaintext pair: generator -> client sidecar -> server sidecar -> nginx, plain HTTP/1.1;
+- mTLS pair: the same, the client sidecar originating mTLS (it checks the server's SPIFFE id)
+  and the server sidecar's inbound listener STRICT, with certificates from a mesh CA made in a
+  temporary folder.
+
+Each sidecar is its own `python -m gossamer.proxy.runner` process on a bootstrap snapshot. The
+client sidecar is pinned to core 0, the server sidecar and nginx to core 1 (as bench/proxy_bench.py
+pins nginx); the load generator, this process, is not pinned and shares both.
+
+The generator is open-loop: request i is due at start + i / rate whatever became of the others,
+and its latency is counted from that time, so queueing anywhere (the generator included) shows
+instead of being hidden by a late send (coordinated omission). A thread sleeps until each due
+time (sub-millisecond, where the event loop's timers are not) and wakes a uvloop loop, which sends
+on an idle one of 16 keep-alive connections, or queues the request until one is free.
+
+After `--warmup` seconds (not counted), `--seconds` are measured: latency of the requests due in
+the window, responses completed in it, and each sidecar's CPU (utime+stime from /proc/PID/stat)
+over it, given as vCPU per 1,000 requests per second. Any response other than a 2xx with the
+1 KB body, a lost connection, or no answer within 5 s after the last request is an error. With
+`--profile DIR`, py-spy records both mTLS sidecars for 10 s of the window (collapsed stacks in
+DIR, and the top functions by own time printed); the figures of such a run are perturbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import cast
+
+import httptools
+import uvloop
+
+# bench/ is this script's folder, hence on sys.path: reuse how the proxy benchmark runs nginx.
+from proxy_bench import LOAD_CORE, cpu_seconds, free_port, nginx_backend, wait_port
+
+from gossamer.security.ca import CertificateAuthority, spiffe_id
+from gossamer.security.identity import WorkloadIdentity
+from gossamer.snapshot import (
+    Cluster,
+    Endpoint,
+    InboundMtls,
+    Listener,
+    Node,
+    Route,
+    RouteTable,
+    Security,
+    Snapshot,
+    VirtualHost,
+    WeightedCluster,
+    dump,
+)
+
+CLIENT_CORE = "0"
+SERVER_CORE = LOAD_CORE  # nginx's core
+CONNECTIONS = 16
+BODY_PATH = "/body1KB"
+BODY_BYTES = 1024
+REQUEST = (
+    f"GET {BODY_PATH} HTTP/1.1\r\nHost: greeter\r\nUser-Agent: mtls-bench\r\nAccept: */*\r\n\r\n"
+).encode()
+ANSWER_DEADLINE_S = 5.0
+RECONNECT_AFTER_S = 0.1
+READY_DEADLINE_S = 20.0
+BACKLOG_LIMIT_S = 5.0
+"""Requests queued for a connection, in seconds of load; beyond it they are errors."""
+PROFILE_SECONDS = 10
+SIDES = ("client-sidecar", "server-sidecar")
+"""Names of the sidecars' profiles, in the order their pids are measured."""
+
+ADDED_P90_TARGET_MS = 0.5
+PAIR_CPU_TARGET = 0.15
+ISTIO = "Istio 1.24: 0.20 vCPU per sidecar per 1,000 rps; +2.65 ms p90 for the pair (older)"
+
+CLIENT_ID = spiffe_id("cluster.local", "default", "frontend")
+SERVER_ID = spiffe_id("cluster.local", "default", "greeter")
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """The measured window: its times, and CPU used in it by the sidecars and this process."""
+
+    pids: tuple[int, ...]
+    profile: list[tuple[int, Path]] = field(default_factory=list)
+    started: float = 0.0
+    stopped: float = 0.0
+    cpu: tuple[float, ...] = ()
+    generator_cpu: float = 0.0
+    profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, now: float) -> None:
+        self.started = now
+        self.cpu = tuple(cpu_seconds([pid]) for pid in self.pids)
+        self.generator_cpu = time.process_time()
+        self.profilers = [py_spy(pid, out) for pid, out in self.profile]
+
+    def stop(self, now: float) -> None:
+        self.stopped = now
+        self.cpu = tuple(cpu_seconds([p]) - b for p, b in zip(self.pids, self.cpu, strict=True))
+        self.generator_cpu = time.process_time() - self.generator_cpu
+
+
+@dataclass
+class Tally:
+    """What the generator saw."""
+
+    latencies: list[float] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    completed_in_window: int = 0
+    queued: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection of the generator, one request at a time."""
+
+    def __init__(self, load: OpenLoop) -> None:
+        self.load = load
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.due: float | None = None
+        self.body = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
+
+    def send(self, due: float) -> None:
+        assert self.transport is not None and self.due is None
+        self.due, self.body = due, 0
+        self.transport.write(REQUEST)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.due is not None:
+                self.due = None
+                self.load.failed("unreadable response")
+            assert self.transport is not None
+            self.transport.abort()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += len(body)
+
+    def on_message_complete(self) -> None:
+        due, self.due = self.due, None
+        if due is None:
+            self.load.tally.errors["response without a request"] += 1
+            return
+        status = self.parser.get_status_code()
+        if not 200 <= status < 300:
+            problem = f"status {status}"
+        elif self.body != BODY_BYTES:
+            problem = f"body of {self.body} bytes"
+        else:
+            problem = ""
+        self.load.answered(self, due, problem)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.load.lost(self, in_flight=self.due is not None)
+
+
+class OpenLoop:
+    """Requests due at fixed intervals on a pool of connections; latency from the due time."""
+
+    def __init__(self, port: int, rate: float, warmup: float, seconds: float, window: Window):
+        self.port = port
+        self.rate = rate
+        self.first_measured = round(warmup * rate)
+        self.total = round((warmup + seconds) * rate)
+        self.window = window
+        self.tally = Tally()
+        self.connections: set[Connection] = set()
+        self.connecting: set[asyncio.Task[None]] = set()
+        self.idle: deque[Connection] = deque()
+        self.backlog: deque[float] = deque()
+        self.backlog_limit = round(BACKLOG_LIMIT_S * rate)
+        self.busy = 0
+        self.next = 0
+        self.begin = 0.0
+        self.finished = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    def due(self, index: int) -> float:
+        return self.begin + index / self.rate
+
+    async def connect(self) -> None:
+        """Open one more connection to the pool; a failure is an error."""
+        try:
+            _, connection = await self.loop.create_connection(
+                lambda: Connection(self), "127.0.0.1", self.port
+            )
+        except OSError as error:
+            self.tally.errors[f"connect: {error.strerror or error}"] += 1
+            return
+        self.connections.add(connection)
+        self.idle.append(connection)
+
+    def fire(self) -> None:
+        """Send every request now due (woken by the ticker thread)."""
+        now = time.perf_counter()
+        while self.next < self.total and self.due(self.next) <= now:
+            if self.next == self.first_measured:
+                self.window.start(now)
+            due = self.due(self.next)
+            if self.idle:
+                self.idle.popleft().send(due)
+                self.busy += 1
+                if self.next >= self.first_measured:
+                    self.tally.lags.append(time.perf_counter() - due)
+            elif len(self.backlog) < self.backlog_limit:
+                self.backlog.append(due)
+                self.tally.queued += 1
+            else:
+                self.tally.errors["generator backlog full"] += 1
+            self.next += 1
+        if self.next == self.total and not self.window.stopped and now >= self.due(self.total):
+            self.window.stop(now)
+        self.check_finished()
+
+    def answered(self, connection: Connection, due: float, problem: str) -> None:
+        now = time.perf_counter()
+        self.busy -= 1
+        if problem:
+            self.tally.errors[problem] += 1
+        else:
+            if due >= self.due(self.first_measured) and due < self.due(self.total):
+                self.tally.latencies.append(now - due)
+            if self.window.started and not self.window.stopped:
+                self.tally.completed_in_window += 1
+        if self.backlog:
+            connection.send(self.backlog.popleft())
+            self.busy += 1
+        else:
+            self.idle.append(connection)
+        self.check_finished()
+
+    def failed(self, problem: str) -> None:
+        """A request in flight failed and its connection is being closed."""
+        self.busy -= 1
+        self.tally.errors[problem] += 1
+
+    def lost(self, connection: Connection, *, in_flight: bool) -> None:
+        self.connections.discard(connection)
+        if in_flight:
+            self.failed("connection lost")
+        with contextlib.suppress(ValueError):
+            self.idle.remove(connection)
+        if not self.finished.is_set():
+            self.loop.call_later(RECONNECT_AFTER_S, self.reconnect)
+        self.check_finished()
+
+    def reconnect(self) -> None:
+        if not self.finished.is_set():
+            task = self.loop.create_task(self.connect())
+            self.connecting.add(task)
+            task.add_done_callback(self.connecting.discard)
+
+    def check_finished(self) -> None:
+        if self.window.stopped and not self.busy and not self.backlog:
+            self.finished.set()
+
+    def close(self) -> None:
+        """Stop reconnecting and close every connection."""
+        self.finished.set()
+        for task in self.connecting:
+            task.cancel()
+        for connection in list(self.connections):
+            assert connection.transport is not None
+            connection.transport.close()
+
+
+def tick(load: OpenLoop, stop: threading.Event) -> None:
+    """Wake the loop at each due time, and once more at the end of the window."""
+    for index in range(load.total + 1):
+        wait = load.due(index) - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        if stop.is_set():
+            return
+        load.loop.call_soon_threadsafe(load.fire)
+
+
+async def generate(port: int, rate: float, warmup: float, seconds: float, window: Window) -> Tally:
+    """Run the open-loop load against a port; return what it saw."""
+    load = OpenLoop(port, rate, warmup, seconds, window)
+    await asyncio.gather(*(load.connect() for _ in range(CONNECTIONS)))
+    if not load.idle:
+        raise RuntimeError(f"cannot connect to 127.0.0.1:{port}: {dict(load.tally.errors)}")
+    stop = threading.Event()
+    load.begin = time.perf_counter() + 0.05
+    ticker = threading.Thread(target=tick, args=(load, stop), daemon=True)
+    ticker.start()
+    try:
+        await asyncio.sleep(warmup + seconds)
+        try:
+            await asyncio.wait_for(load.finished.wait(), ANSWER_DEADLINE_S)
+        except TimeoutError:
+            unanswered = load.busy + len(load.backlog)
+            load.tally.errors[f"no answer within {ANSWER_DEADLINE_S:.0f} s"] += unanswered
+    finally:
+        stop.set()
+        ticker.join()
+        load.close()
+    if not window.stopped:
+        window.stop(time.perf_counter())
+    return load.tally
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values (seconds in, milliseconds out)."""
+    if not ordered:
+        return float("nan")
+    rank = min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1
+    return 1000.0 * ordered[rank]
+
+
+# -- the sidecars -------------------------------------------------------------------------------
+
+
+def issue(ca: CertificateAuthority, spiffe: str, account: str, folder: Path) -> tuple[Path, Path]:
+    """A workload certificate and key from the mesh CA, written where a sidecar reads them."""
+    identity = WorkloadIdentity.create(spiffe)
+    identity.accept(ca.sign(identity.csr(), namespace="default", service_account=account))
+    return identity.write(folder)
+
+
+def one_route(table: str, cluster: Cluster) -> RouteTable:
+    """A route table sending every request to one cluster."""
+    route = Route(name="all", clusters=(WeightedCluster(cluster=cluster.name),))
+    return RouteTable(
+        name=table, virtual_hosts=(VirtualHost(name=table, domains=("*",), routes=(route,)),)
+    )
+
+
+def server_snapshot(backend_port: int, mtls: bool, roots: tuple[str, ...]) -> Snapshot:
+    """The server sidecar: an inbound listener (STRICT mTLS, or plaintext) in front of nginx."""
+    app = Cluster(
+        name="inbound|80||", endpoints=(Endpoint(address="127.0.0.1", port=backend_port),)
+    )
+    inbound = Listener(
+        "inbound",
+        "127.0.0.1",
+        0,
+        "inbound",
+        "inbound",
+        mtls=InboundMtls(mode="STRICT") if mtls else None,
+    )
+    return Snapshot(
+        version="bench",
+        node=Node(workload="greeter", service_account="greeter", service="greeter"),
+        listeners=(inbound,),
+        route_tables=(one_route("inbound", app),),
+        clusters=(app,),
+        security=Security(roots=roots),
+    )
+
+
+def client_snapshot(server_port: int, mtls: bool, roots: tuple[str, ...]) -> Snapshot:
+    """The client sidecar: an outbound listener to the server sidecar (mTLS when its id is set)."""
+    endpoint = Endpoint(address="127.0.0.1", port=server_port, identity=SERVER_ID if mtls else "")
+    greeter = Cluster(name="outbound|80||greeter.default.svc.cluster.local", endpoints=(endpoint,))
+    return Snapshot(
+        version="bench",
+        node=Node(workload="frontend", service_account="frontend", service="frontend"),
+        listeners=(Listener("outbound", "127.0.0.1", 0, "outbound", "outbound"),),
+        route_tables=(one_route("outbound", greeter),),
+        clusters=(greeter,),
+        security=Security(roots=roots),
+    )
+
+
+@dataclass
+class Sidecar:
+    """A running sidecar process and the ports it listens on."""
+
+    process: subprocess.Popen[bytes]
+    ports: dict[str, int]
+
+
+def start_sidecar(
+    folder: Path,
+    snapshot: Snapshot,
+    core: str,
+    identity: tuple[Path, Path, str],
+    children: list[subprocess.Popen[bytes]],
+) -> Sidecar:
+    """Start `python -m gossamer.proxy.runner` on a bootstrap file, pinned; wait until ready."""
+    folder.mkdir()
+    bootstrap, ready, log = folder / "snapshot.json", folder / "ready", folder / "log"
+    bootstrap.write_bytes(dump(snapshot))
+    cert, key, spiffe = identity
+    command = [
+        *("taskset", "-c", core, sys.executable, "-m", "gossamer.proxy.runner"),
+        *("--bootstrap", str(bootstrap), "--admin", "127.0.0.1:0"),
+        *("--ready-file", str(ready), "--drain-timeout", "2"),
+        *("--cert-chain", str(cert), "--key", str(key), "--spiffe", spiffe),
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    children.append(process)
+    return Sidecar(process, wait_ready(process, ready, log))
+
+
+def wait_ready(process: subprocess.Popen[bytes], ready: Path, log: Path) -> dict[str, int]:
+    """The ports a sidecar's ready file lists, once it is complete (it ends with the admin's)."""
+    deadline = time.monotonic() + READY_DEADLINE_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"a sidecar exited with {process.returncode}:\n{tail}")
+        with contextlib.suppress(FileNotFoundError):
+            lines = ready.read_text().splitlines()
+            if lines and lines[-1].startswith("admin "):
+                return {name: int(port) for name, port in (line.split() for line in lines)}
+        time.sleep(0.02)
+    raise TimeoutError(f"no ready file from a sidecar within {READY_DEADLINE_S:.0f} s ({log})")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 10 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording a process for PROFILE_SECONDS, native frames included."""
+    exe = str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen(
+        [
+            *(exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(out)),
+            *("--duration", str(PROFILE_SECONDS), "--rate", "200", "--native"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def own_time(collapsed: Path, top: int = 10) -> list[tuple[float, str]]:
+    """The functions with the most samples of their own (leaf frames), as shares of all."""
+    leaves: Counter[str] = Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1]
+        name, _, where = leaf.partition(" (")
+        leaves[f"{name} ({where.rsplit(':', 1)[0].rstrip(')')})"] += int(count)
+    total = sum(leaves.values()) or 1
+    return [(count / total, name) for name, count in leaves.most_common(top)]
+
+
+# -- one path, and the table ----------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One path measured."""
+
+    path: str
+    rps: float
+    p50: float
+    p90: float
+    p99: float
+    client_cpu: float | None
+    server_cpu: float | None
+    errors: Counter[str]
+    generator_cpu: float
+    lag_p99: float
+    queued: int
+
+
+def measure(
+    path: str,
+    port: int,
+    sidecars: tuple[Sidecar, Sidecar] | None,
+    args: argparse.Namespace,
+    profile: Path | None = None,
+) -> Row:
+    """Run the load against one path; CPU of its sidecars (client, server) per 1,000 rps."""
+    pids = tuple(s.process.pid for s in sidecars) if sidecars else ()
+    window = Window(pids)
+    if profile is not None:
+        outputs = (profile / f"{side}.txt" for side in SIDES)
+        window.profile = list(zip(pids, outputs, strict=True))
+    tally = uvloop.run(generate(port, args.rate, args.warmup, args.seconds, window))
+    for profiler in window.profilers:
+        try:
+            profiler.wait(PROFILE_SECONDS + 20)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
+    elapsed = window.stopped - window.started
+    rps = tally.completed_in_window / elapsed
+
+    def per_thousand(cpu: float) -> float:
+        return cpu / elapsed / (rps / 1000.0) if rps else float("nan")
+
+    latencies = sorted(tally.latencies)
+    return Row(
+        path,
+        rps,
+        percentile(latencies, 0.50),
+        percentile(latencies, 0.90),
+        percentile(latencies, 0.99),
+        per_thousand(window.cpu[0]) if sidecars else None,
+        per_thousand(window.cpu[1]) if sidecars else None,
+        tally.errors,
+        per_thousand(window.generator_cpu),
+        percentile(sorted(tally.lags), 0.99),
+        tally.queued,
+    )
+
+
+def render(rows: list[Row], rate: float) -> str:
+    """The table, then each target against what was measured."""
+    direct = rows[0]
+    lines = [
+        "| path | rps | p50 ms | p90 ms | p99 ms | added p50 ms | added p90 ms | added p99 ms "
+        "| client sidecar vCPU / 1k rps | server sidecar vCPU / 1k rps | both vCPU / 1k rps "
+        "| errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        if row is direct:
+            added = "- | - | -"
+        else:
+            added = " | ".join(
+                f"{mine - theirs:+.3f}"
+                for mine, theirs in zip(
+                    (row.p50, row.p90, row.p99), (direct.p50, direct.p90, direct.p99), strict=True
+                )
+            )
+        if row.client_cpu is None or row.server_cpu is None:
+            cpu = "- | - | -"
+        else:
+            both = row.client_cpu + row.server_cpu
+            cpu = f"{row.client_cpu:.3f} | {row.server_cpu:.3f} | {both:.3f}"
+        lines.append(
+            f"| {row.path} | {row.rps:.0f} | {row.p50:.3f} | {row.p90:.3f} | {row.p99:.3f} "
+            f"| {added} | {cpu} | {sum(row.errors.values())} |"
+        )
+    lines.append("")
+    mtls = rows[-1]
+    added_p90 = mtls.p90 - direct.p90
+    assert mtls.client_cpu is not None and mtls.server_cpu is not None
+    pair = mtls.client_cpu + mtls.server_cpu
+    lines += [
+        f"- mTLS pair, added p90: {added_p90:.3f} ms; target <= {ADDED_P90_TARGET_MS} ms: "
+        f"{'met' if added_p90 <= ADDED_P90_TARGET_MS else 'NOT met'}",
+        f"- mTLS pair, both sidecars: {pair:.3f} vCPU per 1,000 rps; target <= "
+        f"{PAIR_CPU_TARGET}: {'met' if pair <= PAIR_CPU_TARGET else 'NOT met'}",
+        f"- for reference, {ISTIO}",
+    ]
+    for row in rows:
+        within = abs(row.rps - rate) <= 0.02 * rate
+        problems = ", ".join(f"{kind}: {n}" for kind, n in row.errors.most_common()) or "none"
+        lines.append(
+            f"- {row.path}: rate {row.rps:.1f} rps ({'within' if within else 'NOT within'} 2% "
+            f"of {rate:.0f}); generator {row.generator_cpu:.3f} vCPU / 1k rps, send lag p99 "
+            f"{row.lag_p99:.3f} ms, {row.queued} requests waited for a connection; "
+            f"errors: {problems}"
+        )
+    return "\n".join(lines)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def start_pair(
+    folder: Path,
+    backend_port: int,
+    *,
+    mtls: bool,
+    ca: CertificateAuthority,
+    children: list[subprocess.Popen[bytes]],
+) -> tuple[Sidecar, Sidecar, int]:
+    """Server sidecar, then the client sidecar pointing at it; the port to load."""
+    folder.mkdir()
+    server_identity = (*issue(ca, SERVER_ID, "greeter", folder / "greeter-id"), SERVER_ID)
+    client_identity = (*issue(ca, CLIENT_ID, "frontend", folder / "frontend-id"), CLIENT_ID)
+    server = start_sidecar(
+        folder / "server",
+        server_snapshot(backend_port, mtls, ca.roots),
+        SERVER_CORE,
+        server_identity,
+        children,
+    )
+    client = start_sidecar(
+        folder / "client",
+        client_snapshot(server.ports["inbound"], mtls, ca.roots),
+        CLIENT_CORE,
+        client_identity,
+        children,
+    )
+    return client, server, client.ports["outbound"]
+
+
+def machine() -> str:
+    """nproc, the CPU model, the kernel, Python, and the load average now."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    load = ", ".join(f"{n:.2f}" for n in os.getloadavg())
+    return (
+        f"{os.cpu_count()} x {model}, Linux {os.uname().release}, "
+        f"Python {sys.version.split()[0]}; load average {load}"
+    )
+
+
+def interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured, per path")
+    parser.add_argument("--warmup", type=float, default=3.0, help="not measured, per path")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--profile", type=Path, help="py-spy the mTLS sidecars into this folder")
+    args = parser.parse_args()
+    for tool in ("nginx", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"error: {tool} is not installed (apt-get install -y nginx util-linux)")
+            return 2
+    if len(os.sched_getaffinity(0)) < 2:
+        print("error: this benchmark pins the two sidecars to cores 0 and 1; it needs 2 cores")
+        return 2
+    if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
+        print("error: --profile needs py-spy in this environment (pip install py-spy)")
+        return 2
+    signal.signal(signal.SIGTERM, interrupted)
+    print(f"machine: {machine()}", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="gossamer-mtls-bench-"))
+    workdir.chmod(0o755)  # nginx's workers run as an unprivileged user and read the body there
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        backend_port = free_port()
+        children.append(nginx_backend(workdir, backend_port))
+        wait_port(backend_port)
+        ca = CertificateAuthority.load_or_create(workdir / "ca")
+        rows = [measure("direct", backend_port, None, args)]
+        print(f"direct: p90 {rows[-1].p90:.3f} ms", flush=True)
+        for name, mtls in (("plaintext pair", False), ("mTLS pair", True)):
+            client, server, port = start_pair(
+                workdir / name.replace(" ", "-"), backend_port, mtls=mtls, ca=ca, children=children
+            )
+            if args.profile and mtls:
+                args.profile.mkdir(parents=True, exist_ok=True)
+            rows.append(measure(name, port, (client, server), args, args.profile if mtls else None))
+            print(f"{name}: p90 {rows[-1].p90:.3f} ms", flush=True)
+            stop(client.process)
+            stop(server.process)
+        table = render(rows, args.rate)
+        print()
+        print(table)
+        if args.profile:
+            for side in SIDES:
+                print(f"\n{side}, top functions by own time (py-spy, {PROFILE_SECONDS} s):")
+                for share, name in own_time(args.profile / f"{side}.txt"):
+                    print(f"  {100 * share:5.1f}%  {name}")
+        if args.markdown:
+            args.markdown.write_text(table + "\n", encoding="utf-8")
+        print(f"\nafter: {machine()}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for process in reversed(children):
+            stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
