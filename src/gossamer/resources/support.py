@@ -208,13 +208,74 @@ _WORKLOAD_ENTRY = _at("spec", ("address", "ports", "labels", "weight")) | _at(
     "status.conditions", ("type", "status")
 )
 
+# Sidecars and the gateway enforce these (snapshot/translate_security.py, proxy/guard.py):
+# CUSTOM actions (an external authorizer) and targetRef (waypoints) are not.
+_SELECTOR = ("selector", "selector.matchLabels")
+_PEER_AUTHENTICATION = _at("spec", (*_SELECTOR, "mtls", "mtls.mode", "portLevelMtls")) | _at(
+    "spec.portLevelMtls", ("mode",)
+)
+_SOURCE_FIELDS = (
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "ipBlocks",
+    "notIpBlocks",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+    "serviceAccounts",
+    "notServiceAccounts",
+)
+_OPERATION_FIELDS = (
+    "hosts",
+    "notHosts",
+    "ports",
+    "notPorts",
+    "methods",
+    "notMethods",
+    "paths",
+    "notPaths",
+)
+_AUTHORIZATION_POLICY = (
+    _at("spec", (*_SELECTOR, "action", "rules"))
+    | _at("spec.rules", ("from", "to", "when"))
+    | _at("spec.rules.from", ("source",))
+    | _at("spec.rules.from.source", _SOURCE_FIELDS)
+    | _at("spec.rules.to", ("operation",))
+    | _at("spec.rules.to.operation", _OPERATION_FIELDS)
+    | _at("spec.rules.when", ("key", "values", "notValues"))
+)
+_REQUEST_AUTHENTICATION = (
+    _at("spec", (*_SELECTOR, "jwtRules"))
+    | _at(
+        "spec.jwtRules",
+        (
+            "issuer",
+            "audiences",
+            "jwksUri",
+            "jwks",
+            "fromHeaders",
+            "fromParams",
+            "fromCookies",
+            "outputPayloadToHeader",
+            "outputClaimToHeaders",
+            "forwardOriginalToken",
+            "timeout",
+        ),
+    )
+    | _at("spec.jwtRules.fromHeaders", ("name", "prefix"))
+    | _at("spec.jwtRules.outputClaimToHeaders", ("header", "claim"))
+)
+
 # Field paths (camelCase, no list indices) that some part of Gossamer acts on, by kind: `gossamer
 # up`, the snapshots the proxies run, or the DNS. A field is listed with every field above it,
 # since `--strict` names only the outermost field not listed; a list's pattern covers each of its
 # items, though `up` runs only the first container. A capability that starts acting on a field
 # adds it here; docs/resources.md follows (`make docs`). A field not listed loads and is kept, and
-# `gossamer validate --strict` reports it. The security kinds, Topic and ApiProduct are not acted
-# on yet.
+# `gossamer validate --strict` reports it. Topic and ApiProduct are not acted on here (the
+# broker reads Topics itself).
 ENFORCED: dict[str, frozenset[str]] = {
     "Service": _SERVICE,
     "Deployment": _DEPLOYMENT,
@@ -224,6 +285,9 @@ ENFORCED: dict[str, frozenset[str]] = {
     "Gateway": _GATEWAY,
     "ServiceEntry": _SERVICE_ENTRY,
     "WorkloadEntry": _WORKLOAD_ENTRY,
+    "PeerAuthentication": _PEER_AUTHENTICATION,
+    "AuthorizationPolicy": _AUTHORIZATION_POLICY,
+    "RequestAuthentication": _REQUEST_AUTHENTICATION,
 }
 
 # Fields that identify an object, describe it for people, or are written by a cluster: never

@@ -72,6 +72,9 @@ def test_fully_enforced_means_silent(monkeypatch: pytest.MonkeyPatch) -> None:
         ("Service", "spec.clusterIP"),
         ("Ingress", "spec.rules.http.paths.backend.servicePort"),
         ("WorkloadEntry", "spec.labels"),
+        ("AuthorizationPolicy", "spec.rules.to.operation.notPaths"),
+        ("PeerAuthentication", "spec.portLevelMtls.mode"),
+        ("RequestAuthentication", "spec.jwtRules.fromHeaders.prefix"),
     ],
 )
 def test_what_the_runtime_acts_on_is_enforced(kind: str, pattern: str) -> None:
@@ -81,8 +84,9 @@ def test_what_the_runtime_acts_on_is_enforced(kind: str, pattern: str) -> None:
 @pytest.mark.parametrize(
     ("kind", "pattern"),
     [
-        ("AuthorizationPolicy", "spec.rules"),
-        ("PeerAuthentication", "spec.mtls"),
+        ("AuthorizationPolicy", "spec.provider"),
+        ("AuthorizationPolicy", "spec.targetRef"),
+        ("RequestAuthentication", "spec.jwtRules.spaceDelimitedClaims"),
         ("Topic", "spec.partitions"),
         ("ApiProduct", "spec.plans"),
         ("VirtualService", "spec.http.corsPolicy"),
