@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
 
 def control_plane(
+    *,
     store: Annotated[
         str | None,
         typer.Option(
@@ -37,15 +39,33 @@ def control_plane(
             "it with STATE/ca/root-cert.pem (GOSSAMER_CA_FILE, --ca-file).",
         ),
     ] = False,
+    mtls: Annotated[
+        bool,
+        typer.Option(
+            "--mtls/--no-mtls",
+            help="Run the mesh CA: sidecars get SPIFFE certificates and talk mTLS to each other.",
+        ),
+    ] = True,
+    certificate_lifetime: Annotated[
+        str,
+        typer.Option(help="How long workload certificates are valid (60s at least); e.g. 24h, 5m."),
+    ] = "24h",
 ) -> None:
     """Run the control plane: the resource store and its API with watches."""
     # Imported here so that other commands (the proxy above all) do not load the control plane.
     from gossamer.control.auth import TokenFileError
     from gossamer.control.server import ControlPlaneConfig, configure_logging, serve
     from gossamer.control.store.errors import StoreError
+    from gossamer.security.ca import MIN_LIFETIME_S
+    from gossamer.snapshot.durations import seconds
 
     try:
         config = ControlPlaneConfig.from_options(state, store, listen, tls=tls)
+        lifetime = seconds(certificate_lifetime)
+        if lifetime < MIN_LIFETIME_S:
+            raise ValueError(f"--certificate-lifetime must be at least {MIN_LIFETIME_S:.0f}s")
+        mesh = dataclasses.replace(config.mesh, mtls=mtls, certificate_lifetime_s=lifetime)
+        config = dataclasses.replace(config, mesh=mesh)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     configure_logging()
