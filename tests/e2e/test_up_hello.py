@@ -162,6 +162,13 @@ def test_hello_up_serves_the_canary_survives_a_killed_replica_and_goes_down_clea
         "istio-ingressgateway",
     ]
     assert {p["state"] for p in statuses} == {"SYNCED"}
+    # Every proxy holds a certificate from the mesh CA for its workload's identity.
+    assert all(p["certificateExpiry"] > time.time() + 3600 for p in statuses), statuses
+    identities = {p["workload"]: p["identity"] for p in statuses}
+    assert identities["greeter-v2"] == "spiffe://cluster.local/ns/default/sa/greeter"
+    assert identities["frontend"] == "spiffe://cluster.local/ns/default/sa/frontend"
+    table = gossamer("proxy-status", cwd=hello).stdout
+    assert table.count("23h5") == len(statuses), table
 
     described = gossamer("describe", "deployment", "greeter-v1", cwd=hello).stdout
     proxies = described.split("Proxies", 1)[1].splitlines()[1:]

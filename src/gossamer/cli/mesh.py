@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +27,16 @@ def proxy_status(
     from rich.table import Table
 
     table = Table(
-        "NAME", "WORKLOAD", "ROLE", "STATE", "VERSION", "ACKED", "CONTROL PLANE", "ERROR", box=None
+        "NAME",
+        "WORKLOAD",
+        "ROLE",
+        "STATE",
+        "VERSION",
+        "ACKED",
+        "CERTIFICATE",
+        "CONTROL PLANE",
+        "ERROR",
+        box=None,
     )
     for item in items:
         table.add_row(
@@ -36,12 +46,25 @@ def proxy_status(
             item["state"],
             item["sent"],
             item["acked"],
+            _certificate(item),
             item["controlPlane"],
             item["error"],
         )
     Console(highlight=False, soft_wrap=True).print(table)
     if not items:
         typer.echo("no proxy is connected")
+
+
+def _certificate(item: dict[str, Any]) -> str:
+    """How long the proxy's certificate has left, e.g. `23h59m`; `-` without one."""
+    expiry = float(item.get("certificateExpiry") or 0)
+    if not expiry:
+        return "-"
+    left = int(expiry - time.time())
+    if left <= 0:
+        return "EXPIRED"
+    hours, rest = divmod(left, 3600)
+    return f"{hours}h{rest // 60:02d}m"
 
 
 token_app = typer.Typer(help="Workload tokens: what a proxy shows the control plane.")
