@@ -373,10 +373,18 @@ class DownstreamConnection(asyncio.Protocol):
             transport.close()
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the listener's sweep: slow headers get a 408, idle connections close."""
+        """Called by the listener's sweep: slow headers or a request body that takes longer than
+        request_timeout get a 408, idle connections close."""
         limits = self.runtime.limits
+        incoming = self.incoming
         if self.request_started and now - self.request_started > limits.header_timeout:
             self._reject(408, "request headers timeout")
+        elif (
+            incoming is not None
+            and not incoming.request_done
+            and now - incoming.started > limits.request_timeout
+        ):
+            self._reject(408, "request timeout")
         elif (
             self.current is None
             and not self.queue

@@ -74,7 +74,7 @@ class ListenerRuntime:
         self.scheme = b"https" if listener.tls is not None else b"http"
         self.limits: ListenerLimits = listener.limits
         self.draining = False
-        self.label_prefixes: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.label_prefixes: dict[str, tuple[str, ...]] = {}
         self.regexes: dict[str, re.Pattern[str]] = {}
         self.log = log if log is not None else (sys.stdout if telemetry.access_log else None)
 
@@ -87,7 +87,8 @@ class ListenerRuntime:
         cluster = exchange.cluster
         cluster_name = cluster.name if cluster is not None else ""
         peer = exchange.client.principal
-        key = (cluster_name, peer)
+        # Plaintext callers (most requests of most listeners) key by cluster alone.
+        key = f"{cluster_name}\n{peer}" if peer else cluster_name
         prefix = self.label_prefixes.get(key)
         if prefix is None:
             labels = cluster.config.labels if cluster is not None else ServiceLabels()

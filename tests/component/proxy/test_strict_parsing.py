@@ -4,6 +4,7 @@ and the proxy keeps serving everyone else."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -112,6 +113,41 @@ async def test_slow_headers_get_a_408(backend: Backend, run_proxy: Run) -> None:
     writer.close()
     assert raw.startswith(b"HTTP/1.1 408 ")
     assert b"request headers timeout" in raw
+
+
+async def test_a_request_body_slower_than_the_request_timeout_gets_a_408(
+    backend: Backend, run_proxy: Run
+) -> None:
+    # Headers arrive at once, then the body trickles: the header timeout is met, the whole
+    # request is not. The upstream never sees the request finish; other clients are served.
+    limits = ListenerLimits(request_timeout=0.6, header_timeout=10.0)
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)], limits=limits))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+
+    sender = loop.create_task(trickle())
+    try:
+        raw = await asyncio.wait_for(reader.read(), 5.0)
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        writer.close()
+    assert raw.startswith(b"HTTP/1.1 408 "), raw
+    assert b"request timeout" in raw
+    assert 0.6 <= loop.time() - started < 2.0
+    assert not any(r.target == "/upload" and len(r.body) == 1000 for r in backend.requests)
+    answer = await exchange(proxy.port, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ")
 
 
 async def test_idle_connections_are_closed(backend: Backend, run_proxy: Run) -> None:
