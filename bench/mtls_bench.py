@@ -107,26 +107,47 @@ SERVER_ID = spiffe_id("cluster.local", "default", "greeter")
 
 @dataclass
 class Window:
-    """The measured window: its times, and CPU used in it by the sidecars and this process."""
+    """The measured window: its times, and the CPU used in it (seconds, each process's
+    utime+stime): by each sidecar, by this process (the generator), by nginx, and by the whole
+    machine, so that what other work ran meanwhile can be told."""
 
     pids: tuple[int, ...]
+    backend: tuple[int, ...]
     profile: list[tuple[int, Path]] = field(default_factory=list)
     started: float = 0.0
     stopped: float = 0.0
     cpu: tuple[float, ...] = ()
     generator_cpu: float = 0.0
+    backend_cpu: float = 0.0
+    machine_cpu: float = 0.0
     profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, now: float) -> None:
         self.started = now
         self.cpu = tuple(cpu_seconds([pid]) for pid in self.pids)
         self.generator_cpu = time.process_time()
+        self.backend_cpu = cpu_seconds(list(self.backend))
+        self.machine_cpu = machine_busy_seconds()
         self.profilers = [py_spy(pid, out) for pid, out in self.profile]
 
     def stop(self, now: float) -> None:
         self.stopped = now
         self.cpu = tuple(cpu_seconds([p]) - b for p, b in zip(self.pids, self.cpu, strict=True))
         self.generator_cpu = time.process_time() - self.generator_cpu
+        self.backend_cpu = cpu_seconds(list(self.backend)) - self.backend_cpu
+        self.machine_cpu = machine_busy_seconds() - self.machine_cpu
+
+    def others(self) -> float:
+        """vCPU used by everything else on the machine during the window."""
+        ours = sum(self.cpu) + self.generator_cpu + self.backend_cpu
+        return max(0.0, self.machine_cpu - ours) / (self.stopped - self.started)
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent neither idle nor waiting for I/O (/proc/stat)."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -539,6 +560,7 @@ class Row:
     server_cpu: float | None
     errors: Counter[str]
     generator_cpu: float
+    others: float
     lag_p99: float
     queued: int
 
@@ -552,7 +574,7 @@ def measure(
 ) -> Row:
     """Run the load against one path; CPU of its sidecars (client, server) per 1,000 rps."""
     pids = tuple(s.process.pid for s in sidecars) if sidecars else ()
-    window = Window(pids)
+    window = Window(pids, backend)
     if profile is not None:
         outputs = (profile / f"{side}.txt" for side in SIDES)
         window.profile = list(zip(pids, outputs, strict=True))
@@ -579,6 +601,7 @@ def measure(
         per_thousand(window.cpu[1]) if sidecars else None,
         tally.errors,
         per_thousand(window.generator_cpu),
+        window.others(),
         percentile(sorted(tally.lags), 0.99),
         tally.queued,
     )
@@ -630,7 +653,8 @@ def render(rows: list[Row], rate: float) -> str:
         lines.append(
             f"- {row.path}: rate {row.rps:.1f} rps ({'within' if within else 'NOT within'} 2% "
             f"of {rate:.0f}); generator {row.generator_cpu:.3f} vCPU / 1k rps, send lag p99 "
-            f"{row.lag_p99:.3f} ms, {row.queued} requests waited for a connection; "
+            f"{row.lag_p99:.3f} ms, {row.queued} requests waited for a connection; other "
+            f"processes used {row.others:.3f} vCPU meanwhile; "
             f"errors: {problems}"
         )
     return "\n".join(lines)

@@ -380,3 +380,42 @@ def expired_certificate(ca_dir: Path, folder: Path, spiffe: str) -> tuple[str, s
         )
     )
     return str(cert_file), str(key_file)
+
+
+async def test_a_second_root_in_the_bundle_lets_the_next_ca_in_during_a_rotation(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    assert backend.server is not None
+    backend_port = backend.server.sockets[0].getsockname()[1]
+    next_ca = CertificateAuthority.load_or_create(tmp_path / "next-ca")
+    # The server's sidecar trusts both roots (the CA's extra-roots.pem puts both in the
+    # snapshot); its own certificate is still from the old CA.
+    bundle = (*ca.roots, *next_ca.roots)
+    server = await start(
+        server_snapshot(backend_port, InboundMtls(mode="STRICT"), bundle),
+        issue(ca, GREETER, tmp_path / "greeter"),
+        GREETER,
+    )
+    # A caller already moved to the new CA, also trusting both.
+    client = await start(
+        client_snapshot(server.port("inbound"), GREETER, bundle),
+        issue(next_ca, FRONTEND, tmp_path / "frontend"),
+        FRONTEND,
+    )
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{client.port('outbound')}/")
+    assert response.status_code == 200, response.headers.get("x-gossamer-reason")
+    # With the old root only, the same caller is refused.
+    old_only = await start(
+        server_snapshot(backend_port, InboundMtls(mode="STRICT"), ca.roots),
+        issue(ca, GREETER, tmp_path / "greeter-old"),
+        GREETER,
+    )
+    refused = await start(
+        client_snapshot(old_only.port("inbound"), GREETER, bundle),
+        issue(next_ca, FRONTEND, tmp_path / "frontend-2"),
+        FRONTEND,
+    )
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{refused.port('outbound')}/")
+    assert response.status_code == 503
