@@ -57,7 +57,7 @@ import httptools
 import uvloop
 
 # bench/ is this script's folder, hence on sys.path: reuse how the proxy benchmark runs nginx.
-from proxy_bench import LOAD_CORE, cpu_seconds, free_port, nginx_backend, wait_port
+from proxy_bench import LOAD_CORE, cpu_seconds, family, free_port, nginx_backend, wait_port
 
 from gossamer.security.ca import CertificateAuthority, spiffe_id
 from gossamer.security.identity import WorkloadIdentity
@@ -568,7 +568,9 @@ class Row:
 def measure(
     path: str,
     port: int,
+    *,
     sidecars: tuple[Sidecar, Sidecar] | None,
+    backend: tuple[int, ...],
     args: argparse.Namespace,
     profile: Path | None = None,
 ) -> Row:
@@ -653,8 +655,8 @@ def render(rows: list[Row], rate: float) -> str:
         lines.append(
             f"- {row.path}: rate {row.rps:.1f} rps ({'within' if within else 'NOT within'} 2% "
             f"of {rate:.0f}); generator {row.generator_cpu:.3f} vCPU / 1k rps, send lag p99 "
-            f"{row.lag_p99:.3f} ms, {row.queued} requests waited for a connection; other "
-            f"processes used {row.others:.3f} vCPU meanwhile; "
+            f"{row.lag_p99:.3f} ms, {row.queued} requests waited for a connection; the rest "
+            f"of the machine used {row.others:.3f} vCPU meanwhile; "
             f"errors: {problems}"
         )
     return "\n".join(lines)
@@ -690,6 +692,45 @@ def start_pair(
         children,
     )
     return client, server, client.ports["outbound"]
+
+
+def run_paths(
+    workdir: Path, children: list[subprocess.Popen[bytes]], args: argparse.Namespace
+) -> list[Row]:
+    """nginx, then each path in turn: direct, the plaintext pair, the mTLS pair."""
+    backend_port = free_port()
+    children.append(nginx_backend(workdir, backend_port))
+    wait_port(backend_port)
+    backend = nginx_pids(children[-1])
+    ca = CertificateAuthority.load_or_create(workdir / "ca")
+    rows = [measure("direct", backend_port, sidecars=None, backend=backend, args=args)]
+    print(f"direct: p90 {rows[-1].p90:.3f} ms", flush=True)
+    for name, mtls in (("plaintext pair", False), ("mTLS pair", True)):
+        client, server, port = start_pair(
+            workdir / name.replace(" ", "-"), backend_port, mtls=mtls, ca=ca, children=children
+        )
+        profile = args.profile if mtls else None
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+        rows.append(
+            measure(
+                name, port, sidecars=(client, server), backend=backend, args=args, profile=profile
+            )
+        )
+        print(f"{name}: p90 {rows[-1].p90:.3f} ms", flush=True)
+        stop(client.process)
+        stop(server.process)
+    return rows
+
+
+def nginx_pids(master: subprocess.Popen[bytes]) -> tuple[int, ...]:
+    """nginx's master and worker, once the worker exists."""
+    deadline = time.monotonic() + READY_DEADLINE_S
+    while len(pids := family(master.pid)) < 2:
+        if time.monotonic() > deadline:
+            raise TimeoutError("nginx started no worker")
+        time.sleep(0.02)
+    return tuple(pids)
 
 
 def machine() -> str:
@@ -737,22 +778,7 @@ def main() -> int:
     workdir.chmod(0o755)  # nginx's workers run as an unprivileged user and read the body there
     children: list[subprocess.Popen[bytes]] = []
     try:
-        backend_port = free_port()
-        children.append(nginx_backend(workdir, backend_port))
-        wait_port(backend_port)
-        ca = CertificateAuthority.load_or_create(workdir / "ca")
-        rows = [measure("direct", backend_port, None, args)]
-        print(f"direct: p90 {rows[-1].p90:.3f} ms", flush=True)
-        for name, mtls in (("plaintext pair", False), ("mTLS pair", True)):
-            client, server, port = start_pair(
-                workdir / name.replace(" ", "-"), backend_port, mtls=mtls, ca=ca, children=children
-            )
-            if args.profile and mtls:
-                args.profile.mkdir(parents=True, exist_ok=True)
-            rows.append(measure(name, port, (client, server), args, args.profile if mtls else None))
-            print(f"{name}: p90 {rows[-1].p90:.3f} ms", flush=True)
-            stop(client.process)
-            stop(server.process)
+        rows = run_paths(workdir, children, args)
         table = render(rows, args.rate)
         print()
         print(table)

@@ -155,6 +155,7 @@ class Exchange:
         "try_started",
         "try_timer",
         "upstream",
+        "upstream_identity",
         "upstream_paused",
     )
 
@@ -196,6 +197,8 @@ class Exchange:
         self.mirrors: tuple[Mirror, ...] = ()
         self.policy = ""
         """The AuthorizationPolicy that decided, for the access log."""
+        self.upstream_identity = ""
+        """The SPIFFE id the last upstream's mTLS handshake proved ("" for plaintext)."""
 
     # Request side: called by the downstream connection
 
@@ -497,6 +500,7 @@ class Exchange:
 
     def _send(self, connection: UpstreamConnection) -> None:
         self.upstream = connection
+        self.upstream_identity = connection.endpoint.identity
         self.try_started = time.monotonic()
         retry = self.retry
         if retry is not None and retry.per_try_timeout:

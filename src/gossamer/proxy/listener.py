@@ -86,8 +86,10 @@ class ListenerRuntime:
         """Count a finished request in the Istio metrics, and log it when the access log is on."""
         cluster = exchange.cluster
         cluster_name = cluster.name if cluster is not None else ""
-        peer = exchange.client.principal
-        # Plaintext callers (most requests of most listeners) key by cluster alone.
+        # The other side's SPIFFE id: the caller's on an inbound listener (from its certificate),
+        # the upstream's on the others (the one its mTLS connection was checked against).
+        peer = exchange.client.principal if self.role == "inbound" else exchange.upstream_identity
+        # Plaintext peers (most requests of most listeners) key by cluster alone.
         key = f"{cluster_name}\n{peer}" if peer else cluster_name
         prefix = self.label_prefixes.get(key)
         if prefix is None:
@@ -123,6 +125,14 @@ class ListenerRuntime:
                 source = ("unknown", namespace or "unknown", peer, "unknown", "unknown")
             service = (node.service, node.service, node.namespace)
         else:
+            if peer:
+                them = (
+                    labels.workload,
+                    labels.namespace,
+                    peer,
+                    labels.service_name,
+                    labels.version,
+                )
             source, destination, reporter = me, them, "source"
             service = (labels.service, labels.service_name, labels.namespace)
         return (

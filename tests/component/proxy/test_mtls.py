@@ -198,6 +198,13 @@ async def test_sidecars_talk_mtls_and_the_server_learns_the_caller(
     )
     assert 'source_principal="spiffe://cluster.local/ns/default/sa/frontend"' in line
     assert 'connection_security_policy="mutual_tls"' in line
+    # The caller's sidecar reports whom it reached, as its mTLS handshake proved.
+    outbound = next(
+        line
+        for line in client.stats.prometheus().splitlines()
+        if line.startswith("istio_requests_total{") and 'reporter="source"' in line
+    )
+    assert 'destination_principal="spiffe://cluster.local/ns/default/sa/greeter"' in outbound
 
 
 async def test_strict_refuses_a_plaintext_client(
