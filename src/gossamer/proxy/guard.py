@@ -20,6 +20,8 @@ RBAC_DENIED = "RBAC"
 JWT_DENIED = "JWT"
 """Access-log flag of a request whose token was refused."""
 MTLS_REQUIRED = "MTLS"
+NO_ALLOW_MATCHED = "(no ALLOW policy matched)"
+"""What the access log names as the deciding policy of a request denied by default."""
 """Access-log flag of a plaintext request to a port that takes only mTLS."""
 
 
@@ -78,4 +80,5 @@ class RequestGuard:
         decision = self.authorizer.check(request)
         if decision.allowed:
             return decision
-        return Refusal(403, "rbac denied", RBAC_DENIED, decision.policy)
+        # Denied by default (ALLOW policies apply, none matched): the log says so by name.
+        return Refusal(403, "rbac denied", RBAC_DENIED, decision.policy or NO_ALLOW_MATCHED)

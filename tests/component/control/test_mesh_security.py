@@ -7,6 +7,7 @@ control plane's CA signs for each workload's service account.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -66,8 +67,13 @@ async def two_workloads(client: httpx.AsyncClient) -> None:
 
 
 async def test_sidecars_get_certificates_for_their_service_accounts_and_talk_mtls(
-    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend
+    plane: ControlPlane,
+    client: httpx.AsyncClient,
+    token: str,
+    backend: Backend,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     await two_workloads(client)
     async with (
         sidecar(plane.url, token, "reviews-v1", app_port=backend.port) as reviews,
@@ -110,6 +116,12 @@ async def test_sidecars_get_certificates_for_their_service_accounts_and_talk_mtl
 
         await eventually_async(refuses_plaintext)
         assert (await caller.get("/reviews/1")).status_code == 200
+        # Neither the logs, nor the proxies' config dumps, nor the API ever show a private key.
+        dumps = [msgspec.json.encode(side.proxy.snapshot) for side in (caller, reviews)]
+        everything = (await client.get("/debug/v1/proxies")).text
+    assert "PRIVATE KEY" not in caplog.text
+    assert all(b"PRIVATE KEY" not in dump for dump in dumps)
+    assert "PRIVATE KEY" not in everything
 
 
 async def test_an_authorization_policy_lets_only_the_named_caller_do_the_named_things(

@@ -460,8 +460,14 @@ async def test_an_allow_policy_on_claims_lets_in_only_the_matching_group(
     allowed, denied, unauthenticated = gateway.entries()
     assert (allowed["response_flags"], allowed["authz_policy"]) == ("-", "shop/admins-only")
     # No ALLOW policy matched, so none decided (authz.NO_ALLOW_MATCHED): the log names none.
-    assert (denied["response_flags"], denied["authz_policy"]) == ("RBAC", None)
-    assert (unauthenticated["response_flags"], unauthenticated["authz_policy"]) == ("RBAC", None)
+    assert (denied["response_flags"], denied["authz_policy"]) == (
+        "RBAC",
+        "(no ALLOW policy matched)",
+    )
+    assert (unauthenticated["response_flags"], unauthenticated["authz_policy"]) == (
+        "RBAC",
+        "(no ALLOW policy matched)",
+    )
 
 
 # 7. DENY before ALLOW
