@@ -1,8 +1,8 @@
 """RequestAuthentication on the proxy: find a request's JWT and check it against its issuer's keys.
 
 One `JwtAuthenticator` is compiled per snapshot from its `JwtProvider`s; the key sets fetched
-from `jwks_uri`s live in a `JwksCache` that outlives snapshots, so a new snapshot does not refetch
-keys and a request never parses a JWKS. Signatures and time claims are checked by PyJWT.
+from `jwks_uri`s come from the `JwksCache` (security/jwks.py), which outlives snapshots.
+Signatures and time claims are checked by PyJWT.
 
 Choices where Istio/Envoy leave room, or where this module departs from them on purpose:
 
@@ -12,9 +12,8 @@ Choices where Istio/Envoy leave room, or where this module departs from them on 
 - A token is checked only by providers that list the location it came in and whose issuer is
   the token's unverified `iss`; anything else is "Jwt issuer is not configured" (as Envoy does).
 - `exp` and `nbf` get `CLOCK_SKEW_S` (60 s, Envoy's default) of leeway; `iat` is not checked.
-- The token's `alg` selects nothing by itself: it must be one the key can verify (its declared
-  `alg`, else its key type and curve), never `none`, and keys below PyJWT's minimum length are
-  dropped when the set is parsed.
+- The token's `alg` selects nothing by itself: it must be one the key can verify (security/jwks.py
+  says which those are), and never `none`.
 - Audiences compare with the `http://`/`https://` scheme and a trailing `/` ignored, as Envoy's.
 - Without `forward_original_token`, a token's header is removed and so is its query parameter
   (`strip_params`; Envoy leaves parameters in place, but the query is logged upstream and the
@@ -27,40 +26,23 @@ Choices where Istio/Envoy leave room, or where this module departs from them on 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-import httpx
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.types import Options
 
+from gossamer.security.jwks import JwksCache, KeySet, VerificationKey
 from gossamer.snapshot import JwtProvider
+
+__all__ = ["JwksCache", "JwtAuthenticator", "JwtOutcome"]
 
 log = logging.getLogger(__name__)
 
 CLOCK_SKEW_S = 60.0
-MAX_JWKS_BYTES = 1 << 20
-"""A JWKS larger than this is refused: a handful of keys is a few kilobytes."""
-
-Fetch = Callable[[str, float], Awaitable[bytes]]
-
-_RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
-_EC_ALGORITHMS = {
-    "secp256r1": frozenset({"ES256"}),
-    "secp384r1": frozenset({"ES384"}),
-    "secp521r1": frozenset({"ES512"}),
-    "secp256k1": frozenset({"ES256K"}),
-}
-_HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-_EDDSA = frozenset({"EdDSA"})
-# Verification needs only the public half; a JWKS that leaks private members still works.
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
 _DEFAULT_HEADER = ("authorization", "Bearer ")
 _DEFAULT_PARAM = "access_token"
 _MISSING = object()
@@ -103,229 +85,6 @@ class JwtOutcome:
     wait: asyncio.Future[None] | None = None
 
 
-class _Key:
-    """One verification key and the algorithms it may verify."""
-
-    __slots__ = ("algorithms", "key", "kid")
-
-    def __init__(self, key: Any, algorithms: frozenset[str], kid: str | None) -> None:
-        self.key = key
-        self.algorithms = algorithms
-        self.kid = kid
-
-    @classmethod
-    def from_jwk(cls, member: object) -> _Key | None:
-        """The key of one JWKS member, or None when it cannot verify JWS signatures."""
-        if not isinstance(member, dict) or member.get("use", "sig") != "sig":
-            return None
-        if member.get("kty") != "oct":
-            member = {name: value for name, value in member.items() if name not in _PRIVATE_MEMBERS}
-        try:
-            key = jwt.PyJWK(member).key
-        except Exception:  # a remote key set is untrusted input: one bad member is skipped
-            return None
-        algorithms = _algorithms_for(key)
-        declared = member.get("alg")
-        if declared is not None:
-            algorithms &= {declared}
-        algorithms = frozenset(
-            name
-            for name in algorithms
-            if jwt.get_algorithm_by_name(name).check_key_length(key) is None
-        )
-        if not algorithms:
-            return None
-        kid = member.get("kid")
-        return cls(key, algorithms, kid if isinstance(kid, str) else None)
-
-
-def _algorithms_for(key: object) -> frozenset[str]:
-    """The JWS algorithms a key of this type can verify."""
-    if isinstance(key, rsa.RSAPublicKey):
-        return _RSA_ALGORITHMS
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return _EC_ALGORITHMS.get(key.curve.name, frozenset())
-    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        return _EDDSA
-    if isinstance(key, bytes):
-        return _HMAC_ALGORITHMS
-    return frozenset()
-
-
-class _KeySet:
-    """A parsed JWKS, indexed by `kid`; built once per fetch, read by every request."""
-
-    __slots__ = ("all", "by_kid", "unnamed")
-
-    def __init__(self, keys: Sequence[_Key]) -> None:
-        self.all = tuple(keys)
-        self.unnamed = tuple(key for key in keys if key.kid is None)
-        self.by_kid: dict[str, tuple[_Key, ...]] = {}
-        for key in keys:
-            if key.kid is not None:
-                self.by_kid[key.kid] = (*self.by_kid.get(key.kid, ()), key)
-
-    @classmethod
-    def parse(cls, document: str | bytes) -> _KeySet:
-        """Parse a JWKS document; ValueError when it holds no usable signing key."""
-        try:
-            data = json.loads(document)
-        except (ValueError, RecursionError) as exc:
-            raise ValueError("the JWKS is not JSON") from exc
-        members = data.get("keys") if isinstance(data, dict) else None
-        if not isinstance(members, list):
-            raise ValueError('the JWKS has no "keys" list')
-        keys = [key for member in members if (key := _Key.from_jwk(member)) is not None]
-        if not keys:
-            raise ValueError("the JWKS has no usable signing key")
-        return cls(keys)
-
-    def candidates(self, kid: str | None, alg: str) -> list[_Key]:
-        """Keys to try for a token: those with its kid (or all without one), and kid-less keys."""
-        named = self.all if kid is None else (*self.by_kid.get(kid, ()), *self.unnamed)
-        return [key for key in named if alg in key.algorithms]
-
-
-class _RemoteJwks:
-    """The state of one `jwks_uri`: the last good set, and the fetch in flight if any."""
-
-    __slots__ = ("error", "fetched_at", "keys", "settled_at", "task", "uri", "waiters")
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.keys: _KeySet | None = None
-        self.fetched_at = 0.0
-        """When `keys` arrived."""
-        self.settled_at: float | None = None
-        """When the last fetch ended, well or not; None before the first one ends."""
-        self.error = ""
-        self.task: asyncio.Task[None] | None = None
-        self.waiters: list[asyncio.Future[None]] = []
-
-
-class JwksCache:
-    """Process-wide cache of fetched key sets, shared by every authenticator a proxy builds.
-
-    Snapshots come and go; keys stay. A set older than `refresh_interval_s` is refetched in the
-    background on its next use while the old one keeps serving; a token with an unknown `kid`
-    makes requests wait for a refetch, at most one per `min_refetch_interval_s` (counted from
-    the end of the previous fetch) per URI, which is also the retry pace after a failure. A
-    failed fetch keeps the last good set. `fetches` and `fetch_failures` count for /stats.
-    """
-
-    def __init__(
-        self,
-        *,
-        refresh_interval_s: float = 1200.0,
-        min_refetch_interval_s: float = 1.0,
-        fetch: Fetch | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.refresh_interval_s = refresh_interval_s
-        self.min_refetch_interval_s = min_refetch_interval_s
-        self._fetch = fetch if fetch is not None else self._http_get
-        self._clock = clock
-        self._client: httpx.AsyncClient | None = None
-        self._entries: dict[str, _RemoteJwks] = {}
-        self.fetches = 0
-        self.fetch_failures = 0
-
-    def __repr__(self) -> str:
-        entries = self._entries.values()
-        fetching = sum(entry.task is not None for entry in entries)
-        missing = sum(entry.keys is None for entry in entries)
-        return f"<JwksCache {len(entries)} URIs, {fetching} fetching, {missing} without keys>"
-
-    async def close(self) -> None:
-        """Cancel fetches in flight (their waiters resolve) and close the HTTP client."""
-        tasks = [entry.task for entry in self._entries.values() if entry.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _prefetch(self, uri: str, timeout: float) -> None:
-        """Start fetching `uri` if it has no keys and no fetch yet; needs a running loop."""
-        entry = self._entry(uri)
-        if entry.keys is None and entry.task is None and entry.settled_at is None:
-            self._start(entry, timeout)
-
-    def _lookup(
-        self, uri: str, timeout: float, kid: str | None
-    ) -> _KeySet | asyncio.Future[None] | None:
-        """The keys to check a token with, a future to wait on first, or None (fetch failed)."""
-        entry = self._entry(uri)
-        now = self._clock()
-        may_refetch = entry.settled_at is None or (
-            now - entry.settled_at >= self.min_refetch_interval_s
-        )
-        keys = entry.keys
-        if keys is None or (kid is not None and kid not in keys.by_kid):
-            if entry.task is None and may_refetch:
-                self._start(entry, timeout)
-            if entry.task is not None:
-                return self._waiter(entry)
-            return keys
-        if entry.task is None and may_refetch and now - entry.fetched_at >= self.refresh_interval_s:
-            self._start(entry, timeout)
-        return keys
-
-    def _entry(self, uri: str) -> _RemoteJwks:
-        entry = self._entries.get(uri)
-        if entry is None:
-            entry = self._entries[uri] = _RemoteJwks(uri)
-        return entry
-
-    def _start(self, entry: _RemoteJwks, timeout: float) -> None:
-        entry.task = asyncio.get_running_loop().create_task(self._refresh(entry, timeout))
-        # A callback, not a `finally`: it also runs for a task cancelled before it started.
-        entry.task.add_done_callback(lambda _: self._settle(entry))
-
-    def _settle(self, entry: _RemoteJwks) -> None:
-        entry.settled_at = self._clock()
-        entry.task = None
-        waiters, entry.waiters = entry.waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    @staticmethod
-    def _waiter(entry: _RemoteJwks) -> asyncio.Future[None]:
-        # One future per waiting request: a request cancelled while waiting cancels its own.
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry.waiters.append(waiter)
-        return waiter
-
-    async def _refresh(self, entry: _RemoteJwks, timeout: float) -> None:
-        self.fetches += 1
-        try:
-            async with asyncio.timeout(timeout):
-                document = await self._fetch(entry.uri, timeout)
-            keys = _KeySet.parse(document)
-        except Exception as exc:  # a peer's failure of any kind keeps the last good set
-            self.fetch_failures += 1
-            entry.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            log.warning("JWKS fetch from %s failed: %s", entry.uri, entry.error)
-        else:
-            entry.keys = keys
-            entry.fetched_at = self._clock()
-            entry.error = ""
-
-    async def _http_get(self, uri: str, timeout: float) -> bytes:
-        if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=True)
-        async with self._client.stream("GET", uri, timeout=timeout) as response:
-            response.raise_for_status()
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_JWKS_BYTES:
-                    raise ValueError(f"the JWKS is larger than {MAX_JWKS_BYTES} bytes")
-        return bytes(body)
-
-
 class _Provider:
     """A `JwtProvider` compiled: its keys or where to fetch them, and its outputs."""
 
@@ -338,10 +97,10 @@ class _Provider:
             (header, claim, tuple(claim.split(".")))
             for header, claim in source.output_claim_to_headers
         )
-        self.keys: _KeySet | None = None
+        self.keys: KeySet | None = None
         if source.jwks:
             try:
-                self.keys = _KeySet.parse(source.jwks)
+                self.keys = KeySet.parse(source.jwks)
             except ValueError as exc:
                 log.warning("inline JWKS of issuer %s (%s): %s", source.issuer, source.policy, exc)
 
@@ -460,7 +219,7 @@ class JwtAuthenticator:
             return  # compiled off the loop: the first token for each provider starts its fetch
         for provider in providers:
             if not provider.source.jwks and provider.source.jwks_uri:
-                self._cache._prefetch(provider.source.jwks_uri, provider.source.timeout)
+                self._cache.prefetch(provider.source.jwks_uri, provider.source.timeout)
 
     def authenticate(self, headers: Sequence[tuple[bytes, bytes]], query: str) -> JwtOutcome:
         """Check the request's token, if it carries one; "none" when it carries none."""
@@ -553,7 +312,7 @@ class JwtAuthenticator:
             if keys is None:
                 return _invalid("Jwks of the issuer is not valid")
         else:
-            found = self._cache._lookup(source.jwks_uri, source.timeout, token.kid)
+            found = self._cache.lookup(source.jwks_uri, source.timeout, token.kid)
             if isinstance(found, asyncio.Future):
                 return JwtOutcome("pending", wait=found)
             if found is None:
@@ -605,7 +364,7 @@ class _Token:
         self.payload = payload
 
 
-def _verify_signature(token: _Token, keys: Sequence[_Key]) -> str:
+def _verify_signature(token: _Token, keys: Sequence[VerificationKey]) -> str:
     """Check the signature, exp and nbf with each candidate key; the error, or "" when valid."""
     if not keys:
         return NO_MATCHING_KEY
