@@ -4,8 +4,10 @@ The service writes its own row and the event into its own database in one transa
 either both happen or neither does. A relay then publishes what the outbox holds, oldest
 first, and deletes what the broker stored. Each event's id is fixed when it is written, so a
 relay that crashes after publishing and before deleting publishes it again and the broker
-answers `duplicate` instead of storing it twice. The relay loop here is shared with the
-PostgreSQL outbox (`gossamer.events.outbox_postgres`).
+answers `duplicate` instead of storing it twice. A row the broker refuses for good (400, 413,
+422) is moved to the `gossamer_outbox_dead` table with the broker's reason, so that it neither
+holds up the rows behind it nor is lost. The relay loop here is shared with the PostgreSQL
+outbox (`gossamer.events.outbox_postgres`).
 
 ```python
 with conn:                                        # one sqlite transaction
@@ -23,7 +25,7 @@ import logging
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,18 +34,31 @@ from typing import Any
 import httpx
 
 from gossamer.events import tracecontext
-from gossamer.events.client import BrokerError, Draft, EventsClient
+from gossamer.events.client import BrokerError, Draft, EventsClient, SchemaError
 from gossamer.events.model import new_event_id
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
+_OUTBOX_TABLE = """
 CREATE TABLE IF NOT EXISTS gossamer_outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, id TEXT NOT NULL UNIQUE,
     key TEXT, type TEXT, time_ms INTEGER NOT NULL, headers TEXT NOT NULL,
     payload TEXT NOT NULL)
 """
+# Keyed by the seq the row had in the outbox; `id` is not unique, so that a row replayed and
+# refused again can always be buried again. `failed_at` is an ISO 8601 time in UTC.
+_DEAD_TABLE = """
+CREATE TABLE IF NOT EXISTS gossamer_outbox_dead (
+    seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, id TEXT NOT NULL, key TEXT, type TEXT,
+    time_ms INTEGER NOT NULL, headers TEXT NOT NULL, payload TEXT NOT NULL,
+    error TEXT NOT NULL, failed_at TEXT NOT NULL)
+"""
+_TABLES = (_OUTBOX_TABLE, _DEAD_TABLE)
 _COLUMNS = "seq, topic, id, key, type, time_ms, headers, payload"
+
+REFUSED_FOR_GOOD = frozenset({400, 413, 422})
+"""Broker statuses that refuse an event itself (malformed, too large, against the schema):
+sending it again cannot succeed. Every other failure is retried, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +115,8 @@ class NewOutboxRow:
             kind,
             int(time.time() * 1000),
             json.dumps(tracecontext.outgoing(headers)),
-            json.dumps(payload),
+            # NaN and infinity are not JSON: refused here, or the relay could never send them.
+            json.dumps(payload, allow_nan=False),
         )
 
     def values(self) -> tuple[str, str, str | None, str | None, int, str, str]:
@@ -121,7 +137,8 @@ class Outbox:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        conn.execute(_SCHEMA)
+        for table in _TABLES:
+            conn.execute(table)
 
     def add(
         self,
@@ -143,6 +160,23 @@ class Outbox:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An outbox row the broker refused for good, as kept in `gossamer_outbox_dead`."""
+
+    row: OutboxRow
+    error: str
+    failed_at: datetime
+
+    @classmethod
+    def of(cls, row: OutboxRow, error: BrokerError) -> DeadLetter:
+        """The row refused now, with the broker's status and reason (every schema violation)."""
+        reason = error.reason
+        if isinstance(error, SchemaError) and error.violations:
+            reason = "; ".join(f"{v['path']}: {v['message']}" for v in error.violations)
+        return cls(row, f"{error.status}: {reason}", datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySettings:
     """How much the relay sends at once and how often it looks when the outbox is empty."""
 
@@ -151,12 +185,14 @@ class RelaySettings:
 
 
 class RelayLoop(ABC):
-    """Publishes an outbox, oldest first, and deletes what the broker stored."""
+    """Publishes an outbox, oldest first, deletes what the broker stored, and buries what it
+    refuses for good. `published` and `dead` count the rows each way."""
 
     def __init__(self, client: EventsClient, settings: RelaySettings | None) -> None:
         self.settings = settings or RelaySettings()
         self._client = client
         self.published = 0
+        self.dead = 0
 
     @abstractmethod
     async def _oldest(self, limit: int) -> list[OutboxRow]:
@@ -166,16 +202,52 @@ class RelayLoop(ABC):
     async def _delete(self, rows: Sequence[OutboxRow]) -> None:
         """Delete these rows, and only these."""
 
+    @abstractmethod
+    async def _bury(self, letter: DeadLetter) -> None:
+        """Move the letter's row from the outbox to the dead table, in one transaction."""
+
     async def relay_once(self) -> int:
-        """Publish one batch (a run of events of the same topic, oldest first); how many."""
+        """Publish one batch (a run of events of the same topic, oldest first); how many rows
+        left the outbox, published or buried.
+
+        A batch is stored whole or not at all, so when the broker refuses it for good the run
+        is sent again one row at a time, to find the rows it refuses and bury only those.
+        """
         rows = await self._oldest(self.settings.batch)
         if not rows:
             return 0
         run = first_run(rows)
-        await self._client.publish_batch(run[0].topic, [row.draft() for row in run])
-        await self._delete(run)
-        self.published += len(run)
+        try:
+            await self._client.publish_batch(run[0].topic, [row.draft() for row in run])
+        except BrokerError as error:
+            if error.status not in REFUSED_FOR_GOOD:
+                raise
+            await self._relay_one_at_a_time(run)
+        else:
+            await self._delete(run)
+            self.published += len(run)
         return len(run)
+
+    async def _relay_one_at_a_time(self, run: Sequence[OutboxRow]) -> None:
+        # In order, and each row is gone before the next is sent: a failure that is not
+        # for good stops here and leaves this row and the rest to be retried as they were.
+        for row in run:
+            try:
+                await self._client.publish_batch(row.topic, [row.draft()])
+            except BrokerError as error:
+                if error.status not in REFUSED_FOR_GOOD:
+                    raise
+                await self._bury(DeadLetter.of(row, error))
+                self.dead += 1
+                log.warning(
+                    "outbox relay: moved event %s of topic %s to gossamer_outbox_dead: %s",
+                    row.id,
+                    row.topic,
+                    _loggable_reason(error),
+                )
+            else:
+                await self._delete([row])
+                self.published += 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; a failed batch is retried after the idle period."""
@@ -188,6 +260,14 @@ class RelayLoop(ABC):
             if sent == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.idle_poll_s)
+
+
+def _loggable_reason(error: BrokerError) -> str:
+    # A schema violation's message can quote the payload's values: log only the fields.
+    if isinstance(error, SchemaError) and error.violations:
+        fields = ", ".join(v["path"] for v in error.violations)
+        return f"{error.status}: breaks the topic's schema at {fields}"
+    return str(error)
 
 
 def first_run(rows: Sequence[OutboxRow]) -> list[OutboxRow]:
@@ -213,7 +293,8 @@ class OutboxRelay(RelayLoop):
         super().__init__(client, settings)
         self._conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(_SCHEMA)
+        for table in _TABLES:
+            self._conn.execute(table)
 
     def close(self) -> None:
         """Close the relay's connection."""
@@ -224,6 +305,17 @@ class OutboxRelay(RelayLoop):
         count: int = self._conn.execute("SELECT count(*) FROM gossamer_outbox").fetchone()[0]
         return count
 
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest rows moved to the dead table, with the broker's reason."""
+        found = self._conn.execute(
+            f"SELECT {_COLUMNS}, error, failed_at FROM gossamer_outbox_dead ORDER BY seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            DeadLetter(OutboxRow(*row[:-2]), row[-2], datetime.fromisoformat(row[-1]))
+            for row in found
+        ]
+
     async def _oldest(self, limit: int) -> list[OutboxRow]:
         found = self._conn.execute(
             f"SELECT {_COLUMNS} FROM gossamer_outbox ORDER BY seq LIMIT ?", (limit,)
@@ -231,5 +323,30 @@ class OutboxRelay(RelayLoop):
         return [OutboxRow(*row) for row in found]
 
     async def _delete(self, rows: Sequence[OutboxRow]) -> None:
-        # The run is the oldest rows, and nothing can commit below them: one range covers it.
-        self._conn.execute("DELETE FROM gossamer_outbox WHERE seq <= ?", (rows[-1].seq,))
+        # The rows are consecutive in the outbox (a run of the oldest), and sqlite numbers a new
+        # row above every other: the range from the first to the last is these rows only. (Not
+        # `seq <= last`: a row sent alone must not take an older one, unsent, with it.)
+        self._conn.execute(
+            "DELETE FROM gossamer_outbox WHERE seq BETWEEN ? AND ?", (rows[0].seq, rows[-1].seq)
+        )
+
+    async def _bury(self, letter: DeadLetter) -> None:
+        with _transaction(self._conn):
+            self._conn.execute(
+                f"INSERT INTO gossamer_outbox_dead ({_COLUMNS}, error, failed_at) "
+                f"SELECT {_COLUMNS}, ?, ? FROM gossamer_outbox WHERE seq = ?",
+                (letter.error, letter.failed_at.isoformat(), letter.row.seq),
+            )
+            self._conn.execute("DELETE FROM gossamer_outbox WHERE seq = ?", (letter.row.seq,))
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One transaction on a connection opened with `isolation_level=None` (autocommit)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

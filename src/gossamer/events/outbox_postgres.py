@@ -3,7 +3,8 @@
 As with sqlite, the service writes its row and the event in one transaction of its own
 database, and a relay publishes the outbox and deletes what the broker stored; ids are fixed
 when the row is written, so a relay that crashes between publishing and deleting causes a
-duplicate the broker recognises, not a second event.
+duplicate the broker recognises, not a second event. A row the broker refuses for good is moved
+to `gossamer_outbox_dead` with the broker's reason.
 
 PostgreSQL runs transactions concurrently, so the order of `seq` is not the order of commits.
 Two things keep events in order anyway:
@@ -25,21 +26,34 @@ with conn.transaction():                      # psycopg.Connection
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC
 from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
 from gossamer.events.client import EventsClient
-from gossamer.events.outbox import NewOutboxRow, OutboxRow, RelayLoop, RelaySettings
+from gossamer.events.outbox import (
+    DeadLetter,
+    NewOutboxRow,
+    OutboxRow,
+    RelayLoop,
+    RelaySettings,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gossamer_outbox (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, topic TEXT NOT NULL,
     id TEXT NOT NULL UNIQUE, key TEXT, type TEXT, time_ms BIGINT NOT NULL,
-    headers TEXT NOT NULL, payload TEXT NOT NULL)
+    headers TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS gossamer_outbox_dead (
+    seq BIGINT PRIMARY KEY, topic TEXT NOT NULL, id TEXT NOT NULL, key TEXT, type TEXT,
+    time_ms BIGINT NOT NULL, headers TEXT NOT NULL, payload TEXT NOT NULL,
+    error TEXT NOT NULL, failed_at TIMESTAMPTZ NOT NULL);
 """
-"""The outbox table; `create_outbox_table` runs it, or put it in the service's migrations."""
+"""The outbox table and the dead table of the rows the broker refused for good (keyed by the
+seq each had in the outbox); `create_outbox_table` runs it, or put it in the service's
+migrations."""
 
 _INSERT = (
     "INSERT INTO gossamer_outbox (topic, id, key, type, time_ms, headers, payload) "
@@ -55,7 +69,8 @@ class OutboxUsageError(Exception):
 
 
 def create_outbox_table(conn: psycopg.Connection[Any]) -> None:
-    """Create the outbox table if it does not exist (in the connection's transaction)."""
+    """Create the outbox and dead tables if they do not exist (in the connection's
+    transaction)."""
     conn.execute(SCHEMA)
 
 
@@ -124,7 +139,7 @@ class PostgresOutboxRelay(RelayLoop):
     async def connect(
         cls, conninfo: str, client: EventsClient, settings: RelaySettings | None = None
     ) -> PostgresOutboxRelay:
-        """A relay on its own autocommit connection; creates the outbox table if needed."""
+        """A relay on its own autocommit connection; creates the outbox tables if needed."""
         conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
         await conn.execute(SCHEMA)
         return cls(conn, client, settings)
@@ -141,6 +156,17 @@ class PostgresOutboxRelay(RelayLoop):
         assert found is not None
         count: int = found[0]
         return count
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest rows moved to the dead table, with the broker's reason."""
+        cursor = await self._conn.execute(
+            f"SELECT {_COLUMNS}, error, failed_at FROM gossamer_outbox_dead ORDER BY seq LIMIT %s",
+            (limit,),
+        )
+        return [
+            DeadLetter(OutboxRow(*row[:-2]), row[-2], row[-1].astimezone(UTC))
+            for row in await cursor.fetchall()
+        ]
 
     async def _oldest(self, limit: int) -> list[OutboxRow]:
         if not self.active:
@@ -160,6 +186,17 @@ class PostgresOutboxRelay(RelayLoop):
         await self._conn.execute(
             "DELETE FROM gossamer_outbox WHERE seq = ANY(%s)", ([row.seq for row in rows],)
         )
+
+    async def _bury(self, letter: DeadLetter) -> None:
+        async with self._conn.transaction():
+            await self._conn.execute(
+                f"INSERT INTO gossamer_outbox_dead ({_COLUMNS}, error, failed_at) "
+                f"SELECT {_COLUMNS}, %s, %s FROM gossamer_outbox WHERE seq = %s",
+                (letter.error, letter.failed_at, letter.row.seq),
+            )
+            await self._conn.execute(
+                "DELETE FROM gossamer_outbox WHERE seq = %s", (letter.row.seq,)
+            )
 
 
 def _key_lock_name(topic: str, key: str) -> str:
