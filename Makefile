@@ -46,6 +46,7 @@ bench: $(STAMP) system-deps
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/events_bench.py --markdown bench/results-events.md
 	$(BIN)/python bench/up_bench.py --markdown bench/results-up.md
 	$(BIN)/python bench/control_bench.py --markdown bench/results-control.md
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/mtls_bench.py --markdown bench/results-mtls.md
 
 docs: $(STAMP)
 	$(BIN)/python -m gossamer.resources.reference docs/resources.md
