@@ -27,9 +27,9 @@ After `--warmup` seconds (not counted), `--seconds` are measured: latency of the
 the window, responses completed in it, and each sidecar's CPU (its run time from
 /proc/PID/task/*/schedstat) over it, given as vCPU per 1,000 requests per second. Any response
 other than a 2xx with the 1 KB body, a lost connection, or no answer within 5 s after the last
-request is an error. With
-`--profile DIR`, py-spy records both mTLS sidecars for 10 s of the window (collapsed stacks in
-DIR, and the top functions by own time printed); the figures of such a run are perturbed.
+request is an error. With `--profile DIR`, py-spy records both mTLS sidecars for 10 s of the
+window (collapsed stacks in DIR, and the top functions by own time printed); the figures of such
+a run are perturbed.
 """
 
 from __future__ import annotations
