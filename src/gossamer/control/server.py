@@ -35,7 +35,7 @@ from gossamer.control.store.location import (
 from gossamer.control.store.model import Store, StoreSettings
 from gossamer.listen import Listen
 from gossamer.security.ca import CertificateAuthority
-from gossamer.security.identity import make_private_directory, write_file_atomically
+from gossamer.security.files import make_private_directory, write_file_atomically
 
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_STATE = Path(".gossamer/control-plane")

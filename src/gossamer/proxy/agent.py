@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import shutil
 import ssl
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,8 +33,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from gossamer.proxy.server import Proxy
-from gossamer.security.ca import spiffe_id
-from gossamer.security.identity import WorkloadIdentity
+from gossamer.security.files import write_file_atomically
+from gossamer.security.spiffe import spiffe_id
 from gossamer.snapshot import SnapshotError
 from gossamer.snapshot.protocol import (
     PATH,
@@ -51,6 +53,29 @@ from gossamer.snapshot.protocol import (
 )
 
 log = logging.getLogger("gossamer.proxy.agent")
+
+
+KEYGEN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """The workload certificate in use: its files and validity (seconds since the epoch)."""
+
+    spiffe: str
+    cert_file: Path
+    key_file: Path
+    not_before: float
+    not_after: float
+
+    def renew_at(self) -> float:
+        """Half way through its life: as much time again is left if renewing takes retries."""
+        return self.not_before + (self.not_after - self.not_before) / 2
+
+    def remove(self) -> None:
+        """Delete its files (connections made with it keep what they loaded)."""
+        self.cert_file.unlink(missing_ok=True)
+        self.key_file.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +125,12 @@ class ControlPlaneAgent:
         self.ready = False
         self.rejected = 0
         self._ready_changed = asyncio.Event()
-        self.identity: WorkloadIdentity | None = None
+        self.identity: Certificate | None = None
         """The certificate in use, once a CA signed one."""
         self.renewals = 0
-        self._renewing: WorkloadIdentity | None = None
+        self._renewing: tuple[str, Path] | None = None
+        """(SPIFFE id, key file) of a CSR sent and not answered yet."""
+        self._serial = itertools.count(1)
         self._held: list[Update] = []
         self._identity_dir = options.identity_dir
         self._own_dir = False
@@ -163,7 +190,9 @@ class ControlPlaneAgent:
             compression=None,
             **self._tls(url),
         ) as websocket:
-            hello = msgspec.structs.replace(options.hello, version=current, csr=self._hello_csr())
+            hello = msgspec.structs.replace(
+                options.hello, version=current, csr=await self._hello_csr()
+            )
             await websocket.send(encode(hello))
             welcome = decode_from_control_plane(
                 await asyncio.wait_for(websocket.recv(), options.open_timeout_s)
@@ -187,9 +216,9 @@ class ControlPlaneAgent:
                             continue
                         await websocket.send(encode(await self._apply(message)))
                     elif isinstance(message, Issued):
-                        await self._issued(websocket, message.certificate, message.error)
+                        await self._issued(websocket, message)
             finally:
-                self._renewing = None
+                self._forget_renewal()
                 self._held.clear()
                 for task in tasks:
                     task.cancel()
@@ -210,63 +239,96 @@ class ControlPlaneAgent:
 
     # -- identity --------------------------------------------------------------------------
 
-    def _hello_csr(self) -> str:
+    async def _hello_csr(self) -> str:
         """A CSR for the hello when there is no certificate yet or it is due for renewal."""
         if self.identity is not None and time.time() < self.identity.renew_at():
             return ""
         options = self.options
-        namespace = options.hello.namespace
         wanted = (
             self.identity.spiffe
             if self.identity is not None
-            else spiffe_id(options.trust_domain, namespace, options.service_account)
+            else spiffe_id(options.trust_domain, options.hello.namespace, options.service_account)
         )
-        self._renewing = WorkloadIdentity.create(wanted)
-        return self._renewing.csr()
+        return await self._new_key(wanted)
+
+    async def _new_key(self, spiffe: str) -> str:
+        """Make a key (in a process of its own: see security/keygen.py) and return its CSR."""
+        key = self._folder() / f"key-{next(self._serial)}.pem"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gossamer.security.keygen",
+            "--spiffe",
+            spiffe,
+            "--key",
+            str(key),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), KEYGEN_TIMEOUT_S)
+        if process.returncode != 0:
+            raise SnapshotError(f"making the workload key failed: {err.decode()[-300:]}")
+        self._renewing = (spiffe, key)
+        return out.decode("ascii")
 
     async def _welcomed(self, websocket: ClientConnection, welcome: Welcome) -> None:
         if welcome.certificate:
-            await self._issued(websocket, welcome.certificate, "")
+            issued = Issued(welcome.certificate, "", welcome.not_before, welcome.not_after)
+            await self._issued(websocket, issued)
             return
         if not welcome.identity:
             if welcome.certificate_error:
                 log.error("no workload certificate: %s", welcome.certificate_error)
-            self._renewing = None
+            self._forget_renewal()
             return
         current = self.identity.spiffe if self.identity is not None else ""
         if current == welcome.identity and time.time() < self.identity_renew_at():
-            self._renewing = None
+            self._forget_renewal()
             return
         # The control plane knows the workload's service account better: ask for that one.
-        self._renewing = WorkloadIdentity.create(welcome.identity)
-        await websocket.send(encode(Renew(self._renewing.csr())))
+        self._forget_renewal()
+        await websocket.send(encode(Renew(await self._new_key(welcome.identity))))
 
     def identity_renew_at(self) -> float:
         """When the certificate in use is due for renewal (0 without one)."""
         return self.identity.renew_at() if self.identity is not None else 0.0
 
-    async def _issued(self, websocket: ClientConnection, certificate: str, error: str) -> None:
+    async def _issued(self, websocket: ClientConnection, issued: Issued) -> None:
         renewing, self._renewing = self._renewing, None
-        if error or renewing is None:
-            log.error("the control plane did not sign a certificate: %s", error or "unasked")
+        if issued.error or renewing is None:
+            log.error("the control plane did not sign a certificate: %s", issued.error or "unasked")
+            if renewing is not None:
+                renewing[1].unlink(missing_ok=True)
         else:
+            spiffe, key = renewing
+            cert = key.with_name(key.name.replace("key-", "cert-", 1))
             try:
-                renewing.accept(certificate)
-                cert_file, key_file = renewing.write(self._folder())
-                self.proxy.set_identity(str(cert_file), str(key_file), renewing.spiffe)
+                write_file_atomically(cert, issued.certificate.encode("ascii"), 0o644)
+                # Loading the pair checks that the certificate is for this key.
+                self.proxy.set_identity(str(cert), str(key), spiffe)
             except (ValueError, OSError, SnapshotError) as problem:
                 log.error("cannot use the signed certificate: %s", problem)
             else:
-                self.identity = renewing
+                previous, self.identity = (
+                    self.identity,
+                    Certificate(spiffe, cert, key, issued.not_before, issued.not_after),
+                )
+                if previous is not None:
+                    previous.remove()
                 self.renewals += 1
                 self.proxy.stats.incr("gossamer_certificates_issued_total")
                 self.proxy.stats.gauges["gossamer_certificate_expiry_timestamp_seconds"] = (
-                    renewing.not_after.timestamp()
+                    issued.not_after
                 )
-                log.info("certificate for %s until %s", renewing.spiffe, renewing.not_after)
+                log.info("certificate for %s until %s", spiffe, time.ctime(issued.not_after))
         held, self._held = self._held, []
         for update in held:
             await websocket.send(encode(await self._apply(update)))
+
+    def _forget_renewal(self) -> None:
+        if self._renewing is not None:
+            self._renewing[1].unlink(missing_ok=True)
+            self._renewing = None
 
     async def _renew(self, websocket: ClientConnection) -> None:
         """At half of the certificate's life, ask for a new one (with a new key)."""
@@ -277,12 +339,10 @@ class ControlPlaneAgent:
             identity = self.identity
             if identity is None or self._renewing is not None or time.time() < identity.renew_at():
                 continue
-            self._renewing = WorkloadIdentity.create(identity.spiffe)
-            await websocket.send(encode(Renew(self._renewing.csr())))
-            # An answer that never comes is retried after a while.
+            await websocket.send(encode(Renew(await self._new_key(identity.spiffe))))
+            # An answer that never comes is asked for again after a while.
             await asyncio.sleep(10.0)
-            if self._renewing is not None:
-                self._renewing = None
+            self._forget_renewal()
 
     def _folder(self) -> Path:
         if self._identity_dir is None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from gossamer.proxy.balancer import Balancer, balancer_for
 from gossamer.proxy.mtls import MeshTls
-from gossamer.security.identity import peer_spiffe_id
+from gossamer.security.spiffe import peer_spiffe_id
 from gossamer.snapshot import Cluster, Endpoint
 
 if TYPE_CHECKING:

@@ -29,11 +29,11 @@ from gossamer.proxy.router import CompiledRoute, RequestFacts
 from gossamer.proxy.timers import Timeout
 from gossamer.proxy.upstream import UpstreamConnection
 from gossamer.security.authz import AuthzRequest
-from gossamer.security.jwt import JwtOutcome
 from gossamer.snapshot import Mirror, RetryPolicy
 
 if TYPE_CHECKING:
     from gossamer.proxy.listener import ListenerRuntime
+    from gossamer.security.jwt import JwtOutcome
 
 # Request headers the proxy looks at on the way upstream, by what it does with them.
 _HOP, _FORWARDED_FOR, _TRACE, _REQUEST_ID, _PROTO, _HOST = range(6)

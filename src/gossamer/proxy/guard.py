@@ -8,12 +8,18 @@ snapshot; a listener with no policies has no guard at all and pays nothing per r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gossamer.proxy.mtls import port_mode
 from gossamer.security.authz import Authorizer, AuthzDecision, AuthzRequest
-from gossamer.security.jwt import JwksCache, JwtAuthenticator, JwtOutcome
 from gossamer.snapshot.model import InboundMtls, Security
+
+if TYPE_CHECKING:
+    # Loaded only by a snapshot with RequestAuthentication: PyJWT and httpx cost a proxy
+    # process about 15 MB.
+    from gossamer.security.jwt import JwksCache, JwtAuthenticator, JwtOutcome
 
 RBAC_DENIED = "RBAC"
 """Access-log flag of a request an AuthorizationPolicy denied."""
@@ -40,24 +46,33 @@ class RequestGuard:
 
     __slots__ = ("authorizer", "jwt", "mtls", "needs_query")
 
-    def __init__(self, security: Security, mtls: InboundMtls | None, jwks: JwksCache) -> None:
+    def __init__(
+        self, security: Security, mtls: InboundMtls | None, jwks: Callable[[], JwksCache]
+    ) -> None:
         self.authorizer = Authorizer(security.authorization)
-        self.jwt = JwtAuthenticator(security.jwt, jwks)
+        self.jwt: JwtAuthenticator | None = None
+        if security.jwt:
+            from gossamer.security.jwt import JwtAuthenticator  # noqa: PLC0415
+
+            self.jwt = JwtAuthenticator(security.jwt, jwks())
         # Only a port override can refuse what the listener accepted.
         self.mtls = mtls if mtls is not None and mtls.ports else None
-        self.needs_query = self.jwt.active
+        self.needs_query = self.jwt is not None
 
     def __repr__(self) -> str:
         return (
-            f"<RequestGuard authz={self.authorizer.active} jwt={self.jwt.active} "
+            f"<RequestGuard authz={self.authorizer.active} jwt={self.jwt is not None} "
             f"mtls-ports={self.mtls is not None}>"
         )
 
     @staticmethod
-    def build(security: Security, mtls: InboundMtls | None, jwks: JwksCache) -> RequestGuard | None:
-        """The guard of a listener, or None when it has nothing to check."""
+    def build(
+        security: Security, mtls: InboundMtls | None, jwks: Callable[[], JwksCache]
+    ) -> RequestGuard | None:
+        """The guard of a listener, or None when it has nothing to check; `jwks` gives the
+        proxy's key-set cache, made on first use."""
         guard = RequestGuard(security, mtls, jwks)
-        if guard.authorizer.active or guard.jwt.active or guard.mtls is not None:
+        if guard.authorizer.active or guard.jwt is not None or guard.mtls is not None:
             return guard
         return None
 
@@ -71,7 +86,7 @@ class RequestGuard:
 
     def authenticate(self, headers: list[tuple[bytes, bytes]], query: str) -> JwtOutcome | None:
         """The JWT outcome, or None when no RequestAuthentication applies."""
-        if not self.jwt.active:
+        if self.jwt is None:
             return None
         return self.jwt.authenticate(headers, query)
 

@@ -20,7 +20,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from gossamer.security.identity import client_context, peer_spiffe_id, server_context
+from gossamer.security.spiffe import client_context, peer_spiffe_id, server_context
 from gossamer.snapshot.model import InboundMtls, MtlsMode
 
 if TYPE_CHECKING:

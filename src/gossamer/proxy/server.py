@@ -9,6 +9,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from gossamer.proxy.cluster import ClusterState
 from gossamer.proxy.downstream import DownstreamConnection
@@ -20,9 +21,11 @@ from gossamer.proxy.router import CompiledRouteTable
 from gossamer.proxy.stats import ProxyStats
 from gossamer.proxy.timers import TimerWheel
 from gossamer.proxy.tls import ServerCertificates, listening_context
-from gossamer.security.jwt import JwksCache
 from gossamer.snapshot import Listener, Snapshot, SnapshotError
 from gossamer.snapshot.codec import check
+
+if TYPE_CHECKING:
+    from gossamer.security.jwks import JwksCache
 
 SWEEP_INTERVAL = 0.5
 
@@ -140,8 +143,8 @@ class Proxy:
         """(certificate chain file, key file, SPIFFE id) of the workload, once the CA signed it."""
         self.mesh_tls: MeshTls | None = None
         """Contexts for mesh mTLS, from the identity and the snapshot's trust anchors."""
-        self.jwks = JwksCache()
-        """Issuers' key sets, kept across snapshots."""
+        self.jwks: JwksCache | None = None
+        """Issuers' key sets, kept across snapshots; made when a snapshot first needs one."""
 
     def set_identity(self, cert_file: str, key_file: str, spiffe: str) -> None:
         """Use a (new) workload certificate for new handshakes from now on.
@@ -152,6 +155,14 @@ class Proxy:
         self.identity = (cert_file, key_file, spiffe)
         if self.snapshot is not None:
             self._use_mesh_tls(self._mesh_tls(self.snapshot, force=True))
+
+    def jwks_cache(self) -> JwksCache:
+        """The key-set cache of RequestAuthentication issuers, made on first use."""
+        if self.jwks is None:
+            from gossamer.security.jwks import JwksCache  # noqa: PLC0415
+
+            self.jwks = JwksCache()
+        return self.jwks
 
     def _mesh_tls(self, snapshot: Snapshot, force: bool = False) -> MeshTls | None:
         security = snapshot.security
@@ -200,7 +211,7 @@ class Proxy:
                 timers=self._timers(),
                 request_ids=self.request_ids,
                 guard=(
-                    RequestGuard.build(snapshot.security, listener.mtls, self.jwks)
+                    RequestGuard.build(snapshot.security, listener.mtls, self.jwks_cache)
                     if listener.role != "outbound"
                     else None
                 ),
@@ -280,7 +291,8 @@ class Proxy:
                 await self._sweeper
             self._sweeper = None
         await self.health.close()
-        await self.jwks.close()
+        if self.jwks is not None:
+            await self.jwks.close()
         for handle in self.listeners.values():
             if handle.server is not None:
                 handle.server.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import math
-import string
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,14 @@ from gossamer.security.identity import (
     make_private_directory,
     write_file_atomically,
 )
+from gossamer.security.spiffe import check_trust_domain, spiffe_id
+
+__all__ = [
+    "MIN_LIFETIME_S",
+    "CertificateAuthority",
+    "CertificateRequestError",
+    "spiffe_id",
+]
 
 MIN_LIFETIME_S = 60.0
 # Peers' clocks may run a little behind ours; a certificate valid "from now" would be
@@ -39,27 +46,11 @@ ROOT_CERT = "root-cert.pem"
 CERT_CHAIN = "cert-chain.pem"
 EXTRA_ROOTS = "extra-roots.pem"
 
-# SPIFFE ids: the trust domain is lowercase letters, digits, '.', '-', '_'; path segments may
-# also hold uppercase letters. Kubernetes names are narrower still, so this refuses nothing real.
-_TRUST_DOMAIN_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + ".-_")
-_SEGMENT_CHARACTERS = frozenset(string.ascii_letters + string.digits + ".-_")
 _ACCEPTED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 
 
 class CertificateRequestError(ValueError):
     """A certificate signing request the CA will not sign; the message says why."""
-
-
-def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
-    """The SPIFFE id of a service account: `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT`.
-
-    Raises ValueError for names that would not make a valid SPIFFE id (empty, '/', '..').
-    """
-    _check_trust_domain(trust_domain)
-    for what, segment in (("namespace", namespace), ("service account", service_account)):
-        if not segment or segment in {".", ".."} or not set(segment) <= _SEGMENT_CHARACTERS:
-            raise ValueError(f"{what} {segment!r} cannot be part of a SPIFFE id")
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
 
 class CertificateAuthority:
@@ -85,7 +76,7 @@ class CertificateAuthority:
 
         Prefer `load_or_create`, which reads these from a directory and checks them.
         """
-        _check_trust_domain(trust_domain)
+        check_trust_domain(trust_domain)
         _check_lifetime(lifetime_s)
         if not chain or not roots:
             raise ValueError("a CA needs a signing certificate and at least one root")
@@ -110,7 +101,7 @@ class CertificateAuthority:
         a root is made and all four files are written, the key 0600 in a 0700 directory.
         `extra-roots.pem`, when present, adds trust anchors (for example the next root).
         """
-        _check_trust_domain(trust_domain)
+        check_trust_domain(trust_domain)
         _check_lifetime(lifetime_s)
         make_private_directory(directory)
         cert_path, key_path = directory / CA_CERT, directory / CA_KEY
@@ -484,11 +475,6 @@ def _signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.SHA256 | No
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
     return hashes.SHA256()
-
-
-def _check_trust_domain(trust_domain: str) -> None:
-    if not trust_domain or not set(trust_domain) <= _TRUST_DOMAIN_CHARACTERS:
-        raise ValueError(f"{trust_domain!r} is not a SPIFFE trust domain (like cluster.local)")
 
 
 def _check_lifetime(lifetime_s: float) -> None:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
-import os
-import ssl
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -16,10 +12,26 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-SPIFFE_SCHEME = "spiffe://"
+from gossamer.security.files import make_private_directory, write_file_atomically
+from gossamer.security.spiffe import (
+    SPIFFE_SCHEME,
+    client_context,
+    peer_spiffe_id,
+    principal_of,
+    server_context,
+)
 
-# Mesh traffic is HTTP/1.1 only; offering exactly that keeps both ends from guessing.
-_ALPN = ["http/1.1"]
+__all__ = [
+    "SPIFFE_SCHEME",
+    "WorkloadIdentity",
+    "check_issuing_order",
+    "client_context",
+    "make_private_directory",
+    "peer_spiffe_id",
+    "principal_of",
+    "server_context",
+    "write_file_atomically",
+]
 
 
 class WorkloadIdentity:
@@ -110,6 +122,16 @@ class WorkloadIdentity:
         start = leaf.not_valid_before_utc
         return (start + (leaf.not_valid_after_utc - start) / 2).timestamp()
 
+    def write_key(self, path: Path) -> None:
+        """Write the private key alone (PKCS#8 PEM, mode 0600, replaced atomically)."""
+        make_private_directory(path.parent)
+        key_pem = self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_file_atomically(path, key_pem, 0o600)
+
     def write(self, directory: Path) -> tuple[Path, Path]:
         """Write `cert-chain.pem` and `key.pem` (mode 0600) into `directory`.
 
@@ -166,121 +188,3 @@ def check_issuing_order(certificates: Sequence[x509.Certificate]) -> None:
                 f"{child.subject.rfc4514_string() or 'the leaf'} is not issued by "
                 f"{parent.subject.rfc4514_string()}"
             ) from exc
-
-
-def peer_spiffe_id(peercert: Mapping[str, object] | None) -> str:
-    """The peer's SPIFFE id from `SSLSocket.getpeercert()`'s dict, or "" when it has none.
-
-    Only a verified certificate's dict is non-empty, so "" also means "not authenticated".
-    """
-    if not peercert:
-        return ""
-    names = peercert.get("subjectAltName", ())
-    if not isinstance(names, tuple):
-        return ""
-    for entry in names:
-        if (
-            isinstance(entry, tuple)
-            and len(entry) == 2
-            and entry[0] == "URI"
-            and isinstance(entry[1], str)
-            and entry[1].startswith(SPIFFE_SCHEME)
-        ):
-            return entry[1]
-    return ""
-
-
-def principal_of(spiffe: str) -> str:
-    """The Istio principal for a SPIFFE id (`cluster.local/ns/NS/sa/SA`); "" for ""."""
-    return spiffe.removeprefix(SPIFFE_SCHEME)
-
-
-def server_context(
-    cert_file: str | Path,
-    key_file: str | Path,
-    roots: Sequence[str],
-    *,
-    require_client_cert: bool,
-) -> ssl.SSLContext:
-    """A TLS 1.3 server context for mesh traffic, trusting only the mesh's `roots`.
-
-    With `require_client_cert` the handshake fails without a client certificate from those
-    roots (STRICT mTLS); otherwise one is verified when offered (PERMISSIVE).
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _configure(context, cert_file, key_file, roots)
-    context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
-    return context
-
-
-def client_context(
-    cert_file: str | Path, key_file: str | Path, roots: Sequence[str]
-) -> ssl.SSLContext:
-    """A TLS 1.3 client context for mesh traffic, presenting this workload's certificate.
-
-    Host names are not checked: mesh peers are identified by SPIFFE id, so the caller
-    compares `peer_spiffe_id` with the identity it expected.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    _configure(context, cert_file, key_file, roots)
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def _configure(
-    context: ssl.SSLContext, cert_file: str | Path, key_file: str | Path, roots: Sequence[str]
-) -> None:
-    if not roots:
-        raise ValueError("mesh TLS needs at least one trust anchor")
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    # Python 3.13's default contexts verify strictly; doing so on every version means a
-    # certificate that passes here also passes for clients built with create_default_context.
-    context.verify_flags |= ssl.VERIFY_X509_STRICT
-    context.load_cert_chain(cert_file, key_file)
-    context.load_verify_locations(cadata="".join(roots))
-    context.set_alpn_protocols(_ALPN)
-
-
-def make_private_directory(directory: Path) -> None:
-    """Create `directory` (and parents) with mode 0700; an existing one is left as it is."""
-    try:
-        directory.mkdir(mode=0o700, parents=True)
-    except FileExistsError:
-        if not directory.is_dir():
-            raise
-        return
-    # mkdir's mode passes through the umask; make sure no group or other bit survived it.
-    directory.chmod(0o700)
-
-
-def write_file_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data` in one step, so readers see the old file or the new one.
-
-    The temporary file is created 0600 by mkstemp and only then given `mode`, so a private
-    key is never readable by others, not even for an instant.
-    """
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    staged = Path(temporary)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        staged.chmod(mode)
-        staged.replace(path)
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    _sync_directory(path.parent)
-
-
-def _sync_directory(directory: Path) -> None:
-    # Without this a power cut can lose the rename, e.g. a new CA key that certificates
-    # were already issued from.
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -95,6 +95,9 @@ class Welcome(Struct, frozen=True, tag="welcome"):
     identity: str = ""
     """The SPIFFE id the CA signs for this workload ("" without a CA): a proxy that asked for
     another, or for none, sends a `Renew` for this one."""
+    not_before: float = 0.0
+    not_after: float = 0.0
+    """The certificate's validity (seconds since the epoch), so the proxy need not parse it."""
 
 
 class Renew(Struct, frozen=True, tag="renew"):
@@ -108,6 +111,8 @@ class Issued(Struct, frozen=True, tag="issued"):
 
     certificate: str = ""
     error: str = ""
+    not_before: float = 0.0
+    not_after: float = 0.0
 
 
 class TableDelta(Struct, frozen=True):

@@ -76,9 +76,16 @@ class MeshEndpoints:
             return
         distributor = self.mesh.distributor
         stream = distributor.connect(hello)
-        certificate, unsigned = self._sign(stream, hello.csr) if hello.csr else ("", "")
-        identity = self.mesh.identity(hello.namespace, stream.service_account)
-        welcome = Welcome(stream.id, self.mesh.replica, certificate, unsigned, identity)
+        issued = self._sign(stream, hello.csr) if hello.csr else Issued()
+        welcome = Welcome(
+            stream.id,
+            self.mesh.replica,
+            issued.certificate,
+            issued.error,
+            self.mesh.identity(hello.namespace, stream.service_account),
+            issued.not_before,
+            issued.not_after,
+        )
         await websocket.send_bytes(encode(welcome))
         entry = await self._register(stream)
         writer = asyncio.get_running_loop().create_task(self._write(websocket, stream))
@@ -162,20 +169,23 @@ class MeshEndpoints:
             elif isinstance(message, Health) and entry is not None:
                 await self.mesh.registry.set_health(entry, message.ready, message.message)
             elif isinstance(message, Renew):
-                certificate, unsigned = self._sign(stream, message.csr)
-                await websocket.send_bytes(encode(Issued(certificate, unsigned)))
+                await websocket.send_bytes(encode(self._sign(stream, message.csr)))
 
-    def _sign(self, stream: ProxyStream, csr: str) -> tuple[str, str]:
+    def _sign(self, stream: ProxyStream, csr: str) -> Issued:
         """Sign a CSR for the identity of the stream's workload (its service account)."""
         hello = stream.hello
         certificate, error = self.mesh.sign(csr, hello.namespace, stream.service_account)
         if error:
             log.warning("refused a certificate to %s: %s", stream.id, error)
-        else:
-            leaf = x509.load_pem_x509_certificate(certificate.encode())
-            stream.identity = self.mesh.identity(hello.namespace, stream.service_account)
-            stream.certificate_expiry = leaf.not_valid_after_utc.timestamp()
-        return certificate, error
+            return Issued(error=error)
+        leaf = x509.load_pem_x509_certificate(certificate.encode())
+        stream.identity = self.mesh.identity(hello.namespace, stream.service_account)
+        stream.certificate_expiry = leaf.not_valid_after_utc.timestamp()
+        return Issued(
+            certificate,
+            not_before=leaf.not_valid_before_utc.timestamp(),
+            not_after=stream.certificate_expiry,
+        )
 
     async def proxies(self, request: Request) -> Response:
         """Every connected proxy of the mesh: this replica's now, the others' as last reported."""

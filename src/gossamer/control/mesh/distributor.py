@@ -37,7 +37,7 @@ from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Deployment
 from gossamer.resources.kinds.core import Service
 from gossamer.resources.kinds.istio_networking import WorkloadEntry
-from gossamer.security.ca import spiffe_id
+from gossamer.security.spiffe import spiffe_id
 from gossamer.snapshot.endpoints import endpoint_index
 from gossamer.snapshot.model import Node, Security
 from gossamer.snapshot.protocol import Ack, Hello

@@ -17,7 +17,8 @@ from gossamer.control.mesh.distributor import Distributor
 from gossamer.control.mesh.mirror import StoreMirror
 from gossamer.control.mesh.registry import LEASES, Registry
 from gossamer.control.store import ObjectKey, ResourceType, Store
-from gossamer.security.ca import CertificateAuthority, CertificateRequestError, spiffe_id
+from gossamer.security.ca import CertificateAuthority, CertificateRequestError
+from gossamer.security.spiffe import spiffe_id
 
 WORKLOAD_TOKENS = ResourceType("gossamer.dev", "workloadtokens")
 
