@@ -56,6 +56,8 @@ log = logging.getLogger("gossamer.proxy.agent")
 
 
 KEYGEN_TIMEOUT_S = 30.0
+RENEW_RETRY_S = 10.0
+"""How long a renewal waits for its answer before it asks again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +243,7 @@ class ControlPlaneAgent:
 
     async def _hello_csr(self) -> str:
         """A CSR for the hello when there is no certificate yet or it is due for renewal."""
+        self._forget_renewal()  # a key made for a session that never got an answer
         if self.identity is not None and time.time() < self.identity.renew_at():
             return ""
         options = self.options
@@ -339,9 +342,12 @@ class ControlPlaneAgent:
             identity = self.identity
             if identity is None or self._renewing is not None or time.time() < identity.renew_at():
                 continue
-            await websocket.send(encode(Renew(await self._new_key(identity.spiffe))))
-            # An answer that never comes is asked for again after a while.
-            await asyncio.sleep(10.0)
+            try:
+                await websocket.send(encode(Renew(await self._new_key(identity.spiffe))))
+            except (SnapshotError, OSError, TimeoutError) as error:
+                log.error("cannot renew the workload certificate: %s", error)
+            # An answer that never comes (or a key that could not be made) is tried again.
+            await asyncio.sleep(RENEW_RETRY_S)
             self._forget_renewal()
 
     def _folder(self) -> Path:
