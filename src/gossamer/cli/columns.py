@@ -121,6 +121,15 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
 }
 
 
+def time_left(expiry: float, now: float) -> str:
+    """Hours and minutes until `expiry` (seconds since the epoch), e.g. `23h59m`; `EXPIRED`."""
+    left = int(expiry - now)
+    if left <= 0:
+        return "EXPIRED"
+    hours, rest = divmod(left, 3600)
+    return f"{hours}h{rest // 60:02d}m"
+
+
 def age(created: object, now: datetime) -> str:
     """kubectl's short age: `42s`, `3m12s`, `25m`, `4h10m`, `17h`, `3d4h`, `45d`, `2y`."""
     if not isinstance(created, str):

@@ -9,6 +9,7 @@ proxies that run the object (from the control plane's `/debug/v1/proxies`) belon
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
@@ -258,18 +259,18 @@ def _certificate_lines(described: Described) -> list[str]:
     ]
     if not mine:
         return [_sub("Certificates", "none: no proxy of this workload is connected")]
+    from gossamer.cli.columns import time_left
+
     lines = ["  Certificates (of each connected proxy):"]
-    now = datetime.now(UTC)
+    now = time.time()
     for proxy in mine:
         expiry = float(proxy.get("certificateExpiry") or 0)
         if not expiry:
             lines.append(f"    {proxy['proxy']}  none (mTLS off, or not signed)")
             continue
-        when = datetime.fromtimestamp(expiry, UTC)
-        left = when - now
-        hours, rest = divmod(int(left.total_seconds()), 3600)
-        remaining = f"in {hours}h{rest // 60:02d}m" if left.total_seconds() > 0 else "EXPIRED"
-        stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        left = time_left(expiry, now)
+        remaining = left if left == "EXPIRED" else f"in {left}"
+        stamp = datetime.fromtimestamp(expiry, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         lines.append(
             f"    {proxy['proxy']}  {proxy.get('identity')}  expires {stamp} ({remaining})"
         )

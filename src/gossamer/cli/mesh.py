@@ -57,14 +57,10 @@ def proxy_status(
 
 def _certificate(item: dict[str, Any]) -> str:
     """How long the proxy's certificate has left, e.g. `23h59m`; `-` without one."""
+    from gossamer.cli.columns import time_left
+
     expiry = float(item.get("certificateExpiry") or 0)
-    if not expiry:
-        return "-"
-    left = int(expiry - time.time())
-    if left <= 0:
-        return "EXPIRED"
-    hours, rest = divmod(left, 3600)
-    return f"{hours}h{rest // 60:02d}m"
+    return time_left(expiry, time.time()) if expiry else "-"
 
 
 token_app = typer.Typer(help="Workload tokens: what a proxy shows the control plane.")

@@ -44,7 +44,7 @@ class Refusal:
 class RequestGuard:
     """mTLS per port, JWT and authorization for one listener under one snapshot."""
 
-    __slots__ = ("authorizer", "jwt", "mtls", "needs_query")
+    __slots__ = ("authorizer", "jwt", "mtls")
 
     def __init__(
         self, security: Security, mtls: InboundMtls | None, jwks: Callable[[], JwksCache]
@@ -57,7 +57,6 @@ class RequestGuard:
             self.jwt = JwtAuthenticator(security.jwt, jwks())
         # Only a port override can refuse what the listener accepted.
         self.mtls = mtls if mtls is not None and mtls.ports else None
-        self.needs_query = self.jwt is not None
 
     def __repr__(self) -> str:
         return (

@@ -152,9 +152,14 @@ class Proxy:
         Connections already established keep the certificate they were made with. Raises
         SnapshotError when the files cannot be used with the running snapshot's roots.
         """
-        self.identity = (cert_file, key_file, spiffe)
+        previous, self.identity = self.identity, (cert_file, key_file, spiffe)
         if self.snapshot is not None:
-            self._use_mesh_tls(self._mesh_tls(self.snapshot, force=True))
+            try:
+                mesh_tls = self._mesh_tls(self.snapshot, force=True)
+            except SnapshotError:
+                self.identity = previous  # keep serving with the certificate that works
+                raise
+            self._use_mesh_tls(mesh_tls)
 
     def jwks_cache(self) -> JwksCache:
         """The key-set cache of RequestAuthentication issuers, made on first use."""

@@ -33,17 +33,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def deployment(name: str, **labels: str) -> dict[str, Any]:
+def deployment(name: str, account: str | None = None, **labels: str) -> dict[str, Any]:
+    """A Deployment of one container; with `account`, its pods' serviceAccountName."""
+    pod: dict[str, Any] = {"containers": [{"name": "app", "command": ["python", "-m", name]}]}
+    if account is not None:
+        pod["serviceAccountName"] = account
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name},
         "spec": {
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "command": ["python", "-m", name]}]},
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
 

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import msgspec
@@ -29,7 +28,15 @@ from gossamer.snapshot.protocol import (
 )
 
 from ..proxy.backend import Backend
-from .test_mesh_push import APPS, CORE, create, eventually_async, reviews_service, sidecar
+from .test_mesh_push import (
+    APPS,
+    CORE,
+    create,
+    deployment,
+    eventually_async,
+    reviews_service,
+    sidecar,
+)
 
 SECURITY = "/apis/security.istio.io/v1/namespaces/default"
 
@@ -40,24 +47,6 @@ async def backend() -> AsyncIterator[Backend]:
     await app.start()
     yield app
     await app.stop()
-
-
-def deployment(name: str, account: str, **labels: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": account,
-                    "containers": [{"name": "app", "command": ["python", "-m", name]}],
-                },
-            },
-        },
-    }
 
 
 async def two_workloads(client: httpx.AsyncClient) -> None:

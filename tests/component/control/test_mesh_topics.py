@@ -21,8 +21,8 @@ from gossamer.events.service import BrokerService, ServiceConfig
 from gossamer.events.wire import BrokerError
 from gossamer.resources import load_text
 
-from .test_mesh_push import APPS, CORE, create, eventually_async, sidecar
-from .test_mesh_security import SECURITY, deployment
+from .test_mesh_push import APPS, CORE, create, deployment, eventually_async, sidecar
+from .test_mesh_security import SECURITY
 
 POLICY = """\
 apiVersion: security.istio.io/v1

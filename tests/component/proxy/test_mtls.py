@@ -33,6 +33,7 @@ from gossamer.snapshot import (
     RouteTable,
     Security,
     Snapshot,
+    SnapshotError,
     VirtualHost,
     WeightedCluster,
 )
@@ -426,3 +427,22 @@ async def test_a_second_root_in_the_bundle_lets_the_next_ca_in_during_a_rotation
     async with httpx.AsyncClient() as http:
         response = await http.get(f"http://127.0.0.1:{refused.port('outbound')}/")
     assert response.status_code == 503
+
+
+async def test_a_certificate_that_does_not_fit_its_key_is_refused_and_the_old_one_kept(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server, client = await mesh_pair(ca, tmp_path, start, backend, InboundMtls(mode="STRICT"))
+    kept = server.identity
+    cert, _ = issue(ca, GREETER, tmp_path / "greeter-2")
+    _, other_key = issue(ca, GREETER, tmp_path / "greeter-3")
+    with pytest.raises(SnapshotError, match="mesh certificate"):
+        server.set_identity(cert, other_key, GREETER)
+    assert server.identity == kept
+    for cluster in client.clusters.values():
+        for endpoint in cluster.endpoints:
+            for upstream in list(endpoint.idle):
+                upstream.close()
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{client.port('outbound')}/")
+    assert response.status_code == 200

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gossamer.cli.columns import age
+from gossamer.cli.columns import age, time_left
 from gossamer.cli.resource_names import (
     ResourceNames,
     UnknownResourceError,
@@ -93,3 +93,17 @@ def test_ages_are_short_like_kubectl_prints_them(ago: timedelta, shown: str) -> 
 def test_an_object_without_a_creation_time_has_no_age() -> None:
     assert age(None, NOW) == "<none>"
     assert age("yesterday", NOW) == "<none>"
+
+
+@pytest.mark.parametrize(
+    ("left", "shown"),
+    [
+        (86400.0, "24h00m"),
+        (86399.0, "23h59m"),
+        (61.0, "0h01m"),
+        (0.0, "EXPIRED"),
+        (-5.0, "EXPIRED"),
+    ],
+)
+def test_a_certificate_shows_the_hours_and_minutes_it_has_left(left: float, shown: str) -> None:
+    assert time_left(1_000_000.0 + left, 1_000_000.0) == shown

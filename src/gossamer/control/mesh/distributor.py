@@ -124,6 +124,9 @@ class Distributor:
         """The mesh CA's trust anchors; empty when the mesh runs without mTLS."""
         self.trust_domain = trust_domain
         self.security = SecurityIndex(())
+        self._security_stale = True
+        """A policy changed since `security` was built (a proxy connecting now must not get a
+        snapshot without it, even for the debounce)."""
         self.replica = replica
         self.debounce_s = debounce_s
         self.max_delay_s = max_delay_s
@@ -167,6 +170,7 @@ class Distributor:
             elif key.type not in _INTERNAL:
                 if key.type in SECURITY_KINDS:
                     self._dirty_endpoints = True
+                    self._security_stale = True
                 self._dirty_views = True
                 if key.type in OWN_KINDS:
                     self._dirty_own = True
@@ -187,8 +191,8 @@ class Distributor:
         self._dirty_views = self._dirty_own = self._dirty_endpoints = False
         started = time.perf_counter()
         resources = list(self.mirror.resources.values())
-        if own or endpoints:
-            self.security = SecurityIndex(resources)
+        if own or endpoints or self._security_stale:
+            self._index_security(resources)
         if endpoints:
             index = endpoint_index(resources, self._identity_of if self.roots else None)
             if index != self.endpoints:
@@ -238,8 +242,8 @@ class Distributor:
         # The endpoints may lag a pending recompute by the debounce: the recompute corrects them
         # with a delta. Rebuilding them here made a storm of connections quadratic.
         labels, account = self._identity(hello, resources)
-        if not self.streams:
-            self.security = SecurityIndex(resources)
+        if self._security_stale:
+            self._index_security(resources)
         name = hello.name or f"{hello.workload}.{hello.namespace}"
         stream = ProxyStream(
             id=f"{name}~{self.replica}~{next(self._ids)}",
@@ -362,6 +366,10 @@ class Distributor:
         if hello.role == "gateway":
             return dict(GATEWAY_LABELS), "istio-ingressgateway-service-account"
         return {}, "default"
+
+    def _index_security(self, resources: Sequence[Resource]) -> None:
+        self.security = SecurityIndex(resources)
+        self._security_stale = False
 
     def _identity_of(self, entry: WorkloadEntry) -> str:
         """What a client expects of an entry's sidecar: its SPIFFE id, or "" for plaintext."""
