@@ -100,9 +100,9 @@ class AgentOptions:
     """The identity asked for in the first CSR; the control plane says if it is another."""
     trust_domain: str = "cluster.local"
     identity_dir: Path | None = None
+    """Where the certificate and key are written for ssl to read (0700); None: a temp folder."""
     ca_file: Path | None = None
     """PEM roots to verify an https (wss) control plane with; None: the system's."""
-    """Where the certificate and key are written for ssl to read (0700); None: a temp folder."""
 
 
 def stream_url(base: str, hello: Hello) -> str:

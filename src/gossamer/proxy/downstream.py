@@ -12,9 +12,9 @@ import httptools
 
 from gossamer.proxy import local_reply as lr
 from gossamer.proxy.exchange import Exchange, RequestHead
-from gossamer.proxy.mtls import peer_principal
 from gossamer.proxy.rejection import QueuedRejection
 from gossamer.proxy.tunnel import UpgradeExchange
+from gossamer.security.spiffe import peer_spiffe_id
 
 if TYPE_CHECKING:
     from gossamer.proxy.listener import ListenerRuntime
@@ -108,7 +108,7 @@ class DownstreamConnection(asyncio.Protocol):
         if transport.get_extra_info("sslcontext") is None:
             return True
         self.secure = True
-        self.principal = peer_principal(transport)
+        self.principal = peer_spiffe_id(transport.get_extra_info("peercert"))
         self.runtime.stats.incr("gossamer_mtls_connections_total")
         mesh_tls = self.handle.proxy.mesh_tls
         if mesh_tls is None or not mesh_tls.trusts(self.principal):

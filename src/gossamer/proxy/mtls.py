@@ -20,7 +20,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from gossamer.security.spiffe import client_context, peer_spiffe_id, server_context
+from gossamer.security.spiffe import client_context, server_context
 from gossamer.snapshot.model import InboundMtls, MtlsMode
 
 if TYPE_CHECKING:
@@ -77,13 +77,6 @@ def port_mode(mtls: InboundMtls, port: int) -> MtlsMode:
         if number == port:
             return mode
     return mtls.mode
-
-
-def peer_principal(transport: asyncio.BaseTransport) -> str:
-    """The SPIFFE id a TLS peer proved, "" for plaintext (or a peer without one)."""
-    if transport.get_extra_info("sslcontext") is None:
-        return ""
-    return peer_spiffe_id(transport.get_extra_info("peercert"))
 
 
 class MeshAcceptor:
