@@ -23,7 +23,13 @@ from gossamer.proxy.cluster import (
     open_connection,
 )
 from gossamer.proxy.guard import JWT_DENIED, Refusal, RequestGuard
-from gossamer.proxy.headers import HOP_BY_HOP, TRACE_HEADER_NAMES, connection_tokens, trace_headers
+from gossamer.proxy.headers import (
+    HOP_BY_HOP,
+    TRACE_HEADER_NAMES,
+    extra_hop_by_hop,
+    trace_headers,
+    trace_lines,
+)
 from gossamer.proxy.mirror import send_copies
 from gossamer.proxy.router import CompiledRoute, RequestFacts
 from gossamer.proxy.timers import Timeout
@@ -48,7 +54,7 @@ _SPECIAL.update(
     }
 )
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
+_STATUS_LINE = {code: b"HTTP/1.1 %d " % code for code in range(100, 600)}
 
 
 class Client(Protocol):
@@ -238,22 +244,26 @@ class Exchange:
         if vhost is None:
             self.local(404, "no route", lr.NO_ROUTE)
             return
-        facts = RequestFacts(
-            self.path, head.method.decode("latin-1"), self.authority, port=runtime.port
-        )
-        if vhost.needs_headers:
-            facts.headers = {
-                n.lower().decode("latin-1"): v.decode("latin-1") for n, v in head.headers
-            }
-            facts.query = _query(target, query_at)
-        route = vhost.find(facts)
+        headers: dict[str, str] | None = None
+        if vhost.by_path is not None:
+            route = vhost.find_path(self.path)
+        else:
+            facts = RequestFacts(
+                self.path, head.method.decode("latin-1"), self.authority, port=runtime.port
+            )
+            if vhost.needs_headers:
+                headers = facts.headers = {
+                    n.lower().decode("latin-1"): v.decode("latin-1") for n, v in head.headers
+                }
+                facts.query = _query(target, query_at)
+            route = vhost.find(facts)
         if route is None:
             self.local(404, "no route", lr.NO_ROUTE)
             return
         self.route = route
         guard = runtime.guard
         if guard is not None:
-            self._guarded(guard, route, target, query_at, facts.headers)
+            self._guarded(guard, route, target, query_at, headers)
             return
         self._dispatch(route, target)
 
@@ -822,24 +832,45 @@ class Exchange:
 
     def _upstream_head(self, route: CompiledRoute, target: bytes) -> bytes:
         head = self.head
+        runtime = self.runtime
         scan = _scan(head.headers)
         headers, forwarded_for, request_id, dropped, has_proto, has_host = scan[:6]
-        if dropped:
-            headers = [(n, v) for n, v in headers if n not in dropped]
         peer = self.client.peer.encode()
-        headers.append(
-            (b"x-forwarded-for", forwarded_for + b", " + peer if forwarded_for else peer)
-        )
-        if not has_proto:
-            headers.append((b"x-forwarded-proto", self.runtime.scheme))
+        forwarded = forwarded_for + b", " + peer if forwarded_for else peer
+        new_id = request_id is None
         if request_id is None:
-            request_id = self.runtime.next_request_id()
-            headers.append((b"x-request-id", request_id))
+            request_id = runtime.next_request_id()
         self.request_id = request_id
+        rewrite = route.route.rewrite
+        if rewrite is not None:
+            target = self._rewrite(route, target)
+        if route.plain_request and dropped is None:
+            # The usual case: the client's headers as they are, then the proxy's, in one pass.
+            lines = [head.method, b" ", target, b" HTTP/1.1\r\n"]
+            for name, value in headers:
+                lines += (name, b": ", value, b"\r\n")
+            lines += (b"x-forwarded-for: ", forwarded, b"\r\n")
+            if not has_proto:
+                lines.append(runtime.proto_line)
+            if new_id:
+                lines += (b"x-request-id: ", request_id, b"\r\n")
+            lines.append(trace_lines(*scan[6:]))
+            if head.chunked:
+                lines.append(b"transfer-encoding: chunked\r\n")
+            if not has_host and self.authority:
+                lines += (b"host: ", self.authority.encode("latin-1"), b"\r\n")
+            lines.append(b"\r\n")
+            return b"".join(lines)
+        if dropped is not None:
+            headers = [(n, v) for n, v in headers if n not in dropped]
+        headers.append((b"x-forwarded-for", forwarded))
+        if not has_proto:
+            headers.append((b"x-forwarded-proto", runtime.scheme))
+        if new_id:
+            headers.append((b"x-request-id", request_id))
         headers.extend(trace_headers(*scan[6:]))
         if head.chunked:
             headers.append((b"transfer-encoding", b"chunked"))
-        rewrite = route.route.rewrite
         if rewrite is not None and rewrite.authority:
             headers = [(n, v) for n, v in headers if n != b"host"]
             headers.append((b"host", rewrite.authority.encode("latin-1")))
@@ -850,8 +881,6 @@ class Exchange:
         target_ops = route.target_request_ops[self.target_index]
         if target_ops is not None:
             headers = target_ops.apply(headers)
-        if rewrite is not None:
-            target = self._rewrite(route, target)
         lines = [head.method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in headers:
             lines += (name, b": ", value, b"\r\n")
@@ -875,8 +904,10 @@ class Exchange:
             lower = name.lower()
             if lower in drop:
                 if lower == b"connection":
-                    drop = drop | connection_tokens(value)
-                    out = [(n, v) for n, v in out if n.lower() not in drop]
+                    extra = extra_hop_by_hop(value)
+                    if extra is not None:
+                        drop = drop | extra
+                        out = [(n, v) for n, v in out if n.lower() not in drop]
                 continue
             if lower == b"content-length":
                 length_known = True
@@ -891,7 +922,7 @@ class Exchange:
             self.response_framing = 2
             self.keep_alive = False
         route = self.route
-        if route is not None:
+        if route is not None and not route.plain_response:
             if route.response_ops is not None:
                 out = route.response_ops.apply(out)
             target_ops = route.target_response_ops[self.target_index]
@@ -904,11 +935,15 @@ class Exchange:
             self.keep_alive = False
         elif head.version == "1.0":
             out.append((b"connection", b"keep-alive"))
-        lines = [b"HTTP/1.1 ", _STATUS_TEXT[status].encode(), b" ", reason, b"\r\n"]
-        for name, value in out:
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        if not out:
+            return _STATUS_LINE[status] + reason + b"\r\n\r\n"
+        return (
+            _STATUS_LINE[status]
+            + reason
+            + b"\r\n"
+            + b"\r\n".join([b": ".join(pair) for pair in out])
+            + b"\r\n\r\n"
+        )
 
     def _hash_key(self, cluster: ClusterState) -> bytes | None:
         policy = cluster.config.hash_policy
@@ -959,7 +994,9 @@ def _scan(
             headers.append((lower, value))
         elif kind == _HOP:
             if lower == b"connection":
-                dropped = connection_tokens(value)
+                extra = extra_hop_by_hop(value)
+                if extra is not None:
+                    dropped = extra if dropped is None else dropped | extra
             elif lower == b"te" and b"trailers" in value.lower():
                 headers.append((b"te", b"trailers"))
         elif kind == _FORWARDED_FOR:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
 
 from gossamer.proxy.router import CompiledRoute, CompiledRouteTable
-from gossamer.proxy.stats import ProxyStats
+from gossamer.proxy.stats import ProxyStats, RequestSeries
 from gossamer.proxy.timers import TimerWheel
 from gossamer.snapshot import Listener, ListenerLimits, Node, Rewrite, ServiceLabels, Telemetry
 
@@ -32,11 +32,13 @@ class ListenerRuntime:
         "log",
         "node",
         "port",
+        "proto_line",
         "regexes",
         "request_ids",
         "role",
         "routes",
         "scheme",
+        "series",
         "stats",
         "telemetry",
         "timers",
@@ -72,9 +74,12 @@ class ListenerRuntime:
         self.port = listener.port
         # What x-forwarded-proto says for requests that arrive here.
         self.scheme = b"https" if listener.tls is not None else b"http"
+        self.proto_line = b"x-forwarded-proto: " + self.scheme + b"\r\n"
         self.limits: ListenerLimits = listener.limits
         self.draining = False
-        self.label_prefixes: dict[str, tuple[str, ...]] = {}
+        self.label_prefixes: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.series: dict[tuple[str, str, int, str], RequestSeries] = {}
+        """Each (cluster, peer, status, flags) seen, to its series: one lookup per request."""
         self.regexes: dict[str, re.Pattern[str]] = {}
         self.log = log if log is not None else (sys.stdout if telemetry.access_log else None)
 
@@ -89,20 +94,17 @@ class ListenerRuntime:
         # The other side's SPIFFE id: the caller's on an inbound listener (from its certificate),
         # the upstream's on the others (the one its mTLS connection was checked against).
         peer = exchange.client.principal if self.role == "inbound" else exchange.upstream_identity
-        # Plaintext peers (most requests of most listeners) key by cluster alone.
-        key = f"{cluster_name}\n{peer}" if peer else cluster_name
-        prefix = self.label_prefixes.get(key)
-        if prefix is None:
-            labels = cluster.config.labels if cluster is not None else ServiceLabels()
-            prefix = self.label_prefixes[key] = self._prefix(labels, peer)
-        status = exchange.status
+        key = (cluster_name, peer, exchange.status, exchange.flags)
+        series = self.series.get(key)
+        if series is None:
+            prefix = self.label_prefixes.get(key[:2])
+            if prefix is None:
+                labels = cluster.config.labels if cluster is not None else ServiceLabels()
+                prefix = self.label_prefixes[key[:2]] = self._prefix(labels, peer)
+            labels_key = (*prefix, str(exchange.status), exchange.flags)
+            series = self.series[key] = self.stats.series_for(labels_key)
         duration = (time.monotonic() - exchange.started) * 1000.0
-        self.stats.record(
-            (*prefix, str(status), exchange.flags),
-            duration,
-            exchange.body_size,
-            exchange.response_bytes,
-        )
+        series.observe(duration, exchange.body_size, exchange.response_bytes)
         if self.log is not None:
             self._log(exchange, cluster_name, duration)
 

@@ -18,6 +18,8 @@ from gossamer.snapshot import (
 )
 
 StringTest = Callable[[str], bool]
+HOSTS_REMEMBERED = 1024
+"""Distinct Host headers a route table remembers the virtual host of (clients choose them)."""
 Headers = dict[str, str]
 
 
@@ -86,6 +88,8 @@ class CompiledRoute:
         "cumulative",
         "matcher",
         "needs_headers",
+        "plain_request",
+        "plain_response",
         "request_ops",
         "response_ops",
         "route",
@@ -108,6 +112,15 @@ class CompiledRoute:
         self.target_response_ops = tuple(
             compile_header_ops(c.response_headers) for c in route.clusters
         )
+        rewrite = route.rewrite
+        self.plain_request = (
+            self.request_ops is None
+            and not any(self.target_request_ops)
+            and (rewrite is None or not rewrite.authority)
+        )
+        """No header changes on the way up: the head is written out in one pass."""
+        self.plain_response = self.response_ops is None and not any(self.target_response_ops)
+        """No header changes on the way down."""
 
     def pick(self, chance: Callable[[], float] = random.random) -> int:
         """The index of the weighted cluster this request goes to."""
@@ -199,12 +212,15 @@ def _query_test(name: str, match: StringMatch | None) -> Matcher:
 class CompiledVirtualHost:
     """The routes of one virtual host, in order: the first that matches wins."""
 
-    __slots__ = ("name", "needs_headers", "routes")
+    __slots__ = ("by_path", "name", "needs_headers", "routes")
 
     def __init__(self, host: VirtualHost) -> None:
         self.name = host.name
         self.routes = tuple(CompiledRoute(route) for route in host.routes)
         self.needs_headers = any(route.needs_headers for route in self.routes)
+        self.by_path = _path_dispatch(host.routes)
+        """When every route matches on the path alone: one regex whose first matching
+        alternative (group n) is route n-1, so a request is routed by one C call."""
 
     def find(self, facts: RequestFacts) -> CompiledRoute | None:
         """The first route whose match holds, or None."""
@@ -214,13 +230,49 @@ class CompiledVirtualHost:
                 return route
         return None
 
+    def find_path(self, path: str) -> CompiledRoute | None:
+        """`find` for a host whose routes look at the path only (`by_path` is set)."""
+        assert self.by_path is not None
+        found = self.by_path.match(path)
+        return None if found is None else self.routes[found.lastindex - 1]  # type: ignore[operator]
+
+
+def _path_dispatch(routes: Sequence[Route]) -> re.Pattern[str] | None:
+    """The routes' path conditions as one alternation, or None if any route needs more.
+
+    Only literal conditions take part (exact, prefix, Kubernetes path prefix, case-sensitive):
+    they need no group of their own, so group n is route n-1. Regex routes keep the loop.
+    """
+    alternatives: list[str] = []
+    for route in routes:
+        match = route.match
+        if match != RouteMatch(path=match.path):
+            return None
+        path = match.path
+        if path is None:
+            alternatives.append("()")
+        elif path.ignore_case or path.kind == "regex":
+            return None
+        elif path.kind == "exact":
+            alternatives.append(f"({re.escape(path.value)}\\Z)")
+        elif path.kind == "prefix":
+            alternatives.append(f"({re.escape(path.value)})")
+        else:
+            trimmed = path.value.rstrip("/")
+            alternatives.append(f"({re.escape(trimmed)}(?=/|\\Z))" if trimmed else "()")
+    if not alternatives:
+        return None
+    return re.compile("|".join(alternatives))
+
 
 class CompiledRouteTable:
     """Virtual hosts by domain: exact names first, then the longest wildcard suffix, then `*`."""
 
-    __slots__ = ("catch_all", "exact", "suffixes")
+    __slots__ = ("catch_all", "exact", "seen", "suffixes")
 
     def __init__(self, table: RouteTable) -> None:
+        self.seen: dict[str, CompiledVirtualHost | None] = {}
+        """Host headers already looked up, up to HOSTS_REMEMBERED of them."""
         self.exact: dict[str, CompiledVirtualHost] = {}
         suffixes: list[tuple[str, CompiledVirtualHost]] = []
         self.catch_all: CompiledVirtualHost | None = None
@@ -240,6 +292,15 @@ class CompiledRouteTable:
 
     def host(self, authority: str) -> CompiledVirtualHost | None:
         """The virtual host for a Host header (case-insensitive; with or without its port)."""
+        try:
+            return self.seen[authority]
+        except KeyError:
+            found = self._lookup(authority)
+        if len(self.seen) < HOSTS_REMEMBERED:
+            self.seen[authority] = found
+        return found
+
+    def _lookup(self, authority: str) -> CompiledVirtualHost | None:
         authority = authority.lower()
         found = self.exact.get(authority)
         if found is not None:

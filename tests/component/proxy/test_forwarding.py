@@ -22,6 +22,7 @@ from gossamer.snapshot import (
 
 from .backend import Backend
 from .harness import Running, cluster, exchange, read_response, snapshot, to
+from .raw_upstream import serving
 
 Run = Callable[[Snapshot], Awaitable[Running]]
 
@@ -247,3 +248,26 @@ async def test_request_header_operations_and_rewrite(
     assert headers["host"] == "internal.example"
     assert headers["x-set"] == "1" and headers["x-add"] == "2"
     assert "x-drop" not in headers
+
+
+async def test_response_headers_named_in_the_upstreams_connection_header_are_removed(
+    run_proxy: Run,
+) -> None:
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nx-upstream-secret: 1\r\nContent-Length: 2\r\n"
+                b"Connection: keep-alive, X-Upstream-Secret\r\nx-kept: 2\r\n\r\nok"
+            )
+
+    async with serving(upstream) as port:
+        proxy = await run_proxy(snapshot([to("one")], [cluster("one", port)]))
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        for _ in range(2):
+            writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            status, headers, body = await read_response(reader)
+            assert (status, body) == (200, b"ok")
+            assert headers["x-kept"] == "2"
+            assert "x-upstream-secret" not in headers
+            assert "connection" not in headers  # kept alive: nothing to say
+        writer.close()
