@@ -53,6 +53,9 @@ _SPECIAL.update(
         b"host": _HOST,
     }
 )
+# A response header whose name has none of these lengths is neither hop-by-hop nor
+# Content-Length: most are passed on without lowercasing their names.
+_HOP_BY_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP) | {len(b"content-length")}
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _STATUS_LINE = {code: b"HTTP/1.1 %d " % code for code in range(100, 600)}
 
@@ -900,18 +903,22 @@ class Exchange:
         drop = HOP_BY_HOP
         out: list[tuple[bytes, bytes]] = []
         length_known = False
-        for name, value in headers:
-            lower = name.lower()
-            if lower in drop:
-                if lower == b"connection":
-                    extra = extra_hop_by_hop(value)
-                    if extra is not None:
-                        drop = drop | extra
-                        out = [(n, v) for n, v in out if n.lower() not in drop]
-                continue
-            if lower == b"content-length":
-                length_known = True
-            out.append((name, value))
+        lengths = _HOP_BY_HOP_LENGTHS
+        for pair in headers:
+            name = pair[0]
+            if len(name) in lengths:
+                lower = name.lower()
+                if lower in drop:
+                    if lower == b"connection":
+                        extra = extra_hop_by_hop(pair[1])
+                        if extra is not None:
+                            drop = drop | extra
+                            lengths = frozenset(len(n) for n in drop) | {len(b"content-length")}
+                            out = [(n, v) for n, v in out if n.lower() not in drop]
+                    continue
+                if lower == b"content-length":
+                    length_known = True
+            out.append(pair)
         bodiless = self.is_head or status in (204, 304)
         if bodiless or length_known:
             self.response_framing = 0

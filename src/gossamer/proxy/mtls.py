@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from gossamer.proxy.memory import keep_tls_buffers_on_heap
 from gossamer.security.spiffe import client_context, server_context
 from gossamer.snapshot.model import InboundMtls, MtlsMode
 
@@ -47,6 +48,7 @@ class MeshTls:
         roots: Sequence[str],
         trust_domain: str,
     ) -> None:
+        keep_tls_buffers_on_heap()
         self.spiffe = spiffe
         self.roots = tuple(roots)
         self.trust_domain = trust_domain

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Sequence
 
+from gossamer.proxy.memory import keep_tls_buffers_on_heap
 from gossamer.snapshot import SnapshotError
 from gossamer.snapshot.model import Certificate, ListenerTls
 
@@ -52,6 +53,7 @@ def listening_context(
 
     Replacing `slot[0]` switches certificates for new handshakes without rebinding.
     """
+    keep_tls_buffers_on_heap()
     slot = [current]
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
