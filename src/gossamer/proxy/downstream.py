@@ -120,7 +120,8 @@ class DownstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; a malformed request gets a 400 and the connection closes."""
-        self.last_activity = time.monotonic()
+        # No clock read here: a request's head is timed from its first byte (on_message_begin),
+        # and idleness from the end of the last response (_next).
         try:
             self.parser.feed_data(data)
         except RequestRejectedError as rejected:
@@ -321,7 +322,8 @@ class DownstreamConnection(asyncio.Protocol):
                 self._close_after_write()
                 return
             if not self.queue:
-                self.resume_reading("pipeline")
+                if self.paused_by:
+                    self.resume_reading("pipeline")
                 return
             exchange = self.queue.popleft()
             if not self.handle.begin_request():

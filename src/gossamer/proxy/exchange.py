@@ -399,7 +399,7 @@ class Exchange:
 
     def _forward(self, route: CompiledRoute, target: bytes) -> None:
         runtime = self.runtime
-        index = route.pick()
+        index = route.pick() if len(route.cluster_names) > 1 else 0
         cluster = runtime.clusters.get(route.cluster_names[index])
         if cluster is None:
             self.local(503, "no cluster", lr.NO_CLUSTER)
