@@ -2,7 +2,7 @@
 
 Starting up (imports, reading and compiling a snapshot) leaves free blocks scattered through
 the heap that glibc keeps mapped; `release_free_memory` returns them once the proxy serves
-(about 1.3 MB of a sidecar's 30).
+(about 1.3 MB of a sidecar's 30), and takes what remains out of the cyclic collector's walks.
 
 Every TLS read asks the ssl module for a buffer of 256 KiB (uvloop reads records with
 `SSLObject.read(256 KiB)` and the ssl module allocates that much before knowing how much it
@@ -45,8 +45,15 @@ def _glibc() -> Any | None:
 
 
 def release_free_memory() -> bool:
-    """Collect garbage and give the heap's free pages back; False where that is not glibc."""
+    """Collect garbage and give the heap's free pages back; False where that is not glibc.
+
+    What is left is frozen out of the collector's reach: the imported modules and the first
+    snapshot stay for the process's life, and a full collection (about one per 30,000
+    requests) no longer walks their 20,000 objects, a 3 ms pause each time. Cyclic garbage
+    among them (a replaced snapshot's) is never collected: one snapshot's worth at most.
+    """
     gc.collect()
+    gc.freeze()
     libc = _glibc()
     if libc is None:
         return False
