@@ -1,11 +1,14 @@
 """Proxy throughput and latency: direct, nginx, haproxy and Gossamer in front of one nginx backend.
 
-Usage: python bench/proxy_bench.py [--duration 10] [--markdown FILE]
+Usage: python bench/proxy_bench.py [--duration 10] [--markdown FILE] [--only TARGET ...]
 
 Every target proxies to the same nginx backend (1 worker). Each proxy runs on one core (taskset
 -c 0); the backend and wrk share the other. The same wrk load (100 B and 1 KB bodies, 1 and 50
 connections) runs against each, and the table gives requests per second, p50 and p99 latency,
-the proxy's CPU and peak RSS, and Gossamer's ratios to nginx and haproxy.
+the proxy's CPU and peak RSS, and Gossamer's ratios to nginx and haproxy. One more target,
+`bare` (bench/bare_proxy.py), is uvloop and httptools with nothing of a mesh proxy's work: how
+it compares with nginx is what the stack costs, how Gossamer compares with it is what
+Gossamer's features cost.
 """
 
 from __future__ import annotations
@@ -202,6 +205,17 @@ def gossamer(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
     )
 
 
+def bare(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
+    """bench/bare_proxy.py: uvloop and httptools with nothing else, the floor of the stack."""
+    del workdir
+    script = str(Path(__file__).with_name("bare_proxy.py"))
+    return subprocess.Popen(
+        ["taskset", "-c", PROXY_CORE, sys.executable, script, str(port), str(backend)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
@@ -301,7 +315,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--markdown", type=Path, help="also write the table here")
-    parser.add_argument("--only", choices=["direct", "nginx", "haproxy", "gossamer"], nargs="*")
+    parser.add_argument(
+        "--only", choices=["direct", "nginx", "haproxy", "bare", "gossamer"], nargs="*"
+    )
     args = parser.parse_args()
     for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -316,7 +332,13 @@ def main() -> int:
     targets: dict[str, tuple[int, list[int]]] = {"direct": (backend_port, [])}
     try:
         wait_port(backend_port)
-        for name, start in (("nginx", nginx_proxy), ("haproxy", haproxy), ("gossamer", gossamer)):
+        starts = (
+            ("nginx", nginx_proxy),
+            ("haproxy", haproxy),
+            ("bare", bare),
+            ("gossamer", gossamer),
+        )
+        for name, start in starts:
             if args.only and name not in args.only:
                 continue
             port = free_port()
@@ -370,22 +392,28 @@ def render(rows: list[tuple[str, str, int, Result]]) -> str:
         )
     lines.append("")
     lines.append(
-        "| body | conns | gossamer/nginx rps | gossamer/haproxy rps | "
-        "added p50 vs direct: nginx / gossamer (ms) |"
+        "| body | conns | gossamer/nginx rps | gossamer/haproxy rps | bare/nginx rps "
+        "| gossamer/bare rps | added p50 vs direct: nginx / gossamer (ms) |"
     )
-    lines.append("| --- | --- | --- | --- | --- |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
     for body in BODIES:
         for connections in CONNECTIONS:
             g = by_key.get((body, connections, "gossamer"))
             n = by_key.get((body, connections, "nginx"))
             h = by_key.get((body, connections, "haproxy"))
             d = by_key.get((body, connections, "direct"))
+            b = by_key.get((body, connections, "bare"))
             if g is None:
                 continue
             ratio_n = f"{g.rps / n.rps:.2f}" if n else "-"
             ratio_h = f"{g.rps / h.rps:.2f}" if h else "-"
+            bare_n = f"{b.rps / n.rps:.2f}" if b and n else "-"
+            ratio_b = f"{g.rps / b.rps:.2f}" if b else "-"
             added = f"{n.p50_ms - d.p50_ms:.3f} / {g.p50_ms - d.p50_ms:.3f}" if n and d else "-"
-            lines.append(f"| {body} | {connections} | {ratio_n} | {ratio_h} | {added} |")
+            lines.append(
+                f"| {body} | {connections} | {ratio_n} | {ratio_h} | {bare_n} | {ratio_b} "
+                f"| {added} |"
+            )
     return "\n".join(lines)
 
 
