@@ -1,13 +1,16 @@
-"""Coarse timers for the hot path: timeouts due in the same tick share one event-loop timer.
+"""Coarse timers for the hot path: timeouts due in the same tick share a bucket, and one
+event-loop timer serves them all.
 
 A loop timer per request costs more than the request's routing; timeouts need no sub-tick
 precision, so each is rounded up to the next tick (10 ms by default) and fires at most that late.
 
 Nearly every timeout is cancelled long before it is due (the request finished). A bucket that
-its last cancellation empties is dropped at once, with its loop timer: otherwise every bucket
-would be kept, with a hash table sized for its busiest moment, for as long as the timeout
-(15 s of them at tens of thousands of requests a second is megabytes), and its timer would
-still wake the loop.
+its last cancellation empties is forgotten at once: kept, it would hold a hash table sized for
+its busiest moment for as long as the timeout (15 s of them at tens of thousands of requests a
+second is megabytes). The wheel keeps the ticks that have buckets in a heap and one loop timer
+armed for the earliest; a tick whose bucket is gone is skipped when the timer is re-armed, so a
+proxy whose requests all finish in time is not woken for them, and no loop timer is made or
+cancelled per request.
 """
 
 from __future__ import annotations
@@ -15,19 +18,16 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from heapq import heappop, heappush
 
 TICK = 0.01
 
 
 class _Bucket(set["Timeout"]):
-    """The timeouts due in one tick, and the loop timer that fires them."""
+    """The timeouts due in one tick."""
 
-    __slots__ = ("handle", "key")
-
-    def __init__(self, key: int) -> None:
-        super().__init__()
-        self.key = key
-        self.handle: asyncio.TimerHandle | None = None
+    __slots__ = ("key",)
+    key: int
 
 
 class Timeout:
@@ -50,43 +50,77 @@ class Timeout:
 
 
 class TimerWheel:
-    """Buckets of timeouts by tick, each bucket fired by one loop.call_at."""
+    """Buckets of timeouts by tick; one loop timer, armed for the earliest tick with a bucket."""
 
-    __slots__ = ("_buckets", "_loop", "tick")
+    __slots__ = ("_armed", "_buckets", "_handle", "_loop", "_ticks", "_ticks_queued", "tick")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK) -> None:
         self._loop = loop
         self.tick = tick
         self._buckets: dict[int, _Bucket] = {}
+        self._ticks: list[int] = []
+        """A heap of the ticks that have (or had) a bucket; each once (`_ticks_queued`)."""
+        self._ticks_queued: set[int] = set()
+        self._armed = math.inf
+        self._handle: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         """Buckets waiting to fire (each holds at least one live timeout)."""
         return len(self._buckets)
+
+    @property
+    def armed(self) -> bool:
+        """Whether a loop timer is set (to wake the loop for a live timeout)."""
+        return self._handle is not None
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timeout:
         """Call `callback` after `delay` seconds (up to one tick later)."""
         key = math.ceil((self._loop.time() + delay) / self.tick)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(key)
-            bucket.handle = self._loop.call_at(key * self.tick, self._fire, key)
+            bucket = self._buckets[key] = _Bucket()
+            bucket.key = key
+            if key not in self._ticks_queued:
+                self._ticks_queued.add(key)
+                heappush(self._ticks, key)
+            if key < self._armed:
+                self._arm(key)
         timeout = Timeout(callback, bucket, self)
         bucket.add(timeout)
         return timeout
 
     def drop(self, bucket: _Bucket) -> None:
-        """Forget a bucket whose timeouts were all cancelled, and its loop timer."""
+        """Forget a bucket whose timeouts were all cancelled (its tick is skipped later)."""
         if self._buckets.get(bucket.key) is bucket:
             del self._buckets[bucket.key]
-            if bucket.handle is not None:
-                bucket.handle.cancel()
 
-    def _fire(self, key: int) -> None:
-        bucket = self._buckets.pop(key, None)
-        if bucket is None:
-            return
-        for timeout in list(bucket):
-            callback = timeout.callback
-            if callback is not None:
-                timeout.callback = None
-                callback()
+    def _arm(self, key: int) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed = key
+        self._handle = self._loop.call_at(key * self.tick, self._fire)
+
+    def _fire(self) -> None:
+        # Every tick up to now is due, the one the timer was armed for included (a loop may
+        # call back a little before the time it was given).
+        due = max(self._armed, math.floor(self._loop.time() / self.tick))
+        self._handle = None
+        self._armed = math.inf
+        ticks = self._ticks
+        while ticks and ticks[0] <= due:
+            key = heappop(ticks)
+            self._ticks_queued.discard(key)
+            bucket = self._buckets.pop(key, None)
+            if bucket is None:
+                continue
+            for timeout in list(bucket):
+                callback = timeout.callback
+                if callback is not None:
+                    timeout.callback = None
+                    callback()
+        # Ticks whose buckets were all cancelled wake nobody.
+        while ticks and ticks[0] not in self._buckets:
+            self._ticks_queued.discard(heappop(ticks))
+        # A callback may have set a timer already, for a later tick than the first left.
+        if ticks and ticks[0] < self._armed:
+            self._arm(ticks[0])
