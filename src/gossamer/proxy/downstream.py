@@ -401,12 +401,20 @@ class DownstreamConnection(asyncio.Protocol):
 
 
 def _framing(head: RequestHead) -> None:
+    # One pass for what the exchange must know of the headers before routing.
     for name, value in head.headers:
-        if len(name) == 17 and name.lower() == b"transfer-encoding":
-            head.chunked = True
-        elif len(name) == 14 and name.lower() == b"content-length":
-            head.content_length = int(value)
-        elif len(name) == 6 and name.lower() == b"expect":
+        size = len(name)
+        if size == 4:
+            if name.lower() == b"host":
+                head.hosts += 1
+                head.host = value
+        elif size == 17:
+            if name.lower() == b"transfer-encoding":
+                head.chunked = True
+        elif size == 14:
+            if name.lower() == b"content-length":
+                head.content_length = int(value)
+        elif size == 6 and name.lower() == b"expect":
             head.expect_continue = value.lower() == b"100-continue"
 
 

@@ -101,6 +101,8 @@ class RequestHead:
         "content_length",
         "expect_continue",
         "headers",
+        "host",
+        "hosts",
         "keep_alive",
         "method",
         "target",
@@ -123,6 +125,10 @@ class RequestHead:
         self.chunked = False
         self.content_length = 0
         self.expect_continue = False
+        self.host: bytes | None = None
+        """The Host header's value (the downstream connection finds it)."""
+        self.hosts = 0
+        """How many Host headers came (more than one is refused)."""
 
 
 class Exchange:
@@ -227,13 +233,10 @@ class Exchange:
             elif target != b"*":
                 self.local(400, "bad request target", lr.DOWNSTREAM_PROTOCOL_ERROR)
                 return
-        host_header: bytes | None = None
-        for name, value in head.headers:
-            if len(name) == 4 and name.lower() == b"host":
-                if host_header is not None:
-                    self.local(400, "duplicate host header", lr.DOWNSTREAM_PROTOCOL_ERROR)
-                    return
-                host_header = value
+        host_header = head.host
+        if head.hosts > 1:
+            self.local(400, "duplicate host header", lr.DOWNSTREAM_PROTOCOL_ERROR)
+            return
         if not authority:
             if host_header is None and head.version == "1.1":
                 self.local(400, "missing host header", lr.DOWNSTREAM_PROTOCOL_ERROR)

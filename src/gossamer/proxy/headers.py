@@ -83,10 +83,19 @@ def trace_headers(
 
 def trace_lines(traceparent: bytes | None, b3_trace: bytes | None, b3_span: bytes | None) -> bytes:
     """`trace_headers` as header lines, in one piece."""
+    if traceparent is None and b3_trace is None:
+        # A new trace (no tracing header came): the usual case at the edge, and the fast one.
+        ids = _random_hex(24)
+        trace_id, span = ids[:32], ids[32:]
+        return b"".join(
+            (b"traceparent: 00-", trace_id, b"-", span, b"-01\r\nx-b3-traceid: ", trace_id,
+             b"\r\nx-b3-spanid: ", span, b"\r\nx-b3-sampled: 1\r\n")
+        )  # fmt: skip
     trace_id, span, parent, flags = trace_ids(traceparent, b3_trace, b3_span)
+    sampled = b"1" if flags.endswith(b"1") else b"0"
     lines = (
         b"traceparent: 00-%b-%b-%b\r\nx-b3-traceid: %b\r\nx-b3-spanid: %b\r\nx-b3-sampled: %b\r\n"
-        % (trace_id, span, flags, trace_id, span, b"1" if flags.endswith(b"1") else b"0")
+        % (trace_id, span, flags, trace_id, span, sampled)
     )
     if parent is not None:
         lines += b"x-b3-parentspanid: " + parent + b"\r\n"
