@@ -40,7 +40,6 @@ class DownstreamConnection(asyncio.Protocol):
         "current",
         "handle",
         "header_bytes",
-        "header_count",
         "headers",
         "in_trailers",
         "incoming",
@@ -71,7 +70,6 @@ class DownstreamConnection(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
-        self.header_count = 0
         self.in_trailers = False
         self.current: Exchange | None = None
         self.incoming: Exchange | None = None
@@ -171,7 +169,6 @@ class DownstreamConnection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.header_bytes = 0
-        self.header_count = 0
         self.in_trailers = False
         self.request_started = time.monotonic()
 
@@ -183,12 +180,13 @@ class DownstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """A header (or a trailer); counted against the header limits."""
-        self.header_bytes += len(name) + len(value) + 4
-        self.header_count += 1
+        size = self.header_bytes + len(name) + len(value) + 4
+        self.header_bytes = size
+        headers = self.headers
+        headers.append((name, value))
         limits = self.runtime.limits
-        if self.header_bytes > limits.max_header_bytes or self.header_count > limits.max_headers:
+        if size > limits.max_header_bytes or len(headers) > limits.max_headers:
             raise RequestRejectedError(431, "request headers too large")
-        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         """Make the exchange; start it now, or queue it behind a pipelined one."""
@@ -203,7 +201,6 @@ class DownstreamConnection(asyncio.Protocol):
         )
         _framing(head)
         self.headers = []
-        self.header_count = 0
         self.header_bytes = 0
         self.in_trailers = True
         exchange = self._upgrade(head) if parser.should_upgrade() else Exchange(self, head)
