@@ -43,6 +43,7 @@ system-deps:
 
 bench: $(STAMP) system-deps
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/proxy_bench.py --markdown bench/results-proxy.md
+	$(BIN)/python bench/hotpath_bench.py --markdown bench/results-hotpath.md
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/events_bench.py --markdown bench/results-events.md
 	$(BIN)/python bench/up_bench.py --markdown bench/results-up.md
 	$(BIN)/python bench/control_bench.py --markdown bench/results-control.md

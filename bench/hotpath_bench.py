@@ -1,6 +1,6 @@
 """The proxy's own work per request, without sockets: what the hot path costs in Python.
 
-Usage: python bench/hotpath_bench.py [--requests 20000] [--rounds 7] [--profile]
+Usage: python bench/hotpath_bench.py [--requests 20000] [--rounds 7] [--profile] [--markdown FILE]
 
 A proxy runs the snapshot of bench/proxy_bench.py (10 routes, 3 clusters, retries and metrics
 on). Its downstream and upstream connections get in-memory transports, so a request costs
@@ -29,6 +29,7 @@ import pstats
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -194,6 +195,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20000, help="per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="cProfile one more round")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
     options = parser.parse_args()
     rows = []
     profiles = []
@@ -207,10 +209,17 @@ def main() -> int:
             profiles.append((name, stats))
     print(f"Python {sys.version.split()[0]}; best of {options.rounds} rounds of "
           f"{options.requests} requests\n")  # fmt: skip
-    print("| request | httptools alone, µs | Gossamer, µs | Gossamer / httptools |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, floor, micros in rows:
-        print(f"| {name} | {floor:.2f} | {micros:.2f} | {micros / floor:.1f} |")
+    table = [
+        "| request | httptools alone, µs | Gossamer, µs | Gossamer / httptools |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| {name} | {floor:.2f} | {micros:.2f} | {micros / floor:.1f} |"
+            for name, floor, micros in rows
+        ),
+    ]
+    print("\n".join(table))
+    if options.markdown:
+        options.markdown.write_text("\n".join(table) + "\n", encoding="utf-8")
     for name, stats in profiles:
         print(f"\n{name}: top functions by own time (cProfile inflates small calls)")
         stats.sort_stats("tottime").print_stats(20)
