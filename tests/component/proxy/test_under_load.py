@@ -216,3 +216,19 @@ def _two_snapshots(one: Backend, two: Backend, three: Backend) -> tuple[Snapshot
         version="green",
     )
     return blue, green
+
+
+async def test_finished_requests_leave_no_timeouts_behind(backend: Backend, run_proxy: Run) -> None:
+    # Each request arms its route's 15 s timeout and its per-try timeout; thousands finish in a
+    # second. What they armed must go with them, or memory grows with the request rate times
+    # the timeout.
+    retries = RetryPolicy(attempts=2, per_try_timeout=10.0)
+    proxy = await run_proxy(
+        snapshot([to("one", timeout=15.0, retries=retries)], [cluster("one", backend.port)])
+    )
+    tally = await steady_load(proxy.url, 1.5)
+    assert tally.statuses == Counter({200: tally.total}), tally.failures
+    assert tally.total > 200
+    timers = proxy.proxy.timers
+    assert timers is not None
+    assert len(timers) == 0  # no bucket kept for timeouts that were all cancelled
