@@ -402,7 +402,7 @@ class Exchange:
 
     def _forward(self, route: CompiledRoute, target: bytes) -> None:
         runtime = self.runtime
-        index = route.pick() if len(route.cluster_names) > 1 else 0
+        index = route.pick()
         cluster = runtime.clusters.get(route.cluster_names[index])
         if cluster is None:
             self.local(503, "no cluster", lr.NO_CLUSTER)

@@ -26,9 +26,9 @@ RBAC_DENIED = "RBAC"
 JWT_DENIED = "JWT"
 """Access-log flag of a request whose token was refused."""
 MTLS_REQUIRED = "MTLS"
+"""Access-log flag of a plaintext request to a port that takes only mTLS."""
 NO_ALLOW_MATCHED = "(no ALLOW policy matched)"
 """What the access log names as the deciding policy of a request denied by default."""
-"""Access-log flag of a plaintext request to a port that takes only mTLS."""
 
 
 @dataclass(frozen=True, slots=True)

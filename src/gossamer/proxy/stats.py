@@ -100,16 +100,6 @@ class ProxyStats:
             series = self.series[labels] = RequestSeries()
         return series
 
-    def record(
-        self,
-        labels: tuple[str, ...],
-        duration_ms: float,
-        request_bytes: int,
-        response_bytes: int,
-    ) -> None:
-        """Count one finished request."""
-        self.series_for(labels).observe(duration_ms, request_bytes, response_bytes)
-
     def incr(self, name: str, amount: int = 1) -> None:
         """Add to a proxy counter, e.g. `gossamer_upstream_retries_total{cluster="x"}`."""
         self.counters[name] = self.counters.get(name, 0) + amount

@@ -17,19 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gossamer.security.identity import (
-    check_issuing_order,
-    make_private_directory,
-    write_file_atomically,
-)
+from gossamer.security.files import make_private_directory, write_file_atomically
+from gossamer.security.identity import check_issuing_order
 from gossamer.security.spiffe import check_trust_domain, spiffe_id
-
-__all__ = [
-    "MIN_LIFETIME_S",
-    "CertificateAuthority",
-    "CertificateRequestError",
-    "spiffe_id",
-]
 
 MIN_LIFETIME_S = 60.0
 # Peers' clocks may run a little behind ours; a certificate valid "from now" would be

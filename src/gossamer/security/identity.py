@@ -13,25 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gossamer.security.files import make_private_directory, write_file_atomically
-from gossamer.security.spiffe import (
-    SPIFFE_SCHEME,
-    client_context,
-    peer_spiffe_id,
-    principal_of,
-    server_context,
-)
-
-__all__ = [
-    "SPIFFE_SCHEME",
-    "WorkloadIdentity",
-    "check_issuing_order",
-    "client_context",
-    "make_private_directory",
-    "peer_spiffe_id",
-    "principal_of",
-    "server_context",
-    "write_file_atomically",
-]
+from gossamer.security.spiffe import SPIFFE_SCHEME
 
 
 class WorkloadIdentity:

@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gossamer.proxy import AdminServer, Proxy
-from gossamer.security.ca import CertificateAuthority, spiffe_id
-from gossamer.security.identity import WorkloadIdentity, client_context
+from gossamer.security.ca import CertificateAuthority
+from gossamer.security.identity import WorkloadIdentity
+from gossamer.security.spiffe import client_context, spiffe_id
 from gossamer.snapshot import (
     Cluster,
     Endpoint,

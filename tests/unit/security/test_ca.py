@@ -16,13 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gossamer.security.ca import CertificateAuthority, CertificateRequestError, spiffe_id
-from gossamer.security.identity import (
-    WorkloadIdentity,
-    client_context,
-    peer_spiffe_id,
-    server_context,
-)
+from gossamer.security.ca import CertificateAuthority, CertificateRequestError
+from gossamer.security.identity import WorkloadIdentity
+from gossamer.security.spiffe import client_context, peer_spiffe_id, server_context, spiffe_id
 
 DEADLINE_S = 5.0
 WEB = "spiffe://cluster.local/ns/shop/sa/web"

@@ -17,13 +17,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gossamer.security.ca import CertificateAuthority, spiffe_id
-from gossamer.security.identity import (
-    WorkloadIdentity,
+from gossamer.security.ca import CertificateAuthority
+from gossamer.security.identity import WorkloadIdentity
+from gossamer.security.spiffe import (
     client_context,
     peer_spiffe_id,
     principal_of,
     server_context,
+    spiffe_id,
 )
 
 DEADLINE_S = 5.0
