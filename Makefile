@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The proxy's hot path compiled with mypyc: rebuilt when any proxy source changes.
+NATIVE := src/gossamer/proxy/hotpath.digest
+PROXY_SOURCES := $(wildcard src/gossamer/proxy/*.py)
 
 # Debian packages that benchmarks and some tests run against (real servers, not mocks).
 SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd
 SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server
 
-.PHONY: demo test lint unit bench docs clean system-deps
+.PHONY: demo test lint unit bench docs clean system-deps native
 
 # Create the virtual environment once, and reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -18,7 +21,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# Without a C compiler (installed here when run as root on Debian) the proxy runs as pure Python.
+$(NATIVE): $(STAMP) $(PROXY_SOURCES)
+	@command -v gcc >/dev/null 2>&1 || command -v cc >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing gcc (to compile the proxy's hot path)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null; \
+	  fi; }
+	$(BIN)/python -m gossamer.proxy.compile build --if-possible
+
+native: $(NATIVE)
+
+demo: $(STAMP) $(NATIVE)
 	$(BIN)/gossamer validate -f examples/assets
 	$(BIN)/gossamer up examples/hello
 
@@ -27,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
 
-test: lint
+test: lint $(NATIVE)
 	$(BIN)/pytest -q
 
 # Installs what is missing, once, when run as root on Debian; says what to install otherwise.
@@ -41,7 +55,7 @@ system-deps:
 	  else echo "missing:$$missing; install: apt-get install $(SYSTEM_PACKAGES)"; exit 1; fi; \
 	fi
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) $(NATIVE) system-deps
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/proxy_bench.py --markdown bench/results-proxy.md
 	$(BIN)/python bench/hotpath_bench.py --markdown bench/results-hotpath.md
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/events_bench.py --markdown bench/results-events.md
@@ -53,4 +67,5 @@ docs: $(STAMP)
 	$(BIN)/python -m gossamer.resources.reference docs/resources.md
 
 clean:
+	-test -x $(BIN)/python && $(BIN)/python -m gossamer.proxy.compile clean
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

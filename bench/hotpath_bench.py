@@ -38,6 +38,7 @@ import uvloop
 # bench/ is this script's folder, hence on sys.path.
 from proxy_bench import gossamer_snapshot
 
+from gossamer.proxy import native
 from gossamer.proxy.downstream import DownstreamConnection
 from gossamer.proxy.server import Proxy
 from gossamer.proxy.upstream import UpstreamConnection
@@ -207,8 +208,8 @@ def main() -> int:
         rows.append((name, floor, micros))
         if stats is not None:
             profiles.append((name, stats))
-    print(f"Python {sys.version.split()[0]}; best of {options.rounds} rounds of "
-          f"{options.requests} requests\n")  # fmt: skip
+    print(f"Python {sys.version.split()[0]}; hot path {native.describe()}; best of "
+          f"{options.rounds} rounds of {options.requests} requests\n")  # fmt: skip
     table = [
         "| request | httptools alone, µs | Gossamer, µs | Gossamer / httptools |",
         "| --- | ---: | ---: | ---: |",

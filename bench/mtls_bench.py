@@ -60,8 +60,10 @@ import uvloop
 # bench/ is this script's folder, hence on sys.path: reuse how the proxy benchmark runs nginx.
 from proxy_bench import LOAD_CORE, family, free_port, nginx_backend, wait_port
 
-from gossamer.security.ca import CertificateAuthority, spiffe_id
+from gossamer.proxy import native
+from gossamer.security.ca import CertificateAuthority
 from gossamer.security.identity import WorkloadIdentity
+from gossamer.security.spiffe import spiffe_id
 from gossamer.snapshot import (
     Cluster,
     Endpoint,
@@ -779,7 +781,7 @@ def machine() -> str:
     load = ", ".join(f"{n:.2f}" for n in os.getloadavg())
     return (
         f"{os.cpu_count()} x {model}, Linux {os.uname().release}, "
-        f"Python {sys.version.split()[0]}; load average {load}"
+        f"Python {sys.version.split()[0]}; hot path {native.describe()}; load average {load}"
     )
 
 

@@ -1,6 +1,6 @@
 """Proxy throughput and latency: direct, nginx, haproxy and Gossamer in front of one nginx backend.
 
-Usage: python bench/proxy_bench.py [--duration 10] [--markdown FILE] [--only TARGET ...]
+Usage: python bench/proxy_bench.py [--duration 10] [--markdown FILE] [--only TARGET ...] [--pure]
 
 Every target proxies to the same nginx backend (1 worker). Each proxy runs on one core (taskset
 -c 0); the backend and wrk share the other. The same wrk load (100 B and 1 KB bodies, 1 and 50
@@ -8,7 +8,8 @@ connections) runs against each, and the table gives requests per second, p50 and
 the proxy's CPU and peak RSS, and Gossamer's ratios to nginx and haproxy. One more target,
 `bare` (bench/bare_proxy.py), is uvloop and httptools with nothing of a mesh proxy's work: how
 it compares with nginx is what the stack costs, how Gossamer compares with it is what
-Gossamer's features cost.
+Gossamer's features cost. Gossamer runs its hot path as `make` built it (compiled with mypyc
+where a C compiler is found; the table says which), or as pure Python with `--pure`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from gossamer.proxy import native
 
 PROXY_CORE = "0"
 LOAD_CORE = "1"
@@ -318,7 +321,13 @@ def main() -> int:
     parser.add_argument(
         "--only", choices=["direct", "nginx", "haproxy", "bare", "gossamer"], nargs="*"
     )
+    parser.add_argument(
+        "--pure", action="store_true", help="run Gossamer's hot path as pure Python, not compiled"
+    )
     args = parser.parse_args()
+    if args.pure:
+        os.environ[native.PURE_ENV] = "1"  # the Gossamer proxy started below inherits it
+    hot_path = "pure Python (--pure)" if args.pure else native.describe()
     for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if shutil.which(tool) is None:
             print(
@@ -359,7 +368,7 @@ def main() -> int:
                         f"p50 {result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.3f} ms",
                         flush=True,
                     )
-        table = render(rows)
+        table = f"Gossamer's hot path: {hot_path}\n\n{render(rows)}"
         print()
         print(table)
         if args.markdown:

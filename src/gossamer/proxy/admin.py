@@ -11,6 +11,7 @@ import httptools
 import msgspec
 
 from gossamer.proxy import local_reply as lr
+from gossamer.proxy import native
 from gossamer.proxy.cluster import ClusterState, EndpointState
 from gossamer.proxy.server import Proxy
 from gossamer.snapshot import dump
@@ -77,12 +78,14 @@ class AdminServer:
         return 200, b"text/plain; version=0.0.4", self.proxy.stats.prometheus().encode()
 
     async def config_dump(self) -> tuple[int, bytes, bytes]:
-        """The snapshot in force, with its version and when it was applied."""
+        """The snapshot in force, with its version and when it was applied, and whether the hot
+        path runs compiled."""
         proxy = self.proxy
         snapshot = msgspec.json.decode(dump(proxy.snapshot)) if proxy.snapshot else None
         body = {
             "version": proxy.snapshot.version if proxy.snapshot else None,
             "applied_at": proxy.applied_at or None,
+            "hot_path": native.MODE,
             "snapshot": snapshot,
         }
         return 200, b"application/json", json.dumps(body, indent=2).encode()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gossamer.proxy.balancer import Balancer, balancer_for
-from gossamer.proxy.mtls import MeshTls
+from gossamer.proxy.mtls import MeshIdentityError, MeshTls
 from gossamer.security.spiffe import peer_spiffe_id
 from gossamer.snapshot import Cluster, Endpoint
 
@@ -388,10 +388,6 @@ class ClusterState:
             f"<Cluster {self.name}: {self.counters.active_requests} active, {idle} idle, "
             f"{len(self.pending)} queued, {self.counters.connections} connections>"
         )
-
-
-class MeshIdentityError(ConnectionError):
-    """An mTLS upstream could not be called, or was not who its endpoint says it is."""
 
 
 def jittered_backoff(attempt: int, base: float, cap: float) -> float:

@@ -18,7 +18,6 @@ from gossamer.proxy import local_reply as lr
 from gossamer.proxy.cluster import (
     ClusterState,
     EndpointState,
-    MeshIdentityError,
     jittered_backoff,
     open_connection,
 )
@@ -31,6 +30,7 @@ from gossamer.proxy.headers import (
     trace_lines,
 )
 from gossamer.proxy.mirror import send_copies
+from gossamer.proxy.mtls import MeshIdentityError
 from gossamer.proxy.router import CompiledRoute, RequestFacts
 from gossamer.proxy.timers import Timeout
 from gossamer.proxy.upstream import UpstreamConnection

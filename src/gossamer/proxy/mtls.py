@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+class MeshIdentityError(ConnectionError):
+    """An mTLS upstream could not be called, or was not who its endpoint says it is."""
+
+
 TLS_HANDSHAKE = 0x16
 """The first byte of a TLS record carrying a handshake (a ClientHello starts with it)."""
 SNIFF_TIMEOUT_S = 10.0

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
+from gossamer.proxy import native
 from gossamer.proxy.admin import AdminServer
 from gossamer.proxy.memory import release_free_memory
 from gossamer.proxy.server import Proxy
@@ -101,7 +102,10 @@ def _serving(proxy: Proxy, admin: AdminServer, options: RunOptions) -> None:
     # Starting up left free memory all through the heap: give it back before traffic comes.
     release_free_memory()
     ports = ", ".join(f"{n}={h.config.address}:{h.port}" for n, h in proxy.listeners.items())
-    log.info("serving snapshot %s: %s; admin on %s", _version(proxy), ports, admin.port)
+    log.info(
+        "serving snapshot %s: %s; admin on %s; hot path %s",
+        *(_version(proxy), ports, admin.port, native.describe()),
+    )
     if options.ready_file is not None:
         options.ready_file.write_text(
             "\n".join(f"{n} {h.port}" for n, h in proxy.listeners.items())

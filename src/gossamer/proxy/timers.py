@@ -17,26 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from collections.abc import Callable
 from heapq import heappop, heappush
+from typing import Final
 
 TICK = 0.01
-
-
-class _Bucket(set["Timeout"]):
-    """The timeouts due in one tick."""
-
-    __slots__ = ("key",)
-    key: int
+_NEVER: Final = sys.maxsize
+"""Later than any tick: what `TimerWheel._armed` holds while no loop timer is set."""
 
 
 class Timeout:
     """A scheduled callback; `cancel` takes it out of its bucket, so nothing it holds lingers."""
 
-    __slots__ = ("bucket", "callback", "wheel")
+    __slots__ = ("bucket", "callback", "key", "wheel")
 
-    def __init__(self, callback: Callable[[], None], bucket: _Bucket, wheel: TimerWheel) -> None:
+    def __init__(
+        self, callback: Callable[[], None], key: int, bucket: set[Timeout], wheel: TimerWheel
+    ) -> None:
         self.callback: Callable[[], None] | None = callback
+        self.key = key
+        """The tick the timeout is due in; `bucket` holds the timeouts due then."""
         self.bucket = bucket
         self.wheel = wheel
 
@@ -46,7 +47,7 @@ class Timeout:
         bucket = self.bucket
         bucket.discard(self)
         if not bucket:
-            self.wheel.drop(bucket)
+            self.wheel.drop(self.key, bucket)
 
 
 class TimerWheel:
@@ -57,11 +58,11 @@ class TimerWheel:
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK) -> None:
         self._loop = loop
         self.tick = tick
-        self._buckets: dict[int, _Bucket] = {}
+        self._buckets: dict[int, set[Timeout]] = {}
         self._ticks: list[int] = []
         """A heap of the ticks that have (or had) a bucket; each once (`_ticks_queued`)."""
         self._ticks_queued: set[int] = set()
-        self._armed = math.inf
+        self._armed = _NEVER
         self._handle: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
@@ -78,21 +79,21 @@ class TimerWheel:
         key = math.ceil((self._loop.time() + delay) / self.tick)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket()
-            bucket.key = key
+            bucket = self._buckets[key] = set()
             if key not in self._ticks_queued:
                 self._ticks_queued.add(key)
                 heappush(self._ticks, key)
             if key < self._armed:
                 self._arm(key)
-        timeout = Timeout(callback, bucket, self)
+        timeout = Timeout(callback, key, bucket, self)
         bucket.add(timeout)
         return timeout
 
-    def drop(self, bucket: _Bucket) -> None:
-        """Forget a bucket whose timeouts were all cancelled (its tick is skipped later)."""
-        if self._buckets.get(bucket.key) is bucket:
-            del self._buckets[bucket.key]
+    def drop(self, key: int, bucket: set[Timeout]) -> None:
+        """Forget tick `key`'s bucket, whose timeouts were all cancelled (the tick is skipped
+        later); a bucket made since for the same tick is kept."""
+        if self._buckets.get(key) is bucket:
+            del self._buckets[key]
 
     def _arm(self, key: int) -> None:
         if self._handle is not None:
@@ -105,7 +106,7 @@ class TimerWheel:
         # call back a little before the time it was given).
         due = max(self._armed, math.floor(self._loop.time() / self.tick))
         self._handle = None
-        self._armed = math.inf
+        self._armed = _NEVER
         ticks = self._ticks
         while ticks and ticks[0] <= due:
             key = heappop(ticks)

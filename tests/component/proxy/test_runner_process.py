@@ -1,5 +1,8 @@
 """`python -m gossamer.proxy.runner` as a real process: reloads on SIGHUP or a changed file,
-keeps the last good snapshot when the new one is broken, and drains on SIGTERM."""
+keeps the last good snapshot when the new one is broken, and drains on SIGTERM.
+
+Each test runs twice: with the hot path as `make` built it (compiled where a C compiler is), and
+as the pure Python a machine without a compiler runs."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gossamer.proxy import native
 from gossamer.snapshot import Snapshot, dump
 
 from .backend import Backend
@@ -58,9 +62,13 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> N
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def start_runner(tmp_path: Path) -> AsyncIterator[Start]:
+@pytest.fixture(params=["as-built", "pure"])
+async def start_runner(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Start]:
     started: list[asyncio.subprocess.Process] = []
+    env = dict(os.environ)
+    env.pop(native.PURE_ENV, None)
+    if request.param == "pure":
+        env[native.PURE_ENV] = "1"
 
     async def start(config: Snapshot, drain_timeout: float) -> RunnerProcess:
         bootstrap = tmp_path / "bootstrap.json"
@@ -71,7 +79,7 @@ async def start_runner(tmp_path: Path) -> AsyncIterator[Start]:
                 sys.executable, "-m", "gossamer.proxy.runner",
                 "--bootstrap", str(bootstrap), "--admin", "127.0.0.1:0",
                 "--ready-file", str(ready), "--drain-timeout", str(drain_timeout),
-                stderr=stderr,
+                stderr=stderr, env=env,
             )  # fmt: skip
         started.append(process)
 
@@ -81,7 +89,11 @@ async def start_runner(tmp_path: Path) -> AsyncIterator[Start]:
 
         await until(is_ready, timeout=15.0)
         ports = dict(line.split() for line in ready.read_text().splitlines())
-        return RunnerProcess(process, bootstrap, {k: int(v) for k, v in ports.items()})
+        runner = RunnerProcess(process, bootstrap, {k: int(v) for k, v in ports.items()})
+        # The proxy says which hot path it runs, and it is the one asked for.
+        hot_path = (await runner.admin_get("/config_dump")).json()["hot_path"]
+        assert hot_path == ("pure" if request.param == "pure" else native.state())
+        return runner
 
     yield start
     for process in started:

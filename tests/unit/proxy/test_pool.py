@@ -5,25 +5,35 @@ from __future__ import annotations
 from typing import Any
 
 from gossamer.proxy.cluster import ClusterState, EndpointState
+from gossamer.proxy.upstream import UpstreamConnection
 from gossamer.snapshot import Cluster, Endpoint, PoolLimits
 
 
-class FakeConnection:
-    """Stands in for an UpstreamConnection: closing it tells its cluster at once."""
+class ClosingTransport:
+    """The part of a socket transport the pool touches: closing it ends the connection at once
+    (a real transport calls `connection_lost` on the next loop iteration)."""
 
-    def __init__(self, cluster: ClusterState, endpoint: EndpointState) -> None:
-        self.cluster = cluster
-        self.endpoint = endpoint
-        self.is_closed = False
-        self.idle_since = 0.0
+    def __init__(self, protocol: UpstreamConnection) -> None:
+        self.protocol = protocol
+        self.closing = False
 
-    def usable(self) -> bool:
-        return not self.is_closed
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
 
     def close(self) -> None:
-        if not self.is_closed:
-            self.is_closed = True
-            self.cluster.closed(self)  # type: ignore[arg-type]
+        if not self.closing:
+            self.closing = True
+            self.protocol.connection_lost(None)
+
+
+def connect(cluster: ClusterState, endpoint: EndpointState) -> UpstreamConnection:
+    """A real upstream connection of `cluster`, over a transport that only closes."""
+    connection = UpstreamConnection(cluster, endpoint, high_water=65536)
+    connection.connection_made(ClosingTransport(connection))  # type: ignore[arg-type]
+    return connection
 
 
 class Request:
@@ -56,11 +66,11 @@ class Pool:
             request.connection = now
         return request
 
-    def complete(self) -> FakeConnection:
+    def complete(self) -> UpstreamConnection:
         """The oldest connection attempt succeeds."""
         endpoint = self.connecting.pop(0)
-        connection = FakeConnection(self.cluster, endpoint)
-        self.cluster.connected(connection)  # type: ignore[arg-type]
+        connection = connect(self.cluster, endpoint)
+        self.cluster.connected(connection)
         return connection
 
 
@@ -74,7 +84,7 @@ def test_a_released_connection_is_reused() -> None:
     first = pool.request()
     connection = pool.complete()
     assert first.connection is connection
-    pool.cluster.release(connection)  # type: ignore[arg-type]
+    pool.cluster.release(connection)
     assert pool.request().connection is connection
     assert pool.connecting == []
 
