@@ -450,7 +450,7 @@ class Exchange:
             send_copies(self, trailers)
         if self.finished or not self.head.chunked:
             return
-        end = b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+        end = b"0\r\n" + b"".join([n + b": " + v + b"\r\n" for n, v in trailers]) + b"\r\n"
         if self.replayable:
             self.body.append(end)
         upstream = self.upstream
@@ -583,7 +583,7 @@ class Exchange:
             return
         if self.response_framing == 1:
             self.client.write(
-                b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+                b"0\r\n" + b"".join([n + b": " + v + b"\r\n" for n, v in trailers]) + b"\r\n"
             )
         elif self.response_framing == 2:
             self.keep_alive = False
@@ -1063,7 +1063,7 @@ def _without_params(target: bytes, at: int, names: tuple[str, ...]) -> bytes:
         for pair in target[at + 1 :].split(b"&")
         if unquote_plus(pair.split(b"=", 1)[0].decode("latin-1")) not in dropped
     ]
-    rest = b"&".join(pair for pair in kept if pair)
+    rest = b"&".join([pair for pair in kept if pair])
     return target[:at] + (b"?" + rest if rest else b"")
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TextIO
+
+import msgspec
 
 from gossamer.proxy.router import CompiledRoute, CompiledRouteTable
 from gossamer.proxy.stats import ProxyStats, RequestSeries
@@ -174,7 +175,7 @@ class ListenerRuntime:
             "authz_policy": exchange.policy or None,
             "snapshot_version": self.version,
         }
-        self.log.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        self.log.write(msgspec.json.encode(entry).decode() + "\n")
         self.log.flush()
 
     def rewrite(self, route: CompiledRoute, rewrite: Rewrite, target: bytes, path: str) -> bytes:

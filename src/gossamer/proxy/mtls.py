@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gossamer.proxy.memory import keep_tls_buffers_on_heap
+from gossamer.proxy.sockets import listening_socket
 from gossamer.security.spiffe import client_context, server_context
 from gossamer.snapshot.model import InboundMtls, MtlsMode
 
@@ -115,17 +116,7 @@ class MeshAcceptor:
         cls, handle: ListenerHandle, protocol: Callable[[], asyncio.Protocol]
     ) -> MeshAcceptor:
         """Bind the listener's address and start accepting."""
-        config = handle.config
-        family = socket.AF_INET6 if ":" in config.address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((config.address, config.port))
-            sock.listen(1024)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = listening_socket(handle.config.address, handle.config.port)
         acceptor = cls(handle, sock, protocol)
         acceptor._accepting = asyncio.get_running_loop().create_task(acceptor._accept())
         return acceptor

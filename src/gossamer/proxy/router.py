@@ -102,7 +102,7 @@ class CompiledRoute:
         self.route = route
         self.matcher, self.needs_headers = _compile_match(route.match)
         self.cluster_names = tuple(c.cluster for c in route.clusters)
-        self.cumulative = tuple(accumulate(c.weight for c in route.clusters))
+        self.cumulative = tuple(accumulate([c.weight for c in route.clusters]))
         self.total = self.cumulative[-1] if self.cumulative else 0
         self.request_ops = compile_header_ops(route.request_headers)
         self.response_ops = compile_header_ops(route.response_headers)

@@ -18,6 +18,7 @@ from gossamer.proxy.healthcheck import HealthChecker
 from gossamer.proxy.listener import ListenerRuntime
 from gossamer.proxy.mtls import MeshAcceptor, MeshTls, accepts_tls
 from gossamer.proxy.router import CompiledRouteTable
+from gossamer.proxy.sockets import listening_socket
 from gossamer.proxy.stats import ProxyStats
 from gossamer.proxy.timers import TimerWheel
 from gossamer.proxy.tls import ServerCertificates, listening_context
@@ -60,14 +61,14 @@ class ListenerHandle:
         context = None
         if self.certificates is not None:
             context, self._tls_slot = listening_context(self.certificates)
-        self.server = await loop.create_server(
-            lambda: DownstreamConnection(self),
-            self.config.address,
-            self.config.port,
-            reuse_address=True,
-            backlog=1024,
-            ssl=context,
-        )
+        sock = listening_socket(self.config.address, self.config.port)
+        try:
+            self.server = await loop.create_server(
+                lambda: DownstreamConnection(self), sock=sock, ssl=context
+            )
+        except BaseException:
+            sock.close()
+            raise
 
     def take_certificates(self, certificates: ServerCertificates | None) -> None:
         """Serve these certificates to new handshakes from now on (the socket stays bound)."""

@@ -179,3 +179,19 @@ async def test_a_request_outlasting_the_drain_bound_does_not_hold_the_exit(
         assert 0.9 < time.monotonic() - signalled < 3.0
         with pytest.raises(httpx.HTTPError):
             await stuck
+
+
+async def test_the_process_stays_clear_of_libraries_it_does_not_need(
+    backend: Backend, start_runner: Start
+) -> None:
+    # Each costs every sidecar memory for nothing: OpenSSL's digests (_hashlib, 1.9 MB), the
+    # idna codec's tables (unicodedata, 0.45 MB; uvloop's create_server would load them), the
+    # json module (0.3 MB; msgspec is already there).
+    runner = await start_runner(snapshot([to("one")], [cluster("one", backend.port)]), 5.0)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(runner.url)).headers["x-backend"] == "one"
+        assert (await runner.admin_get("/clusters")).status_code == 200
+    maps = Path(f"/proc/{runner.process.pid}/maps").read_text()
+    mapped = {Path(line.split()[-1]).name.split(".")[0] for line in maps.splitlines()}
+    assert mapped & {"_hashlib", "unicodedata", "_json"} == set()
+    assert "parser" in mapped  # httptools: the check reads the right process
