@@ -9,21 +9,24 @@ import time
 from _blake2 import blake2b
 from bisect import bisect_left
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gossamer.proxy.cluster import EndpointState
 
 
-class Balancer(Protocol):
-    """Chooses among the endpoints that may take traffic now."""
+class Balancer:
+    """Chooses among the endpoints that may take traffic now (a class rather than a protocol, so
+    that compiled code calls `pick` directly)."""
+
+    __slots__ = ()
 
     def pick(self, endpoints: Sequence[EndpointState], key: bytes | None) -> EndpointState:
         """One of `endpoints` (never empty)."""
-        ...
+        raise NotImplementedError
 
 
-class RoundRobin:
+class RoundRobin(Balancer):
     """Each endpoint in turn (weights repeat an endpoint)."""
 
     __slots__ = ("_next",)
@@ -37,7 +40,7 @@ class RoundRobin:
         return endpoints[self._next % len(endpoints)]
 
 
-class RandomChoice:
+class RandomChoice(Balancer):
     """Any endpoint, uniformly (weights repeat an endpoint)."""
 
     __slots__ = ()
@@ -47,7 +50,7 @@ class RandomChoice:
         return endpoints[random.randrange(len(endpoints))]
 
 
-class LeastRequest:
+class LeastRequest(Balancer):
     """Power of two choices: of two different random endpoints, the one with fewer requests."""
 
     __slots__ = ()
@@ -65,7 +68,7 @@ class LeastRequest:
         return first if first.active * second.weight <= second.active * first.weight else second
 
 
-class PeakEwma:
+class PeakEwma(Balancer):
     """Power of two choices on cost = peak-sensitive moving average of latency x (active + 1).
 
     A slow endpoint's latency counts at once (peak); a fast answer lowers it gradually, with a
@@ -86,7 +89,7 @@ class PeakEwma:
         return first if first.cost(now) <= second.cost(now) else second
 
 
-class RingHash:
+class RingHash(Balancer):
     """Consistent hashing on a ring: the same key goes to the same endpoint while it stays up."""
 
     __slots__ = ("_hashes", "_owners", "_source")

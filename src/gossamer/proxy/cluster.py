@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from gossamer.proxy.balancer import Balancer, balancer_for
 from gossamer.proxy.mtls import MeshIdentityError, MeshTls
 from gossamer.security.spiffe import peer_spiffe_id
-from gossamer.snapshot import Cluster, Endpoint
+from gossamer.snapshot import Cluster, Endpoint, PoolLimits
 
 if TYPE_CHECKING:
     from gossamer.proxy.upstream import UpstreamConnection
@@ -125,6 +125,29 @@ class ClusterCounters:
         self.connections = 0
 
 
+class PoolSettings:
+    """A cluster's pool limits (`PoolLimits`) as attributes that compiled code reads directly."""
+
+    __slots__ = (
+        "connect_timeout",
+        "idle_timeout",
+        "max_connections",
+        "max_pending",
+        "max_requests",
+        "max_requests_per_connection",
+        "max_retries",
+    )
+
+    def __init__(self, limits: PoolLimits) -> None:
+        self.max_connections = limits.max_connections
+        self.max_pending = limits.max_pending
+        self.max_requests = limits.max_requests
+        self.max_requests_per_connection = limits.max_requests_per_connection
+        self.max_retries = limits.max_retries
+        self.connect_timeout = limits.connect_timeout
+        self.idle_timeout = limits.idle_timeout
+
+
 class ClusterState:
     """Everything a cluster keeps between requests; rebuilt when its snapshot entry changes."""
 
@@ -135,8 +158,12 @@ class ClusterState:
         "connecting",
         "counters",
         "endpoints",
+        "hashed",
+        "limits",
         "mesh_tls",
         "name",
+        "outlier_detection",
+        "peak_ewma",
         "pending",
         "retired",
         "successor",
@@ -145,6 +172,11 @@ class ClusterState:
     def __init__(self, config: Cluster, previous: ClusterState | None = None) -> None:
         self.name = config.name
         self.config = config
+        # Read per request: attributes of this class, which compiled code reads directly.
+        self.limits = PoolSettings(config.limits)
+        self.hashed = config.hash_policy is not None
+        self.peak_ewma = config.lb_policy == "PEAK_EWMA"
+        self.outlier_detection = config.outlier_detection
         self.mesh_tls: MeshTls | None = previous.mesh_tls if previous is not None else None
         kept = {e.key: e for e in previous.endpoints} if previous is not None else {}
         self.endpoints: list[EndpointState] = []
@@ -227,7 +259,7 @@ class ClusterState:
             connection = idle.pop()
             if connection.usable():
                 return connection
-        limits = self.config.limits
+        limits = self.limits
         if self.counters.connections < limits.max_connections:
             self.counters.connections += 1
             endpoint.connections += 1
@@ -282,7 +314,7 @@ class ClusterState:
 
     def take_slot(self, endpoint: EndpointState) -> bool:
         """Count in a connection opened outside the queue; False at max_connections."""
-        if self.counters.connections >= self.config.limits.max_connections:
+        if self.counters.connections >= self.limits.max_connections:
             return False
         self.counters.connections += 1
         endpoint.connections += 1
@@ -299,7 +331,7 @@ class ClusterState:
         # and a connection that closes instead is never released: open one in its place.
         if len(self.pending) <= self.connecting:
             return
-        if self.counters.connections >= self.config.limits.max_connections:
+        if self.counters.connections >= self.limits.max_connections:
             return
         waiter = self.pending[0]
         self.counters.connections += 1
@@ -332,7 +364,7 @@ class ClusterState:
 
     def sweep(self, now: float) -> None:
         """Close connections idle for longer than idle_timeout; end expired ejections."""
-        limit = self.config.limits.idle_timeout
+        limit = self.limits.idle_timeout
         for endpoint in self.endpoints:
             for connection in [c for c in endpoint.idle if now - c.idle_since > limit]:
                 connection.close()
@@ -341,7 +373,7 @@ class ClusterState:
 
     def report(self, endpoint: EndpointState, status: int, gateway_error: bool) -> None:
         """Outlier detection: count consecutive failures of an endpoint, eject when too many."""
-        detection = self.config.outlier_detection
+        detection = self.outlier_detection
         if detection is None:
             return
         if status >= 500 or gateway_error:
@@ -378,8 +410,7 @@ class ClusterState:
         counters = self.counters
         allowed = max(budget.min_concurrency, counters.active_requests * budget.percent / 100.0)
         return (
-            counters.active_retries < allowed
-            and counters.active_retries < self.config.limits.max_retries
+            counters.active_retries < allowed and counters.active_retries < self.limits.max_retries
         )
 
     def __repr__(self) -> str:

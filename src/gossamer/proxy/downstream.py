@@ -233,7 +233,7 @@ class DownstreamConnection(asyncio.Protocol):
             if incoming.finished and incoming is self.current:
                 self._next(incoming.keep_alive)
 
-    # Used by exchanges (the Client protocol)
+    # Used by exchanges
 
     def write(self, data: bytes) -> None:
         """Send to the client, unless it is gone; inside a batch, at the batch's end."""

@@ -11,7 +11,7 @@ import asyncio
 import random
 import ssl
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote_plus
 
 from gossamer.proxy import local_reply as lr
@@ -33,12 +33,12 @@ from gossamer.proxy.mirror import send_copies
 from gossamer.proxy.mtls import MeshIdentityError
 from gossamer.proxy.router import CompiledRoute, RequestFacts
 from gossamer.proxy.timers import Timeout
-from gossamer.proxy.upstream import UpstreamConnection
+from gossamer.proxy.upstream import ResponseSink, UpstreamConnection
 from gossamer.security.authz import AuthzRequest
 from gossamer.snapshot import Mirror, RetryPolicy
 
 if TYPE_CHECKING:
-    from gossamer.proxy.listener import ListenerRuntime
+    from gossamer.proxy.downstream import DownstreamConnection
     from gossamer.security.jwt import JwtOutcome
 
 # Request headers the proxy looks at on the way upstream, by what it does with them.
@@ -58,39 +58,6 @@ _SPECIAL.update(
 _HOP_BY_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP) | {len(b"content-length")}
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _STATUS_LINE = {code: b"HTTP/1.1 %d " % code for code in range(100, 600)}
-
-
-class Client(Protocol):
-    """What an exchange needs of the downstream connection it answers."""
-
-    peer: str
-    principal: str
-    """The SPIFFE id the peer proved over mTLS; "" for plaintext."""
-    secure: bool
-    """Whether the connection is TLS."""
-    runtime: ListenerRuntime
-    write_paused: bool
-
-    def write(self, data: bytes) -> None:
-        """Send bytes to the client."""
-
-    def begin_batch(self) -> bool:
-        """Hold writes until end_batch (True if this call started the batch)."""
-
-    def end_batch(self) -> None:
-        """Send what was held."""
-
-    def pause_reading(self) -> None:
-        """Stop reading the client (request body backpressure)."""
-
-    def resume_reading(self) -> None:
-        """Read the client again."""
-
-    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
-        """The response is complete; the next pipelined request may start."""
-
-    def abort(self) -> None:
-        """Close the client's connection at once (a response cannot be finished)."""
 
 
 class RequestHead:
@@ -131,7 +98,7 @@ class RequestHead:
         """How many Host headers came (more than one is refused)."""
 
 
-class Exchange:
+class Exchange(ResponseSink):
     """The life of one request; see the module docstring for who calls what."""
 
     __slots__ = (
@@ -174,7 +141,7 @@ class Exchange:
         "upstream_paused",
     )
 
-    def __init__(self, client: Client, head: RequestHead) -> None:
+    def __init__(self, client: DownstreamConnection, head: RequestHead) -> None:
         self.client = client
         self.runtime = client.runtime
         self.head = head
@@ -409,15 +376,14 @@ class Exchange:
             return
         self.target_index = index
         self.cluster = cluster
-        config = route.route
-        self.retry = config.retries
-        if config.timeout:
-            self.timer = runtime.timers.call_later(config.timeout, self._on_timeout)
+        self.retry = route.retries
+        if route.timeout:
+            self.timer = runtime.timers.call_later(route.timeout, self._on_timeout)
         self.head_bytes = self._upstream_head(route, target)
         cluster.counters.active_requests += 1
-        if config.mirrors:
+        if route.mirrors:
             # Copies leave once the request is complete: now, or at request_end.
-            self.mirrors = config.mirrors
+            self.mirrors = route.mirrors
             if self.request_done:
                 send_copies(self, None)
         self._attempt(None)
@@ -464,12 +430,12 @@ class Exchange:
     def _attempt(self, avoid: EndpointState | None) -> None:
         cluster = self.cluster
         assert cluster is not None
-        key = self._hash_key(cluster) if cluster.config.hash_policy is not None else None
+        key = self._hash_key(cluster) if cluster.hashed else None
         endpoint = cluster.pick(key) if avoid is None else cluster.pick_other(avoid)
         if endpoint is None:
             self._fail(503, "no healthy upstream", lr.NO_HEALTHY_UPSTREAM)
             return
-        if cluster.counters.active_requests > cluster.config.limits.max_requests:
+        if cluster.counters.active_requests > cluster.limits.max_requests:
             self._fail(503, "circuit open: too many requests to the cluster", lr.UPSTREAM_OVERFLOW)
             return
         self.endpoint = endpoint
@@ -491,7 +457,7 @@ class Exchange:
 
         task = loop.create_task(
             open_connection(
-                loop, factory, endpoint, cluster.config.limits.connect_timeout, cluster.mesh_tls
+                loop, factory, endpoint, cluster.limits.connect_timeout, cluster.mesh_tls
             )
         )
         task.add_done_callback(lambda done: _connected(cluster, endpoint, done))
@@ -590,6 +556,14 @@ class Exchange:
         self.upstream = None
         self._end_try(gateway_error=False)
         self._finish()
+
+    def begin_batch(self) -> bool:
+        """Hold the client's writes while a chunk of response is parsed."""
+        return self.client.begin_batch()
+
+    def end_batch(self) -> None:
+        """Send the client what the batch held."""
+        self.client.end_batch()
 
     def on_switched(self, connection: UpstreamConnection, rest: bytes) -> None:
         """The upstream answered 101 to a request that asked for no upgrade: a 502."""
@@ -802,10 +776,10 @@ class Exchange:
         if cluster is None:
             return
         if record:
-            if self.try_started and cluster.config.lb_policy == "PEAK_EWMA":
+            if self.try_started and cluster.peak_ewma:
                 now = time.monotonic()
                 endpoint.observe_latency(now - self.try_started, now)
-            if cluster.config.outlier_detection is not None:
+            if cluster.outlier_detection is not None:
                 cluster.report(endpoint, self.status if not gateway_error else 503, gateway_error)
 
     def _drop_upstream(self) -> None:

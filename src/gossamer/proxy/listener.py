@@ -21,6 +21,36 @@ if TYPE_CHECKING:
     from gossamer.proxy.guard import RequestGuard
 
 
+class ConnectionLimits:
+    """A listener's limits (`ListenerLimits`) as attributes that compiled code reads directly;
+    a snapshot struct's fields go through Python's attribute lookup, several per header."""
+
+    __slots__ = (
+        "drain_timeout",
+        "header_timeout",
+        "idle_timeout",
+        "max_concurrent_requests",
+        "max_connections",
+        "max_header_bytes",
+        "max_headers",
+        "max_request_body_buffer",
+        "max_request_line",
+        "request_timeout",
+    )
+
+    def __init__(self, limits: ListenerLimits) -> None:
+        self.max_request_line = limits.max_request_line
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.header_timeout = limits.header_timeout
+        self.idle_timeout = limits.idle_timeout
+        self.request_timeout = limits.request_timeout
+        self.max_connections = limits.max_connections
+        self.max_concurrent_requests = limits.max_concurrent_requests
+        self.max_request_body_buffer = limits.max_request_body_buffer
+        self.drain_timeout = limits.drain_timeout
+
+
 class ListenerRuntime:
     """What a connection of this listener uses; replaced whole when a snapshot changes it."""
 
@@ -76,7 +106,7 @@ class ListenerRuntime:
         # What x-forwarded-proto says for requests that arrive here.
         self.scheme = b"https" if listener.tls is not None else b"http"
         self.proto_line = b"x-forwarded-proto: " + self.scheme + b"\r\n"
-        self.limits: ListenerLimits = listener.limits
+        self.limits = ConnectionLimits(listener.limits)
         self.draining = False
         self.label_prefixes: dict[tuple[str, str], tuple[str, ...]] = {}
         self.series: dict[tuple[str, str, int, str], RequestSeries] = {}

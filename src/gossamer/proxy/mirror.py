@@ -15,7 +15,7 @@ import random
 from typing import TYPE_CHECKING
 
 from gossamer.proxy.cluster import ClusterState, EndpointState, open_connection
-from gossamer.proxy.upstream import UpstreamConnection
+from gossamer.proxy.upstream import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
     from gossamer.proxy.exchange import Exchange
@@ -46,7 +46,8 @@ def send_copies(exchange: Exchange, trailers: list[tuple[bytes, bytes]] | None) 
             continue
         data = [shadow_head(exchange.head_bytes), *exchange.body]
         if trailers is not None and exchange.head.chunked:
-            data.append(b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n")
+            fields = b"".join([n + b": " + v + b"\r\n" for n, v in trailers])
+            data.append(b"0\r\n" + fields + b"\r\n")
         copy = MirroredRequest(cluster, data, exchange.is_head, runtime.stats)
         copy.start(
             runtime.timers,
@@ -73,27 +74,10 @@ def shadow_host(host: bytes) -> bytes:
     return host + b"-shadow"
 
 
-class _NoClient:
-    """A copy's client side: no one to write to, nothing to batch."""
-
-    __slots__ = ()
-
-    def begin_batch(self) -> bool:
-        """Never batches."""
-        return False
-
-    def end_batch(self) -> None:
-        """Nothing was held."""
-
-
-_NO_CLIENT = _NoClient()
-
-
-class MirroredRequest:
+class MirroredRequest(ResponseSink):
     """One copy in flight: sends the request and reads the answer only to drop it."""
 
     __slots__ = (
-        "client",
         "cluster",
         "connecting",
         "data",
@@ -112,7 +96,6 @@ class MirroredRequest:
         self.data = data
         self.head_only = head_only
         self.stats = stats
-        self.client = _NO_CLIENT
         self.endpoint: EndpointState | None = None
         self.upstream: UpstreamConnection | None = None
         self.connecting: asyncio.Task[UpstreamConnection] | None = None
@@ -123,10 +106,7 @@ class MirroredRequest:
         """Send the copy on an idle connection or a new one, unless the cluster is full."""
         cluster = self.cluster
         endpoint = cluster.pick()
-        if (
-            endpoint is None
-            or cluster.counters.active_requests >= cluster.config.limits.max_requests
-        ):
+        if endpoint is None or cluster.counters.active_requests >= cluster.limits.max_requests:
             _count(self.stats, cluster, "overflow")
             self.finished = True
             return
@@ -148,7 +128,7 @@ class MirroredRequest:
                 loop,
                 lambda: UpstreamConnection(cluster, endpoint, high_water),
                 endpoint,
-                cluster.config.limits.connect_timeout,
+                cluster.limits.connect_timeout,
                 cluster.mesh_tls,
             )
         )

@@ -35,8 +35,11 @@ MODULES = (
     "exchange",
     "tunnel",
     "rejection",
+    "mirror",
     "downstream",
     "listener",
+    "guard",
+    "server",
 )
 """The modules compiled, all in one group (calls between them are C calls)."""
 

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gossamer.proxy import local_reply as lr
-from gossamer.proxy.exchange import Client, Exchange, RequestHead
+from gossamer.proxy.exchange import Exchange, RequestHead
+
+if TYPE_CHECKING:
+    from gossamer.proxy.downstream import DownstreamConnection
 
 
 class QueuedRejection(Exchange):
@@ -12,7 +17,7 @@ class QueuedRejection(Exchange):
 
     __slots__ = ("refusal",)
 
-    def __init__(self, client: Client, status: int, reason: str) -> None:
+    def __init__(self, client: DownstreamConnection, status: int, reason: str) -> None:
         super().__init__(client, RequestHead(b"", b"", "1.1", [], False))
         self.refusal = (status, reason)
 

@@ -87,19 +87,27 @@ class CompiledRoute:
         "cluster_names",
         "cumulative",
         "matcher",
+        "mirrors",
         "needs_headers",
         "plain_request",
         "plain_response",
         "request_ops",
         "response_ops",
+        "retries",
         "route",
         "target_request_ops",
         "target_response_ops",
+        "timeout",
         "total",
     )
 
     def __init__(self, route: Route) -> None:
         self.route = route
+        # Read per request: kept as attributes of this class, which compiled code reads directly
+        # (a snapshot struct's fields go through Python's attribute lookup).
+        self.timeout = route.timeout
+        self.retries = route.retries
+        self.mirrors = route.mirrors
         self.matcher, self.needs_headers = _compile_match(route.match)
         self.cluster_names = tuple(c.cluster for c in route.clusters)
         self.cumulative = tuple(accumulate([c.weight for c in route.clusters]))

@@ -9,7 +9,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gossamer.proxy.cluster import ClusterState
 from gossamer.proxy.downstream import DownstreamConnection
@@ -48,9 +48,12 @@ class ListenerHandle:
     @property
     def port(self) -> int:
         """The port actually bound (useful when the snapshot asked for port 0)."""
-        if self.server is None or not self.server.sockets:
+        # Any: uvloop's `Server.sockets` is a list where typeshed says tuple, and compiled code
+        # checks declared types.
+        server: Any = self.server
+        if server is None or not server.sockets:
             return self.config.port
-        return int(self.server.sockets[0].getsockname()[1])
+        return int(server.sockets[0].getsockname()[1])
 
     async def bind(self) -> None:
         """Start accepting connections (over TLS when the listener says so)."""
@@ -284,9 +287,9 @@ class Proxy:
         deadline = time.monotonic() + (
             timeout
             if timeout is not None
-            else max((h.runtime.limits.drain_timeout for h in self.listeners.values()), default=0)
+            else max([h.runtime.limits.drain_timeout for h in self.listeners.values()], default=0)
         )
-        await asyncio.gather(*(h.drain(deadline) for h in self.listeners.values()))
+        await asyncio.gather(*[h.drain(deadline) for h in self.listeners.values()])
         await self.close()
 
     async def close(self) -> None:

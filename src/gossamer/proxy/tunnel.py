@@ -13,10 +13,11 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from gossamer.proxy.exchange import Client, Exchange, RequestHead
+from gossamer.proxy.exchange import Exchange, RequestHead
 from gossamer.proxy.headers import HOP_BY_HOP, connection_tokens
 
 if TYPE_CHECKING:
+    from gossamer.proxy.downstream import DownstreamConnection
     from gossamer.proxy.router import CompiledRoute
     from gossamer.proxy.upstream import UpstreamConnection
 
@@ -30,16 +31,12 @@ class Splice(Protocol):
         """Told when the socket closes, as if it still owned it."""
 
 
-class UpgradingClient(Client, Splice, Protocol):
-    """A client connection an upgrade can take over."""
-
-
 class UpgradeExchange(Exchange):
     """An Upgrade request: a normal exchange until a 101, then a tunnel until either side closes."""
 
     __slots__ = ("downstream", "early", "protocol", "tunnel")
 
-    def __init__(self, client: UpgradingClient, head: RequestHead) -> None:
+    def __init__(self, client: DownstreamConnection, head: RequestHead) -> None:
         super().__init__(client, head)
         self.downstream = client
         # A refused upgrade leaves the client in an unknown state: close after the answer.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -15,36 +15,38 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class BatchingClient(Protocol):
-    """The exchange's client, whose writes are batched while a chunk of response is parsed."""
+class ResponseSink:
+    """What an upstream connection tells the exchange it serves (or a mirrored copy).
+
+    A class rather than a protocol, so that compiled code calls its methods directly."""
+
+    __slots__ = ()
 
     def begin_batch(self) -> bool:
-        """Start holding writes (True if this call started the batch)."""
+        """Hold the client's writes while a chunk of response is parsed (True if this call
+        started the batch); a sink with no client holds nothing."""
+        return False
 
     def end_batch(self) -> None:
-        """Send what was held."""
-
-
-class ResponseSink(Protocol):
-    """What an upstream connection tells the exchange it serves."""
-
-    @property
-    def client(self) -> BatchingClient:
-        """The downstream side, for batching writes."""
+        """Send what the batch held."""
 
     def on_response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
     ) -> None:
         """The status line and headers arrived."""
+        raise NotImplementedError
 
     def on_response_body(self, data: bytes) -> None:
         """Part of the body arrived."""
+        raise NotImplementedError
 
     def on_response_end(self, trailers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
         """The response is complete."""
+        raise NotImplementedError
 
     def on_upstream_lost(self, reason: str) -> None:
         """The connection failed or closed before the response was complete."""
+        raise NotImplementedError
 
     def on_upstream_pause(self) -> None:
         """The connection's write buffer is full: stop reading the request body."""
@@ -54,6 +56,7 @@ class ResponseSink(Protocol):
 
     def on_switched(self, connection: UpstreamConnection, rest: bytes) -> None:
         """The upstream answered 101: the connection, and `rest`, are another protocol's now."""
+        connection.close()
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -107,25 +110,26 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is None:
             self.close()
             return
-        client = sink.client
-        batching = client.begin_batch()
+        # The sink that started a batch ends it, whoever the connection serves by then.
+        batcher = sink
+        batching = batcher.begin_batch()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as switched:
             # The 101 reaches the client before any byte of what follows it.
-            client.end_batch()
+            batcher.end_batch()
             self._switched(data[switched.args[0] :])
         except httptools.HttpParserError as error:
             if isinstance(error, httptools.HttpParserCallbackError):
                 log.error("internal error handling a response", exc_info=error.__context__)
-            sink = self.sink
+            lost = self.sink
             self.sink = None
             self.close()
-            if sink is not None:
-                sink.on_upstream_lost("upstream protocol error")
+            if lost is not None:
+                lost.on_upstream_lost("upstream protocol error")
         finally:
             if batching:
-                client.end_batch()
+                batcher.end_batch()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell the exchange, if one was waiting, and free the pool slot."""
@@ -255,7 +259,7 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         self.sink = None
         self.served += 1
-        limit = self.cluster.config.limits.max_requests_per_connection
+        limit = self.cluster.limits.max_requests_per_connection
         reusable = keep_alive and not (limit and self.served >= limit) and self.usable()
         assert sink is not None
         trailers = self.trailers
