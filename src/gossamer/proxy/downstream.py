@@ -47,6 +47,7 @@ class DownstreamConnection(asyncio.Protocol):
         "parser",
         "paused_by",
         "peer",
+        "peer_bytes",
         "principal",
         "queue",
         "request_started",
@@ -65,6 +66,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
+        self.peer_bytes = b""
+        """`peer` as bytes, for x-forwarded-for."""
         self.principal = ""
         self.secure = False
         self.url = b""
@@ -92,6 +95,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else ""
+        self.peer_bytes = self.peer.encode()
         if self.handle.config.mtls is not None and not self._mesh_peer(transport):
             return
         high = self.runtime.limits.max_request_body_buffer
@@ -183,7 +187,8 @@ class DownstreamConnection(asyncio.Protocol):
         size = self.header_bytes + len(name) + len(value) + 4
         self.header_bytes = size
         headers = self.headers
-        headers.append((name, value))
+        # Names lowercased once, here: everything after compares and forwards them as they are.
+        headers.append((name.lower(), value))
         limits = self.runtime.limits
         if size > limits.max_header_bytes or len(headers) > limits.max_headers:
             raise RequestRejectedError(431, "request headers too large")
@@ -402,16 +407,16 @@ def _framing(head: RequestHead) -> None:
     for name, value in head.headers:
         size = len(name)
         if size == 4:
-            if name.lower() == b"host":
+            if name == b"host":
                 head.hosts += 1
                 head.host = value
         elif size == 17:
-            if name.lower() == b"transfer-encoding":
+            if name == b"transfer-encoding":
                 head.chunked = True
         elif size == 14:
-            if name.lower() == b"content-length":
+            if name == b"content-length":
                 head.content_length = int(value)
-        elif size == 6 and name.lower() == b"expect":
+        elif size == 6 and name == b"expect":
             head.expect_continue = value.lower() == b"100-continue"
 
 

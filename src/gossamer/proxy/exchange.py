@@ -61,7 +61,8 @@ _STATUS_LINE = {code: b"HTTP/1.1 %d " % code for code in range(100, 600)}
 
 
 class RequestHead:
-    """A parsed request line and headers, as the downstream parser produced them."""
+    """A parsed request line and headers, as the downstream parser produced them (header names
+    in lower case)."""
 
     __slots__ = (
         "chunked",
@@ -813,28 +814,29 @@ class Exchange(ResponseSink):
     def _upstream_head(self, route: CompiledRoute, target: bytes) -> bytes:
         head = self.head
         runtime = self.runtime
-        scan = _scan(head.headers)
-        headers, forwarded_for, request_id, dropped, has_proto, has_host = scan[:6]
-        peer = self.client.peer.encode()
+        (
+            headers, forwarded_for, request_id, dropped, has_proto, has_host,
+            traceparent, b3_trace, b3_span,
+        ) = _scan(head.headers)  # fmt: skip
+        peer = self.client.peer_bytes
         forwarded = forwarded_for + b", " + peer if forwarded_for else peer
         new_id = request_id is None
         if request_id is None:
             request_id = runtime.next_request_id()
         self.request_id = request_id
-        rewrite = route.route.rewrite
+        rewrite = route.rewrite
         if rewrite is not None:
-            target = self._rewrite(route, target)
+            target = self.runtime.rewrite(route, rewrite, target, self.path)
         if route.plain_request and dropped is None:
             # The usual case: the client's headers as they are, then the proxy's, in one pass.
             lines = [head.method, b" ", target, b" HTTP/1.1\r\n"]
-            for name, value in headers:
-                lines += (name, b": ", value, b"\r\n")
+            _append_fields(lines, headers)
             lines += (b"x-forwarded-for: ", forwarded, b"\r\n")
             if not has_proto:
                 lines.append(runtime.proto_line)
             if new_id:
                 lines += (b"x-request-id: ", request_id, b"\r\n")
-            lines.append(trace_lines(*scan[6:]))
+            lines.append(trace_lines(traceparent, b3_trace, b3_span))
             if head.chunked:
                 lines.append(b"transfer-encoding: chunked\r\n")
             if not has_host and self.authority:
@@ -848,7 +850,7 @@ class Exchange(ResponseSink):
             headers.append((b"x-forwarded-proto", runtime.scheme))
         if new_id:
             headers.append((b"x-request-id", request_id))
-        headers.extend(trace_headers(*scan[6:]))
+        headers.extend(trace_headers(traceparent, b3_trace, b3_span))
         if head.chunked:
             headers.append((b"transfer-encoding", b"chunked"))
         if rewrite is not None and rewrite.authority:
@@ -862,16 +864,9 @@ class Exchange(ResponseSink):
         if target_ops is not None:
             headers = target_ops.apply(headers)
         lines = [head.method, b" ", target, b" HTTP/1.1\r\n"]
-        for name, value in headers:
-            lines += (name, b": ", value, b"\r\n")
+        _append_fields(lines, headers)
         lines.append(b"\r\n")
         return b"".join(lines)
-
-    def _rewrite(self, route: CompiledRoute, target: bytes) -> bytes:
-        rewrite = route.route.rewrite
-        if rewrite is None:
-            return target
-        return self.runtime.rewrite(route, rewrite, target, self.path)
 
     def _downstream_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
@@ -919,21 +914,16 @@ class Exchange(ResponseSink):
             self.keep_alive = False
         elif head.version == "1.0":
             out.append((b"connection", b"keep-alive"))
-        if not out:
-            return _STATUS_LINE[status] + reason + b"\r\n\r\n"
-        return (
-            _STATUS_LINE[status]
-            + reason
-            + b"\r\n"
-            + b"\r\n".join([b": ".join(pair) for pair in out])
-            + b"\r\n\r\n"
-        )
+        lines = [_STATUS_LINE[status], reason, b"\r\n"]
+        _append_fields(lines, out)
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def _hash_key(self, cluster: ClusterState) -> bytes | None:
         policy = cluster.config.hash_policy
         assert policy is not None
         if policy.source_ip:
-            return self.client.peer.encode()
+            return self.client.peer_bytes
         wanted = (policy.header or "").lower().encode()
         cookie = (policy.cookie or "").encode()
         for name, value in self.head.headers:
@@ -950,6 +940,15 @@ class Exchange(ResponseSink):
             if query and policy.query_param in query:
                 return query[policy.query_param].encode()
         return None
+
+
+def _append_fields(lines: list[bytes], fields: list[tuple[bytes, bytes]]) -> None:
+    """`name: value` lines, in pieces for one join at the end."""
+    for name, value in fields:
+        lines.append(name)
+        lines.append(b": ")
+        lines.append(value)
+        lines.append(b"\r\n")
 
 
 def _scan(
@@ -971,11 +970,11 @@ def _scan(
     forwarded_for = request_id = traceparent = b3_trace = b3_span = None
     has_proto = has_host = False
     dropped: set[bytes] | None = None
-    for name, value in pairs:
-        lower = name.lower()
+    for pair in pairs:
+        lower, value = pair  # names come in lower case
         kind = special.get(lower)
         if kind is None:
-            headers.append((lower, value))
+            headers.append(pair)
         elif kind == _HOP:
             if lower == b"connection":
                 extra = extra_hop_by_hop(value)
@@ -999,7 +998,7 @@ def _scan(
                 has_proto = True
             else:
                 has_host = True
-            headers.append((lower, value))
+            headers.append(pair)
     return (
         headers, forwarded_for, request_id, dropped, has_proto, has_host,
         traceparent, b3_trace, b3_span,

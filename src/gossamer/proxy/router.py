@@ -94,6 +94,7 @@ class CompiledRoute:
         "request_ops",
         "response_ops",
         "retries",
+        "rewrite",
         "route",
         "target_request_ops",
         "target_response_ops",
@@ -108,6 +109,7 @@ class CompiledRoute:
         self.timeout = route.timeout
         self.retries = route.retries
         self.mirrors = route.mirrors
+        self.rewrite = route.rewrite
         self.matcher, self.needs_headers = _compile_match(route.match)
         self.cluster_names = tuple(c.cluster for c in route.clusters)
         self.cumulative = tuple(accumulate([c.weight for c in route.clusters]))
@@ -120,7 +122,7 @@ class CompiledRoute:
         self.target_response_ops = tuple(
             compile_header_ops(c.response_headers) for c in route.clusters
         )
-        rewrite = route.rewrite
+        rewrite = self.rewrite
         self.plain_request = (
             self.request_ops is None
             and not any(self.target_request_ops)
