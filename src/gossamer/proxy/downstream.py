@@ -197,14 +197,13 @@ class DownstreamConnection(asyncio.Protocol):
         """Make the exchange; start it now, or queue it behind a pipelined one."""
         self.request_started = 0.0
         parser = self.parser
-        head = RequestHead(
-            parser.get_method(),
-            self.url,
-            parser.get_http_version(),
-            self.headers,
-            parser.should_keep_alive(),
-        )
-        _framing(head)
+        keep_alive = parser.should_keep_alive()
+        head = RequestHead(parser.get_method(), self.url, "1.1", self.headers, keep_alive)
+        if _framing(head) or not keep_alive:
+            # httptools formats the version anew each time it is asked (a tenth of a microsecond).
+            # A request that keeps its connection open without a Connection header is HTTP/1.1:
+            # HTTP/1.0 (or 2.0 in a request line) keeps it open only when a header asks.
+            head.version = parser.get_http_version()
         self.headers = []
         self.header_bytes = 0
         self.in_trailers = True
@@ -402,8 +401,10 @@ class DownstreamConnection(asyncio.Protocol):
             self._close_after_write()
 
 
-def _framing(head: RequestHead) -> None:
-    # One pass for what the exchange must know of the headers before routing.
+def _framing(head: RequestHead) -> bool:
+    # One pass for what the exchange must know of the headers before routing; whether a
+    # Connection header came.
+    connection = False
     for name, value in head.headers:
         size = len(name)
         if size == 4:
@@ -418,6 +419,9 @@ def _framing(head: RequestHead) -> None:
                 head.content_length = int(value)
         elif size == 6 and name == b"expect":
             head.expect_continue = value.lower() == b"100-continue"
+        elif size == 10 and name == b"connection":
+            connection = True
+    return connection
 
 
 def _describe(error: Exception) -> str:

@@ -251,7 +251,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _reset_for_next(self) -> None:
         self.headers = []
-        self.trailers = []
+        if self.trailers:  # nearly always empty: kept
+            self.trailers = []
         self.in_headers = True
         self.reason = b""
 

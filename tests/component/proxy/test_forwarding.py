@@ -136,6 +136,55 @@ async def test_http10_client_gets_a_body_delimited_by_close(
     assert json.loads(body)["target"] == "/old"
 
 
+async def test_http10_keep_alive_client_is_answered_as_http10_and_kept(
+    backend: Backend, run_proxy: Run
+) -> None:
+    # HTTP/1.0 keeps a connection only when asked; the answer must say it kept it.
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        for path in ("/first", "/second"):
+            writer.write(b"GET " + path.encode() + b" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, body = await asyncio.wait_for(read_response(reader), 5.0)
+            assert status == 200
+            assert headers["connection"] == "keep-alive"
+            assert json.loads(body)["target"] == path
+        # An upstream body of unknown length can only end with the connection.
+        writer.write(b"GET /last HTTP/1.0\r\nConnection: keep-alive\r\nx-chunked: 1\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), 5.0)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["target"] == "/last"
+
+
+async def test_http11_client_that_names_keep_alive_gets_chunked_responses(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    raw = await exchange(
+        proxy.port,
+        b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nx-chunked: 1\r\n\r\n"
+        b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in first.lower()
+    assert b"connection:" not in first.lower()
+    assert rest.count(b"HTTP/1.1 200") == 1  # the second response, on the same connection
+
+
+async def test_http11_request_without_host_is_refused_whatever_its_connection_header(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    for connection in (b"", b"Connection: keep-alive\r\n", b"Connection: close\r\n"):
+        raw = await exchange(proxy.port, b"GET / HTTP/1.1\r\n" + connection + b"\r\n")
+        assert raw.startswith(b"HTTP/1.1 400"), connection
+        assert b"missing host header" in raw
+
+
 async def test_head_response_has_no_body_and_the_connection_lives_on(
     backend: Backend, run_proxy: Run
 ) -> None:
