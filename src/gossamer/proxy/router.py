@@ -19,6 +19,9 @@ from gossamer.snapshot import (
 
 StringTest = Callable[[str], bool]
 HOSTS_REMEMBERED = 1024
+PATHS_REMEMBERED = 1024
+"""Per virtual host: the paths whose route is remembered (health checks, fixed API paths); a
+path past the first 1,024 is matched by the regex each time, as all paths were before."""
 """Distinct Host headers a route table remembers the virtual host of (clients choose them)."""
 Headers = dict[str, str]
 
@@ -222,7 +225,7 @@ def _query_test(name: str, match: StringMatch | None) -> Matcher:
 class CompiledVirtualHost:
     """The routes of one virtual host, in order: the first that matches wins."""
 
-    __slots__ = ("by_path", "name", "needs_headers", "routes")
+    __slots__ = ("by_path", "name", "needs_headers", "paths", "routes")
 
     def __init__(self, host: VirtualHost) -> None:
         self.name = host.name
@@ -231,6 +234,8 @@ class CompiledVirtualHost:
         self.by_path = _path_dispatch(host.routes)
         """When every route matches on the path alone: one regex whose first matching
         alternative (group n) is route n-1, so a request is routed by one C call."""
+        self.paths: dict[str, CompiledRoute | None] = {}
+        """Paths already routed by `by_path`, up to PATHS_REMEMBERED of them."""
 
     def find(self, facts: RequestFacts) -> CompiledRoute | None:
         """The first route whose match holds, or None."""
@@ -242,9 +247,15 @@ class CompiledVirtualHost:
 
     def find_path(self, path: str) -> CompiledRoute | None:
         """`find` for a host whose routes look at the path only (`by_path` is set)."""
+        paths = self.paths
+        if path in paths:
+            return paths[path]
         assert self.by_path is not None
         found = self.by_path.match(path)
-        return None if found is None else self.routes[found.lastindex - 1]  # type: ignore[operator]
+        route = None if found is None else self.routes[found.lastindex - 1]  # type: ignore[operator]
+        if len(paths) < PATHS_REMEMBERED:
+            paths[path] = route
+        return route
 
 
 def _path_dispatch(routes: Sequence[Route]) -> re.Pattern[str] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gossamer.proxy.router import CompiledVirtualHost, RequestFacts
+from gossamer.proxy.router import PATHS_REMEMBERED, CompiledVirtualHost, RequestFacts
 from gossamer.snapshot import HeaderMatch, Route, RouteMatch, StringMatch, VirtualHost
 from gossamer.snapshot.model import MatchKind
 
@@ -35,10 +35,11 @@ TABLES = [
 def test_the_one_regex_agrees_with_the_routes_in_order(routes: list[Route]) -> None:
     host = CompiledVirtualHost(VirtualHost(name="h", domains=("*",), routes=tuple(routes)))
     assert host.by_path is not None
-    for path in PATHS:
-        expected = host.find(RequestFacts(path, "GET", "h"))
-        found = host.find_path(path)
-        assert (found and found.route.name) == (expected and expected.route.name), path
+    for _ in range(2):  # the second time from the paths remembered
+        for path in PATHS:
+            expected = host.find(RequestFacts(path, "GET", "h"))
+            found = host.find_path(path)
+            assert (found and found.route.name) == (expected and expected.route.name), path
 
 
 @pytest.mark.parametrize(
@@ -55,3 +56,13 @@ def test_routes_that_look_past_a_literal_path_keep_the_loop(match: RouteMatch) -
     routes = (route("plain", "prefix", "/static"), Route(name="special", match=match))
     host = CompiledVirtualHost(VirtualHost(name="h", domains=("*",), routes=routes))
     assert host.by_path is None
+
+
+def test_paths_remembered_are_bounded_and_the_rest_still_routed() -> None:
+    routes = (route("users", "prefix", "/users/"), route("root", "prefix", "/"))
+    host = CompiledVirtualHost(VirtualHost(name="h", domains=("*",), routes=routes))
+    for number in range(PATHS_REMEMBERED + 500):
+        found = host.find_path(f"/users/{number}")
+        assert found is not None and found.route.name == "users"
+    assert len(host.paths) == PATHS_REMEMBERED
+    assert host.find_path("/other") is not None and host.find_path("/other").route.name == "root"
