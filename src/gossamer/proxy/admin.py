@@ -13,7 +13,7 @@ from gossamer.proxy import local_reply as lr
 from gossamer.proxy import native
 from gossamer.proxy.cluster import ClusterState, EndpointState
 from gossamer.proxy.server import Proxy
-from gossamer.proxy.sockets import listening_socket
+from gossamer.proxy.sockets import serve
 from gossamer.snapshot import dump
 
 Handler = Callable[[], Awaitable[tuple[int, bytes, bytes]]]
@@ -38,13 +38,7 @@ class AdminServer:
 
     async def start(self, address: str, port: int) -> None:
         """Bind the admin port."""
-        loop = asyncio.get_running_loop()
-        sock = listening_socket(address, port, backlog=100)
-        try:
-            self.server = await loop.create_server(lambda: _AdminConnection(self), sock=sock)
-        except BaseException:
-            sock.close()
-            raise
+        self.server = await serve(lambda: _AdminConnection(self), address, port, backlog=100)
 
     @property
     def port(self) -> int:

@@ -26,6 +26,7 @@ from gossamer.proxy.headers import (
     HOP_BY_HOP,
     TRACE_HEADER_NAMES,
     extra_hop_by_hop,
+    last_chunk,
     trace_headers,
     trace_lines,
 )
@@ -417,7 +418,7 @@ class Exchange(ResponseSink):
             send_copies(self, trailers)
         if self.finished or not self.head.chunked:
             return
-        end = b"0\r\n" + b"".join([n + b": " + v + b"\r\n" for n, v in trailers]) + b"\r\n"
+        end = last_chunk(trailers)
         if self.replayable:
             self.body.append(end)
         upstream = self.upstream
@@ -549,9 +550,7 @@ class Exchange(ResponseSink):
         if not self.response_started:
             return
         if self.response_framing == 1:
-            self.client.write(
-                b"0\r\n" + b"".join([n + b": " + v + b"\r\n" for n, v in trailers]) + b"\r\n"
-            )
+            self.client.write(last_chunk(trailers))
         elif self.response_framing == 2:
             self.keep_alive = False
         self.upstream = None

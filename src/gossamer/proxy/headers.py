@@ -41,6 +41,11 @@ def extra_hop_by_hop(value: bytes) -> set[bytes] | None:
     return extra or None
 
 
+def last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
+    """The zero-size chunk that ends a chunked body, with its trailer fields."""
+    return b"0\r\n" + b"".join([n + b": " + v + b"\r\n" for n, v in trailers]) + b"\r\n"
+
+
 def trace_ids(
     traceparent: bytes | None, b3_trace: bytes | None, b3_span: bytes | None
 ) -> tuple[bytes, bytes, bytes | None, bytes]:

@@ -15,6 +15,7 @@ import random
 from typing import TYPE_CHECKING
 
 from gossamer.proxy.cluster import ClusterState, EndpointState, open_connection
+from gossamer.proxy.headers import last_chunk
 from gossamer.proxy.upstream import ResponseSink, UpstreamConnection
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ def send_copies(exchange: Exchange, trailers: list[tuple[bytes, bytes]] | None) 
             continue
         data = [shadow_head(exchange.head_bytes), *exchange.body]
         if trailers is not None and exchange.head.chunked:
-            fields = b"".join([n + b": " + v + b"\r\n" for n, v in trailers])
-            data.append(b"0\r\n" + fields + b"\r\n")
+            data.append(last_chunk(trailers))
         copy = MirroredRequest(cluster, data, exchange.is_head, runtime.stats)
         copy.start(
             runtime.timers,

@@ -19,10 +19,10 @@ from gossamer.snapshot import (
 
 StringTest = Callable[[str], bool]
 HOSTS_REMEMBERED = 1024
+"""Distinct Host headers a route table remembers the virtual host of (clients choose them)."""
 PATHS_REMEMBERED = 1024
 """Per virtual host: the paths whose route is remembered (health checks, fixed API paths); a
-path past the first 1,024 is matched by the regex each time, as all paths were before."""
-"""Distinct Host headers a route table remembers the virtual host of (clients choose them)."""
+path past the first 1,024 is matched by the regex each time."""
 Headers = dict[str, str]
 
 

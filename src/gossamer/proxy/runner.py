@@ -102,9 +102,13 @@ def _serving(proxy: Proxy, admin: AdminServer, options: RunOptions) -> None:
     # Starting up left free memory all through the heap: give it back before traffic comes.
     release_free_memory()
     ports = ", ".join(f"{n}={h.config.address}:{h.port}" for n, h in proxy.listeners.items())
+    hot_path = native.describe()
     log.info(
         "serving snapshot %s: %s; admin on %s; hot path %s",
-        *(_version(proxy), ports, admin.port, native.describe()),
+        _version(proxy),
+        ports,
+        admin.port,
+        hot_path,
     )
     if options.ready_file is not None:
         options.ready_file.write_text(

@@ -18,7 +18,7 @@ from gossamer.proxy.healthcheck import HealthChecker
 from gossamer.proxy.listener import ListenerRuntime
 from gossamer.proxy.mtls import MeshAcceptor, MeshTls, accepts_tls
 from gossamer.proxy.router import CompiledRouteTable
-from gossamer.proxy.sockets import listening_socket
+from gossamer.proxy.sockets import serve
 from gossamer.proxy.stats import ProxyStats
 from gossamer.proxy.timers import TimerWheel
 from gossamer.proxy.tls import ServerCertificates, listening_context
@@ -60,18 +60,15 @@ class ListenerHandle:
         if self.config.mtls is not None:
             self.server = await MeshAcceptor.start(self, lambda: DownstreamConnection(self))
             return
-        loop = asyncio.get_running_loop()
         context = None
         if self.certificates is not None:
             context, self._tls_slot = listening_context(self.certificates)
-        sock = listening_socket(self.config.address, self.config.port)
-        try:
-            self.server = await loop.create_server(
-                lambda: DownstreamConnection(self), sock=sock, ssl=context
-            )
-        except BaseException:
-            sock.close()
-            raise
+        self.server = await serve(
+            lambda: DownstreamConnection(self),
+            self.config.address,
+            self.config.port,
+            context=context,
+        )
 
     def take_certificates(self, certificates: ServerCertificates | None) -> None:
         """Serve these certificates to new handshakes from now on (the socket stays bound)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import ssl
+from collections.abc import Callable
 
 
 def listening_socket(address: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -16,3 +19,20 @@ def listening_socket(address: str, port: int, backlog: int = 1024) -> socket.soc
     sock = socket.create_server((address, port), family=family, backlog=backlog)
     sock.setblocking(False)
     return sock
+
+
+async def serve(
+    factory: Callable[[], asyncio.BaseProtocol],
+    address: str,
+    port: int,
+    *,
+    backlog: int = 1024,
+    context: ssl.SSLContext | None = None,
+) -> asyncio.Server:
+    """An event-loop server on a `listening_socket` (closed again if the server cannot start)."""
+    sock = listening_socket(address, port, backlog)
+    try:
+        return await asyncio.get_running_loop().create_server(factory, sock=sock, ssl=context)
+    except BaseException:
+        sock.close()
+        raise

@@ -111,13 +111,12 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         # The sink that started a batch ends it, whoever the connection serves by then.
-        batcher = sink
-        batching = batcher.begin_batch()
+        batching = sink.begin_batch()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as switched:
             # The 101 reaches the client before any byte of what follows it.
-            batcher.end_batch()
+            sink.end_batch()
             self._switched(data[switched.args[0] :])
         except httptools.HttpParserError as error:
             if isinstance(error, httptools.HttpParserCallbackError):
@@ -129,7 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
                 lost.on_upstream_lost("upstream protocol error")
         finally:
             if batching:
-                batcher.end_batch()
+                sink.end_batch()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell the exchange, if one was waiting, and free the pool slot."""
@@ -251,8 +250,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _reset_for_next(self) -> None:
         self.headers = []
-        if self.trailers:  # nearly always empty: kept
-            self.trailers = []
+        self.trailers = []
         self.in_headers = True
         self.reason = b""
 
