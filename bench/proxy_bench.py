@@ -1,6 +1,7 @@
 """Proxy throughput and latency: direct, nginx, haproxy and Gossamer in front of one nginx backend.
 
-Usage: python bench/proxy_bench.py [--duration 10] [--markdown FILE] [--only TARGET ...] [--pure]
+Usage: python bench/proxy_bench.py [--duration 10] [--markdown FILE] [--only TARGET ...]
+                                   [--connections N ...] [--pure]
 
 Every target proxies to the same nginx backend (1 worker). Each proxy runs on one core (taskset
 -c 0); the backend and wrk share the other. The same wrk load (100 B and 1 KB bodies, 1 and 50
@@ -322,6 +323,13 @@ def main() -> int:
         "--only", choices=["direct", "nginx", "haproxy", "bare", "gossamer"], nargs="*"
     )
     parser.add_argument(
+        "--connections",
+        type=int,
+        nargs="*",
+        choices=CONNECTIONS,
+        help="run only these connection counts (default: all)",
+    )
+    parser.add_argument(
         "--pure", action="store_true", help="run Gossamer's hot path as pure Python, not compiled"
     )
     args = parser.parse_args()
@@ -357,7 +365,7 @@ def main() -> int:
             targets[name] = (port, family(process.pid))
         rows: list[tuple[str, str, int, Result]] = []
         for body in BODIES:
-            for connections in CONNECTIONS:
+            for connections in args.connections or CONNECTIONS:
                 for name, (port, pids) in targets.items():
                     if args.only and name not in args.only:
                         continue

@@ -379,16 +379,17 @@ class Exchange(ResponseSink):
         self.target_index = index
         self.cluster = cluster
         self.retry = route.retries
-        if route.timeout:
-            self.timer = runtime.timers.call_later(route.timeout, self._on_timeout)
         self.head_bytes = self._upstream_head(route, target)
         cluster.counters.active_requests += 1
+        self._attempt(None)
+        # The request is on its way, or waits for a connection: what follows is off its path.
+        if route.timeout and not self.finished:
+            self.timer = runtime.timers.call_later(route.timeout, self._on_timeout)
         if route.mirrors:
             # Copies leave once the request is complete: now, or at request_end.
             self.mirrors = route.mirrors
             if self.request_done:
                 send_copies(self, None)
-        self._attempt(None)
 
     def request_body(self, data: bytes) -> None:
         """Part of the request body (decoded); forwarded in the framing the upstream expects."""
@@ -486,11 +487,6 @@ class Exchange(ResponseSink):
         self.upstream = connection
         self.upstream_identity = connection.endpoint.identity
         self.try_started = time.monotonic()
-        retry = self.retry
-        if retry is not None and retry.per_try_timeout:
-            self.try_timer = self.runtime.timers.call_later(
-                retry.per_try_timeout, self._on_try_timeout
-            )
         if self.body:
             connection.start(self, [self.head_bytes, *self.body], self.is_head)
             if not self.replayable:
@@ -498,6 +494,11 @@ class Exchange(ResponseSink):
                 self.client.resume_reading()
         else:
             connection.start(self, self.head_bytes, self.is_head)
+        retry = self.retry
+        if retry is not None and retry.per_try_timeout:
+            self.try_timer = self.runtime.timers.call_later(
+                retry.per_try_timeout, self._on_try_timeout
+            )
         if self.client.write_paused:
             # The client's pause came before this connection: no new pause event will come.
             connection.pause_reading()
@@ -545,13 +546,19 @@ class Exchange(ResponseSink):
         else:
             self.client.write(data)
 
-    def on_response_end(self, trailers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
-        """The upstream finished: end the client's response and the exchange."""
+    def on_response_tail(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """End the client's response and send it now: the bookkeeping waits for the send."""
         if not self.response_started:
             return
         if self.response_framing == 1:
             self.client.write(last_chunk(trailers))
-        elif self.response_framing == 2:
+        self.client.end_batch()
+
+    def on_response_end(self, trailers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        """The upstream finished and the client has its response: end the exchange."""
+        if not self.response_started:
+            return
+        if self.response_framing == 2:
             self.keep_alive = False
         self.upstream = None
         self._end_try(gateway_error=False)

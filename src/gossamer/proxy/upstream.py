@@ -40,8 +40,12 @@ class ResponseSink:
         """Part of the body arrived."""
         raise NotImplementedError
 
+    def on_response_tail(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """The response is complete: send the client what it is still owed, at once, before
+        the connection goes back to the pool and `on_response_end` does the bookkeeping."""
+
     def on_response_end(self, trailers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
-        """The response is complete."""
+        """The response is complete and sent: end the exchange."""
         raise NotImplementedError
 
     def on_upstream_lost(self, reason: str) -> None:
@@ -262,6 +266,7 @@ class UpstreamConnection(asyncio.Protocol):
         reusable = keep_alive and not (limit and self.served >= limit) and self.usable()
         assert sink is not None
         trailers = self.trailers
+        sink.on_response_tail(trailers)
         if reusable:
             self.cluster.release(self)
         else:
