@@ -1,16 +1,25 @@
 """Proxy throughput and latency: direct, nginx, haproxy and Gossamer in front of one nginx backend.
 
-Usage: python bench/proxy_bench.py [--duration 10] [--markdown FILE] [--only TARGET ...]
-                                   [--connections N ...] [--pure]
+Usage: python bench/proxy_bench.py [--duration 3] [--rounds 3] [--markdown FILE]
+                                   [--only TARGET ...] [--connections N ...] [--pure]
 
 Every target proxies to the same nginx backend (1 worker). Each proxy runs on one core (taskset
 -c 0); the backend and wrk share the other. The same wrk load (100 B and 1 KB bodies, 1 and 50
 connections) runs against each, and the table gives requests per second, p50 and p99 latency,
-the proxy's CPU and peak RSS, and Gossamer's ratios to nginx and haproxy. One more target,
-`bare` (bench/bare_proxy.py), is uvloop and httptools with nothing of a mesh proxy's work: how
-it compares with nginx is what the stack costs, how Gossamer compares with it is what
-Gossamer's features cost. Gossamer runs its hot path as `make` built it (compiled with mypyc
-where a C compiler is found; the table says which), or as pure Python with `--pure`.
+the proxy's CPU and peak RSS, and Gossamer's ratios to nginx and haproxy.
+
+Each target gets `--rounds` runs of `--duration` seconds at each load, taken in turn with the
+other targets' (nginx, haproxy, ..., Gossamer, then again), and the table gives each figure's
+median over the rounds. This VM drifts by several percent within a minute; taking the targets
+in turn puts every one of them through the same drift.
+
+Two more targets are references of another kind. `bare` (bench/bare_proxy.py) is uvloop and
+httptools with nothing of a mesh proxy's work: how it compares with nginx is what the HTTP
+stack costs, how Gossamer compares with it is what Gossamer's features cost. `relay`
+(bench/relay_proxy.py) passes bytes on without reading them: its added latency at one
+connection is the floor for any proxy on uvloop. Gossamer runs its hot path as `make` built it
+(compiled with mypyc where a C compiler is found; the table says which), or as pure Python
+with `--pure`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -209,6 +219,17 @@ def gossamer(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
     )
 
 
+def relay(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
+    """bench/relay_proxy.py: bytes passed on unread, the latency floor of a uvloop process."""
+    del workdir
+    script = str(Path(__file__).with_name("relay_proxy.py"))
+    return subprocess.Popen(
+        ["taskset", "-c", PROXY_CORE, sys.executable, script, str(port), str(backend)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def bare(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
     """bench/bare_proxy.py: uvloop and httptools with nothing else, the floor of the stack."""
     del workdir
@@ -266,19 +287,18 @@ def _ms(text: str) -> float:
     return float(found.group(1)) * _UNITS[found.group(2)]
 
 
+def warm(port: int, path: str, connections: int) -> None:
+    """A second of the load before the measured runs: connections open, caches filled."""
+    subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", "-d1s",
+         f"http://127.0.0.1:{port}{path}"],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+
+
 def wrk(port: int, path: str, connections: int, duration: int, pids: list[int]) -> Result:
     threads = 1 if connections == 1 else 2
-    warm = [
-        "taskset",
-        "-c",
-        LOAD_CORE,
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        "-d1s",
-        f"http://127.0.0.1:{port}{path}",
-    ]
-    subprocess.run(warm, capture_output=True, check=True)
     before = cpu_seconds(pids)
     started = time.monotonic()
     out = subprocess.run(
@@ -315,12 +335,27 @@ def wrk(port: int, path: str, connections: int, duration: int, pids: list[int]) 
     )
 
 
+def median(results: list[Result]) -> Result:
+    """Each figure's median over the rounds; the peak RSS is the highest, errors add up."""
+    cpus = [r.cpu_percent for r in results if r.cpu_percent is not None]
+    rss = [r.rss_mb for r in results if r.rss_mb is not None]
+    return Result(
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        statistics.median(cpus) if cpus else None,
+        max(rss) if rss else None,
+        sum(r.errors for r in results),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=3, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per target and load")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument(
-        "--only", choices=["direct", "nginx", "haproxy", "bare", "gossamer"], nargs="*"
+        "--only", choices=["direct", "nginx", "haproxy", "relay", "bare", "gossamer"], nargs="*"
     )
     parser.add_argument(
         "--connections",
@@ -352,6 +387,7 @@ def main() -> int:
         starts = (
             ("nginx", nginx_proxy),
             ("haproxy", haproxy),
+            ("relay", relay),
             ("bare", bare),
             ("gossamer", gossamer),
         )
@@ -366,14 +402,21 @@ def main() -> int:
         rows: list[tuple[str, str, int, Result]] = []
         for body in BODIES:
             for connections in args.connections or CONNECTIONS:
-                for name, (port, pids) in targets.items():
-                    if args.only and name not in args.only:
-                        continue
-                    result = wrk(port, f"/body{body}", connections, args.duration, pids)
+                path = f"/body{body}"
+                chosen = {n: t for n, t in targets.items() if not args.only or n in args.only}
+                for port, _ in chosen.values():
+                    warm(port, path, connections)
+                runs: dict[str, list[Result]] = {name: [] for name in chosen}
+                for _ in range(args.rounds):
+                    for name, (port, pids) in chosen.items():
+                        runs[name].append(wrk(port, path, connections, args.duration, pids))
+                for name, results in runs.items():
+                    result = median(results)
                     rows.append((body, name, connections, result))
                     print(
                         f"{body:>5} c{connections:<3} {name:<9} {result.rps:>10.0f} rps  "
-                        f"p50 {result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.3f} ms",
+                        f"p50 {result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.3f} ms  "
+                        f"(median of {len(results)})",
                         flush=True,
                     )
         table = f"Gossamer's hot path: {hot_path}\n\n{render(rows)}"
@@ -410,7 +453,7 @@ def render(rows: list[tuple[str, str, int, Result]]) -> str:
     lines.append("")
     lines.append(
         "| body | conns | gossamer/nginx rps | gossamer/haproxy rps | bare/nginx rps "
-        "| gossamer/bare rps | added p50 vs direct: nginx / gossamer (ms) |"
+        "| gossamer/bare rps | added p50 vs direct, µs: relay / nginx / haproxy / bare / gossamer |"
     )
     lines.append("| --- | --- | --- | --- | --- | --- | --- |")
     for body in BODIES:
@@ -426,7 +469,13 @@ def render(rows: list[tuple[str, str, int, Result]]) -> str:
             ratio_h = f"{g.rps / h.rps:.2f}" if h else "-"
             bare_n = f"{b.rps / n.rps:.2f}" if b and n else "-"
             ratio_b = f"{g.rps / b.rps:.2f}" if b else "-"
-            added = f"{n.p50_ms - d.p50_ms:.3f} / {g.p50_ms - d.p50_ms:.3f}" if n and d else "-"
+            added = " / ".join(
+                f"{(r.p50_ms - d.p50_ms) * 1000:.0f}" if r is not None and d is not None else "-"
+                for r in (
+                    by_key.get((body, connections, name))
+                    for name in ("relay", "nginx", "haproxy", "bare", "gossamer")
+                )
+            )
             lines.append(
                 f"| {body} | {connections} | {ratio_n} | {ratio_h} | {bare_n} | {ratio_b} "
                 f"| {added} |"

@@ -195,10 +195,12 @@ class DownstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         """Make the exchange; start it now, or queue it behind a pipelined one."""
-        self.request_started = 0.0
         parser = self.parser
         keep_alive = parser.should_keep_alive()
-        head = RequestHead(parser.get_method(), self.url, "1.1", self.headers, keep_alive)
+        head = RequestHead(
+            parser.get_method(), self.url, "1.1", self.headers, keep_alive, self.request_started
+        )
+        self.request_started = 0.0
         if _framing(head) or not keep_alive:
             # httptools formats the version anew each time it is asked (a tenth of a microsecond).
             # A request that keeps its connection open without a Connection header is HTTP/1.1:

@@ -74,6 +74,7 @@ class RequestHead:
         "hosts",
         "keep_alive",
         "method",
+        "started",
         "target",
         "version",
     )
@@ -85,7 +86,10 @@ class RequestHead:
         version: str,
         headers: list[tuple[bytes, bytes]],
         keep_alive: bool,
+        started: float = 0.0,
     ) -> None:
+        self.started = started
+        """When the request's first byte came (monotonic clock), if the parser saw it."""
         self.method = method
         self.target = target
         self.version = version
@@ -148,7 +152,7 @@ class Exchange(ResponseSink):
         self.runtime = client.runtime
         self.head = head
         self.is_head = head.method == b"HEAD"
-        self.started = time.monotonic()
+        self.started = head.started or time.monotonic()
         self.route: CompiledRoute | None = None
         self.cluster: ClusterState | None = None
         self.endpoint: EndpointState | None = None

@@ -204,13 +204,13 @@ class UpstreamConnection(asyncio.Protocol):
         """Send a request head (and any body already at hand) for `sink`."""
         self.sink = sink
         self.head_only = head_only
-        self._reset_for_next()
         transport = self.transport
         assert transport is not None
         if isinstance(data, bytes):
             transport.write(data)
         else:
             transport.writelines(data)
+        self._reset_for_next()  # after the send: no answer can come before this returns
 
     def write(self, data: bytes) -> None:
         """More request body."""
