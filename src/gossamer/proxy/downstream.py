@@ -198,7 +198,12 @@ class DownstreamConnection(asyncio.Protocol):
         parser = self.parser
         keep_alive = parser.should_keep_alive()
         head = RequestHead(
-            parser.get_method(), self.url, "1.1", self.headers, keep_alive, self.request_started
+            parser.get_method(),
+            self.url,
+            "1.1",
+            self.headers,
+            keep_alive,
+            started=self.request_started,
         )
         self.request_started = 0.0
         if _framing(head) or not keep_alive:

@@ -86,6 +86,7 @@ class RequestHead:
         version: str,
         headers: list[tuple[bytes, bytes]],
         keep_alive: bool,
+        *,
         started: float = 0.0,
     ) -> None:
         self.started = started
