@@ -186,3 +186,25 @@ async def test_inbound_and_outbound_metrics_use_istio_labels(backend: Backend) -
     assert 'destination_workload="productpage-v1"' in inbound
     assert 'response_code="503"' in inbound
     assert "istio_request_duration_milliseconds_bucket{" in text
+
+
+async def test_request_duration_counts_from_the_first_byte(
+    backend: Backend, run_proxy: Run
+) -> None:
+    # As Envoy's: a client slow to send its headers shows in istio_request_duration_milliseconds.
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"GET /slow HTTP/1.1\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.write(b"Host: one\r\nConnection: close\r\n\r\n")
+    response = await asyncio.wait_for(reader.read(), 5.0)
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 200 ")
+    text = proxy.proxy.stats.prometheus()
+    total = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("istio_request_duration_milliseconds_sum{")
+    )
+    assert float(total.rsplit(" ", 1)[1]) >= 300.0
