@@ -222,23 +222,35 @@ def gossamer(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
 def relay(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
     """bench/relay_proxy.py: bytes passed on unread, the latency floor of a uvloop process."""
     del workdir
-    script = str(Path(__file__).with_name("relay_proxy.py"))
-    return subprocess.Popen(
-        ["taskset", "-c", PROXY_CORE, sys.executable, script, str(port), str(backend)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return reference("relay_proxy.py", port, backend)
 
 
 def bare(workdir: Path, port: int, backend: int) -> subprocess.Popen[bytes]:
     """bench/bare_proxy.py: uvloop and httptools with nothing else, the floor of the stack."""
     del workdir
-    script = str(Path(__file__).with_name("bare_proxy.py"))
+    return reference("bare_proxy.py", port, backend)
+
+
+def reference(script: str, port: int, backend: int) -> subprocess.Popen[bytes]:
+    """One of the reference proxies beside this script, on the proxies' core."""
+    path = str(Path(__file__).with_name(script))
     return subprocess.Popen(
-        ["taskset", "-c", PROXY_CORE, sys.executable, script, str(port), str(backend)],
+        ["taskset", "-c", PROXY_CORE, sys.executable, path, str(port), str(backend)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def stop(processes: list[subprocess.Popen[bytes]], workdir: Path) -> None:
+    """SIGTERM to every process started (SIGKILL after 10 s), and the work folder removed."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -425,14 +437,7 @@ def main() -> int:
         if args.markdown:
             args.markdown.write_text(table + "\n")
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        stop(processes, workdir)
     return 0
 
 
