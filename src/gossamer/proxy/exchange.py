@@ -405,8 +405,10 @@ class Exchange(ResponseSink):
             self.body.append(chunk)
             self.body_size += len(chunk)
             if self.body_size > self.runtime.limits.max_request_body_buffer:
+                # Too large to replay. Once sent, nothing need be kept; until then (a request
+                # queued behind others, or waiting for a connection) the body waits here.
                 self.replayable = False
-                if self.upstream is not None or self.route is None:
+                if self.upstream is not None:
                     self.body.clear()
         elif self.upstream is None:
             self.body.append(chunk)
@@ -494,11 +496,12 @@ class Exchange(ResponseSink):
         self.try_started = time.monotonic()
         if self.body:
             connection.start(self, [self.head_bytes, *self.body], self.is_head)
-            if not self.replayable:
-                self.body.clear()
-                self.client.resume_reading()
         else:
             connection.start(self, self.head_bytes, self.is_head)
+        if not self.replayable:
+            # Reading paused when the body outgrew the buffer: the rest streams from here on.
+            self.body.clear()
+            self.client.resume_reading()
         retry = self.retry
         if retry is not None and retry.per_try_timeout:
             self.try_timer = self.runtime.timers.call_later(

@@ -122,3 +122,25 @@ async def test_a_long_pipeline_of_local_answers_does_not_exhaust_the_stack(
     responses = Responses(raw)
     assert responses.statuses == [200] + [203] * many + [200]
     assert proxy.proxy.stats.counters.get("gossamer_internal_errors_total", 0) == 0
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_large_body_queued_behind_a_slow_request_reaches_the_upstream_whole(
+    chunked: bool, backend: Backend, run_proxy: Run
+) -> None:
+    # Larger than max_request_body_buffer: too large to keep for a retry, but it must still be
+    # held (reading paused) until its request's turn comes.
+    body = b"0123456789" * 10_000
+    if chunked:
+        framing = b"Transfer-Encoding: chunked\r\n\r\n"
+        framed = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        framing = b"Content-Length: %d\r\n\r\n" % len(body)
+        framed = body
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)]))
+    slow = b"GET /slow HTTP/1.1\r\nHost: a\r\nx-delay: 0.3\r\n\r\n"
+    post = b"POST /upload HTTP/1.1\r\nHost: a\r\nConnection: close\r\n" + framing + framed
+    responses = Responses(await exchange(proxy.port, slow + post))
+    assert responses.statuses == [200, 200]
+    assert [r.target for r in backend.requests] == ["/slow", "/upload"]
+    assert backend.requests[1].body == body
