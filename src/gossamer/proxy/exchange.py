@@ -473,9 +473,17 @@ class Exchange(ResponseSink):
         task.add_done_callback(lambda done: _connected(cluster, endpoint, done))
 
     def _deliver(self, connection: UpstreamConnection) -> None:
-        if self.finished or self.endpoint is None:
+        picked = self.endpoint
+        if self.finished or picked is None:
             connection.cluster.release(connection)
             return
+        serving = connection.endpoint
+        if serving is not picked:
+            # A freed connection goes to the oldest waiter whatever endpoint it picked: the
+            # request's load, latency and outcome belong to the endpoint that serves it.
+            picked.active -= 1
+            serving.active += 1
+            self.endpoint = serving
         self.reused = connection.served > 0
         self._send(connection)
 

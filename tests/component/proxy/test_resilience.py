@@ -18,6 +18,9 @@ from gossamer.snapshot import (
 
 from .backend import Backend
 from .harness import Running, cluster, snapshot, to
+from .raw_upstream import serving
+from .waiting import eventually
+from .websocket import read_head
 
 Run = Callable[[Snapshot], Awaitable[Running]]
 
@@ -164,6 +167,50 @@ async def test_outlier_detection_ejects_a_failing_endpoint(
     clusters = (await _admin(proxy, "/clusters")).json()
     ejected = {e["address"]: e["ejected"] for e in clusters[0]["endpoints"]}
     assert ejected[f"127.0.0.1:{backend.port}"] is True
+
+
+async def test_a_failure_counts_against_the_endpoint_whose_connection_answered(
+    run_proxy: Run,
+) -> None:
+    # At max_connections a queued request takes the first connection freed, whichever endpoint
+    # it had picked: the endpoint that answered is the one that failed, not the one picked.
+    gate = asyncio.Event()
+
+    async def failing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_head(reader)
+            await gate.wait()
+            writer.write(b"HTTP/1.1 503 Unavailable\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+
+    detection = OutlierDetection(consecutive_5xx=2, base_ejection_time=30, max_ejection_percent=100)
+    async with serving(failing) as one, serving(failing) as two:
+        pair = cluster(
+            "pair",
+            one,
+            two,
+            lb_policy="ROUND_ROBIN",
+            outlier_detection=detection,
+            limits=PoolLimits(max_connections=1),
+        )
+        proxy = await run_proxy(snapshot([to("pair")], [pair]))
+        state = proxy.proxy.clusters["pair"]
+        async with httpx.AsyncClient() as client:
+            # Round robin: the four requests pick each endpoint twice; one connection serves all.
+            sent = [asyncio.create_task(client.get(proxy.url)) for _ in range(4)]
+            await eventually(
+                lambda: len(state.pending) == 3 and state.connecting == 0,
+                what="three requests queued behind the first one's connection",
+            )
+            gate.set()
+            statuses = [response.status_code for response in await asyncio.gather(*sent)]
+        assert statuses == [503] * 4
+        endpoints = (await _admin(proxy, "/clusters")).json()[0]["endpoints"]
+    (served,) = [e for e in endpoints if e["connections"] == 1]
+    (unused,) = [e for e in endpoints if e["connections"] == 0]
+    assert (unused["ejected"], unused["ejections"]) == (False, 0)
+    assert (served["ejected"], served["ejections"]) == (True, 2)
+    assert served["active"] == unused["active"] == 0
 
 
 async def test_a_new_snapshot_applies_without_dropping_the_request_in_flight(
