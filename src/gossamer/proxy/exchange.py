@@ -32,6 +32,14 @@ from gossamer.proxy.headers import (
 )
 from gossamer.proxy.mirror import send_copies
 from gossamer.proxy.mtls import MeshIdentityError
+from gossamer.proxy.retry_state import (
+    CONNECT_FAILURE,
+    PER_TRY_TIMEOUT,
+    RESET,
+    Failure,
+    retriable_failure,
+    retriable_status,
+)
 from gossamer.proxy.router import CompiledRoute, RequestFacts
 from gossamer.proxy.timers import Timeout
 from gossamer.proxy.upstream import ResponseSink, UpstreamConnection
@@ -492,7 +500,7 @@ class Exchange(ResponseSink):
             return
         endpoint = self.endpoint
         self._end_try(gateway_error=True)
-        if self._may_retry("connect-failure"):
+        if self._may_retry(CONNECT_FAILURE):
             self._schedule_retry(endpoint)
             return
         status = 503
@@ -537,7 +545,7 @@ class Exchange(ResponseSink):
         if status < 200:
             return
         retry = self.retry
-        if retry is not None and self._retriable_status(status, retry):
+        if retry is not None and retriable_status(status, retry):
             if self._may_retry(None):
                 endpoint = self.endpoint
                 assert self.cluster is not None and endpoint is not None
@@ -617,7 +625,7 @@ class Exchange(ResponseSink):
             self.attempt += 1
             self._attempt(None)
             return
-        if self._may_retry("reset"):
+        if self._may_retry(RESET):
             self._schedule_retry(endpoint)
             return
         self._fail(503, reason, lr.UPSTREAM_RESET)
@@ -677,43 +685,30 @@ class Exchange(ResponseSink):
         endpoint = self.endpoint
         self._drop_upstream()
         self._end_try(gateway_error=True)
-        if self._may_retry(None, timeout=True):
+        if self._may_retry(PER_TRY_TIMEOUT):
             self._schedule_retry(endpoint)
             return
         self._fail(504, "upstream per-try timeout", lr.UPSTREAM_TIMEOUT)
 
     # Retries
 
-    def _retriable_status(self, status: int, retry: RetryPolicy) -> bool:
-        if status < 500 and status not in retry.retriable_status_codes and status != 409:
-            return False
-        on = retry.retry_on
-        if status >= 500 and "5xx" in on:
-            return True
-        if status in (502, 503, 504) and "gateway-error" in on:
-            return True
-        if status == 409 and "retriable-4xx" in on:
-            return True
-        return status in retry.retriable_status_codes and "retriable-status-codes" in on
-
-    def _may_retry(self, condition: str | None, timeout: bool = False) -> bool:
+    def _may_retry(self, failure: Failure | None) -> bool:
+        # `failure`: how the try ended without a response; None for a response whose status
+        # the policy retries.
         retry = self.retry
         cluster = self.cluster
         if retry is None or cluster is None or self.attempt >= retry.attempts:
             return False
-        # A reset before any response counts as a 5xx, as in Envoy.
-        wanted = condition is None or condition in retry.retry_on
-        if not wanted and not (condition == "reset" and "5xx" in retry.retry_on):
+        if failure is not None and not retriable_failure(failure, retry):
             return False
         if not self.replayable:
             return False
-        sent = condition != "connect-failure"
+        sent = failure != CONNECT_FAILURE
         if sent and self.head.method not in IDEMPOTENT and not retry.retry_non_idempotent:
             return False
         if not self.retrying and not cluster.retry_allowed():
             self.runtime.stats.incr(f'gossamer_retry_overflow_total{{cluster="{cluster.name}"}}')
             return False
-        del timeout
         return True
 
     def _repeatable(self) -> bool:

@@ -31,6 +31,7 @@ MODULES = (
     "balancer",
     "router",
     "cluster",
+    "retry_state",
     "upstream",
     "exchange",
     "tunnel",

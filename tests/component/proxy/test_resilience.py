@@ -110,6 +110,25 @@ async def test_per_try_timeout_retries_elsewhere(
             assert response.status_code == 200
 
 
+async def test_a_per_try_timeout_is_retried_only_when_retry_on_says_so(
+    backend: Backend, run_proxy: Run
+) -> None:
+    # As in Envoy: a try timed out is reset, and a reset is retried on reset, 5xx or
+    # gateway-error; connect-failure alone does not cover it.
+    retries = RetryPolicy(
+        attempts=2, per_try_timeout=0.2, retry_on=("connect-failure",), backoff_base=0.001
+    )
+    proxy = await run_proxy(
+        snapshot([to("one", retries=retries, timeout=5.0)], [cluster("one", backend.port)])
+    )
+    async with httpx.AsyncClient() as client:
+        response = await client.get(proxy.url, headers={"x-delay": "1"})
+    assert response.status_code == 504
+    assert response.headers["x-gossamer-reason"] == "upstream per-try timeout"
+    assert len(backend.requests) == 1
+    assert "gossamer_upstream_retries_total" not in (await _admin(proxy, "/stats/prometheus")).text
+
+
 async def test_a_stale_pooled_connection_is_retried_transparently(
     backend: Backend, run_proxy: Run
 ) -> None:
