@@ -34,11 +34,21 @@ def control_plane(
     tls: Annotated[
         bool,
         typer.Option(
-            "--tls",
-            help="Serve the API over HTTPS with a certificate from the mesh CA; clients verify "
-            "it with STATE/ca/root-cert.pem (GOSSAMER_CA_FILE, --ca-file).",
+            "--tls/--insecure-http",
+            help="Serve the API over HTTPS with a certificate from the mesh CA (the default); "
+            "clients verify it with STATE/ca/trust-bundle.pem (GOSSAMER_CA_FILE, --ca-file). "
+            "--insecure-http is for development only: whoever holds the port gets every token.",
         ),
-    ] = False,
+    ] = True,
+    server_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server-name",
+            help="Another DNS name or address the API certificate is valid for, for clients "
+            "on other hosts (repeat for several).",
+            show_default=False,
+        ),
+    ] = None,
     mtls: Annotated[
         bool,
         typer.Option(
@@ -60,7 +70,9 @@ def control_plane(
     from gossamer.snapshot.durations import seconds
 
     try:
-        config = ControlPlaneConfig.from_options(state, store, listen, tls=tls)
+        config = ControlPlaneConfig.from_options(
+            state, store, listen, tls=tls, server_names=tuple(server_name or ())
+        )
         lifetime = seconds(certificate_lifetime)
         if lifetime < MIN_LIFETIME_S:
             raise ValueError(f"--certificate-lifetime must be at least {MIN_LIFETIME_S:.0f}s")
@@ -69,12 +81,18 @@ def control_plane(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     configure_logging()
+    if not tls:
+        typer.echo(
+            "warning: serving plain HTTP (--insecure-http): clients cannot tell this control "
+            "plane from any process that takes its port, and tokens cross the wire in clear",
+            err=True,
+        )
 
     def ready(plane: ControlPlane) -> None:
         sys.stdout.write(
             f"gossamer control-plane: listening on {plane.url} "
             f"(store {config.store_location}, admin token in {plane.token_file}"
-            + (f", CA root in {plane.ca_file}" if tls else "")
+            + (f", trust bundle in {plane.ca_file}" if tls else "")
             + ")\n"
         )
         sys.stdout.flush()

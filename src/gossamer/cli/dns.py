@@ -12,6 +12,7 @@ import typer
 
 
 def dns(
+    *,
     control_plane: Annotated[str, typer.Option(help="Control-plane URL to read Services from.")],
     token_file: Annotated[Path, typer.Option(help="File holding a token for the control plane.")],
     listen: Annotated[str, typer.Option(help="HOST:PORT for UDP and TCP.")] = "127.0.0.1:15053",
@@ -21,6 +22,10 @@ def dns(
     forward: Annotated[
         list[str] | None,
         typer.Option(help="Resolver (IP:PORT) for names outside the mesh; none: refuse them."),
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(help="PEM roots an https control plane is verified with (trust-bundle.pem)."),
     ] = None,
 ) -> None:
     """Serve the mesh DNS: A, AAAA and SRV for svc, svc.ns and svc.ns.svc.cluster.local."""
@@ -42,7 +47,9 @@ def dns(
         server = DnsServer(
             directory, DnsConfig(forwarders=tuple(forward or ())), address=host, port=int(port)
         )
-        follower = ControlPlaneFollower(directory, control_plane, token, vip_network=vip_network)
+        follower = ControlPlaneFollower(
+            directory, control_plane, token, vip_network=vip_network, ca_file=ca_file
+        )
         await server.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

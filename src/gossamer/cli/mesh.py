@@ -109,12 +109,23 @@ def _call(
         connection = resolve_connection(server, token, os.environ, Path.cwd())
     except ConnectionSettingsError as error:
         fail(str(error))
+    from gossamer.security.trust import client_context, describe_failure, tls_failure
+
     headers = {"Authorization": f"Bearer {connection.token}"} if connection.token else {}
     try:
         response = httpx.request(
-            method, connection.server + path, json=body, headers=headers, timeout=10.0
+            method,
+            connection.server + path,
+            json=body,
+            headers=headers,
+            timeout=10.0,
+            verify=client_context(connection.ca_file),
         )
-    except httpx.HTTPError:
+    except httpx.HTTPError as error:
+        failure = tls_failure(error)
+        if failure is not None:
+            cause = describe_failure(failure, connection.server, connection.ca_file)
+            fail(f"refusing the control plane ({connection.server_origin}): {cause}")
         fail(f"no control plane at {connection.server} ({connection.server_origin})")
     if response.is_error:
         try:

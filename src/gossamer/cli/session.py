@@ -29,7 +29,8 @@ Server = Annotated[
         "--server",
         "-s",
         help="Control plane URL (default: $GOSSAMER_SERVER, then a running `gossamer up`, "
-        "then http://127.0.0.1:15010).",
+        "then https://127.0.0.1:15010); an https server is verified with $GOSSAMER_CA_FILE "
+        "or the mesh's trust bundle.",
         show_default=False,
     ),
 ]
@@ -87,7 +88,12 @@ def open_session(server: str | None, token: str | None) -> Iterator[Session]:
     and ends the command with exit code 1.
     """
     from gossamer.cli.resource_names import ResourceNames
-    from gossamer.control.client import ApiClient, StatusError, UnreachableError
+    from gossamer.control.client import (
+        ApiClient,
+        StatusError,
+        UnreachableError,
+        UntrustedServerError,
+    )
     from gossamer.control.connection import ConnectionSettingsError, resolve_connection
 
     try:
@@ -105,6 +111,9 @@ def open_session(server: str | None, token: str | None) -> Iterator[Session]:
     except StatusError as error:
         session.report(error)
         raise typer.Exit(1) from None
+    except UntrustedServerError as error:
+        origin = f"; roots {connection.ca_origin}" if connection.ca_origin else ""
+        fail(f"refusing the control plane ({connection.server_origin}{origin}): {error.cause}")
     except UnreachableError as error:
         where = f"{connection.server} ({connection.server_origin})"
         if error.timed_out:

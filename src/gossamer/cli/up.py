@@ -45,6 +45,10 @@ def up(
     view: Annotated[
         bool, typer.Option(help="Show the live view (off when not a terminal).")
     ] = True,
+    certificate_lifetime: Annotated[
+        str,
+        typer.Option(help="How long workload certificates are valid (60s at least); e.g. 24h, 5m."),
+    ] = "24h",
 ) -> None:
     """Run the mesh the manifests describe: control plane, gateway, sidecars and apps."""
     from gossamer.resources.problems import Severity
@@ -58,6 +62,7 @@ def up(
             raise ValueError("too small")
     except ValueError as error:
         raise typer.BadParameter(f"{vip_network}: {error}", param_hint="--vip-network") from None
+    lifetime_s = _lifetime(certificate_lifetime)
     result = validate_paths([path])
     errors = [p for p in result.problems if p.severity is Severity.ERROR]
     if errors or not result.loaded.resources:
@@ -69,7 +74,9 @@ def up(
     if running is not None and _alive(int(running.get("pid", 0))):
         _fail(f"a mesh from {path} is already up (PID {running['pid']}); `gossamer down` first")
     if detach:
-        _detach(path, state, gateway_port, ready_timeout, vip_network, dns_forward or [])
+        _detach(
+            path, state, gateway_port, ready_timeout, vip_network, dns_forward or [], lifetime_s
+        )
         return
     resources = [loaded.resource for loaded in result.loaded.resources]
     documents = [loaded.document.data for loaded in result.loaded.resources]
@@ -84,9 +91,25 @@ def up(
             view=view,
             vip_network=vip_network,
             dns_forward=tuple(dns_forward or ()),
+            certificate_lifetime_s=lifetime_s,
         )
     )
     raise typer.Exit(code)
+
+
+def _lifetime(text: str) -> float:
+    from gossamer.snapshot.durations import seconds
+
+    minimum = 60.0  # the CA's own floor, checked here to fail before anything starts
+    try:
+        lifetime = seconds(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--certificate-lifetime") from None
+    if lifetime < minimum:
+        raise typer.BadParameter(
+            f"must be at least {minimum:.0f}s", param_hint="--certificate-lifetime"
+        )
+    return lifetime
 
 
 def down(
@@ -223,6 +246,7 @@ async def _run(
     view: bool,
     vip_network: str,
     dns_forward: tuple[str, ...],
+    certificate_lifetime_s: float,
 ) -> int:
     from gossamer.runtime.local import LocalMesh, LocalMeshConfig
     from gossamer.runtime.plan import PlanError, plan_mesh
@@ -236,7 +260,10 @@ async def _run(
     except (PlanError, PortInUseError) as error:
         typer.echo(f"error: {error}", err=True)
         return 1
-    mesh = LocalMesh(LocalMeshConfig(source=path, state=state), plan, resources, documents, ports)
+    config = LocalMeshConfig(
+        source=path, state=state, certificate_lifetime_s=certificate_lifetime_s
+    )
+    mesh = LocalMesh(config, plan, resources, documents, ports)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
@@ -294,11 +321,13 @@ def _detach(  # noqa: PLR0917 - the options of `up`, passed on to the background
     ready_timeout: float,
     vip_network: str,
     dns_forward: list[str],
+    certificate_lifetime_s: float,
 ) -> None:
     state.mkdir(parents=True, exist_ok=True)
     (state / "up.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "gossamer", "up", str(path), "--no-view"]
     argv += ["--ready-timeout", str(ready_timeout), "--vip-network", vip_network]
+    argv += ["--certificate-lifetime", f"{certificate_lifetime_s:g}s"]
     for forwarder in dns_forward:
         argv += ["--dns-forward", forwarder]
     if gateway_port is not None:

@@ -23,8 +23,16 @@ from typing import Any, Self
 import httpx
 
 from gossamer.control.api.catalog import Catalog, ServedResource
+from gossamer.security.trust import client_context, describe_failure, tls_failure
 
-__all__ = ["ApiClient", "Object", "StatusError", "UnreachableError", "Written"]
+__all__ = [
+    "ApiClient",
+    "Object",
+    "StatusError",
+    "UnreachableError",
+    "UntrustedServerError",
+    "Written",
+]
 
 Object = dict[str, Any]
 """A resource as the API returns it: apiVersion, kind, metadata, spec."""
@@ -58,6 +66,11 @@ class UnreachableError(Exception):
         self.timed_out = timed_out
 
 
+class UntrustedServerError(UnreachableError):
+    """The server did not prove it is the control plane (its TLS certificate is not verified by
+    the client's roots, or it speaks no TLS); no token was sent."""
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
     """An object as the server stored it, and the warnings it sent back about the write."""
@@ -85,10 +98,9 @@ class ApiClient:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        # An https control plane with the mesh CA's certificate is verified with its root.
-        verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
-        )
+        # An https control plane with the mesh CA's certificate is verified with its roots.
+        self.ca_file = ca_file
+        verify: ssl.SSLContext = client_context(ca_file)
         self._http = httpx.Client(
             base_url=self.server,
             headers=headers,
@@ -168,9 +180,14 @@ class ApiClient:
     ) -> httpx.Response:
         try:
             response = self._http.request(method, path, params=params, json=body)
-        except httpx.TimeoutException as error:
-            raise UnreachableError(self.server, _cause(error, "no answer in time"), True) from None
         except httpx.TransportError as error:
+            failure = tls_failure(error)
+            if failure is not None:
+                cause = describe_failure(failure, self.server, self.ca_file)
+                raise UntrustedServerError(self.server, cause, False) from None
+            if isinstance(error, httpx.TimeoutException):
+                cause = _cause(error, "no answer in time")
+                raise UnreachableError(self.server, cause, True) from None
             raise UnreachableError(self.server, _cause(error, "cannot connect"), False) from None
         if response.is_error:
             raise _status_error(response)

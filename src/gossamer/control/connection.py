@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_SERVER = "http://127.0.0.1:15010"
+DEFAULT_SERVER = "https://127.0.0.1:15010"
 SERVER_ENV = "GOSSAMER_SERVER"
 TOKEN_ENV = "GOSSAMER_TOKEN"
 CA_ENV = "GOSSAMER_CA_FILE"
-LOCAL_CA_FILE = Path(".gossamer/control-plane/ca/root-cert.pem")
-"""The mesh CA's root of a control plane started in the current folder (https servers)."""
+LOCAL_CA_FILE = Path(".gossamer/control-plane/ca/trust-bundle.pem")
+"""The mesh's roots of a control plane started in the current folder (https servers)."""
 UP_FILE = Path(".gossamer/up.json")
 """Written by `gossamer up` in the folder it was started from."""
 ADMIN_TOKEN_FILE = Path(".gossamer/control-plane/admin-token")
@@ -41,6 +41,8 @@ class Connection:
     token_origin: str
     ca_file: Path | None = None
     """PEM roots to verify an https server with; None: the system's."""
+    ca_origin: str = ""
+    """How the roots were found, for messages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class _UpFile:
     path: Path
     server: str | None
     token_file: Path | None
+    ca_file: Path | None = None
 
 
 def resolve_connection(
@@ -59,10 +62,32 @@ def resolve_connection(
     up = _read_up_file(find_up_file(cwd))
     chosen_server, server_origin = _choose_server(server, env, up)
     chosen_token, token_origin = _choose_token(token, env, up, cwd)
-    ca_file = Path(env[CA_ENV]) if env.get(CA_ENV) else None
-    if ca_file is None and chosen_server.startswith("https://") and (cwd / LOCAL_CA_FILE).is_file():
-        ca_file = cwd / LOCAL_CA_FILE
-    return Connection(chosen_server.rstrip("/"), server_origin, chosen_token, token_origin, ca_file)
+    ca_file, ca_origin = _choose_roots(chosen_server, env, up, cwd)
+    return Connection(
+        chosen_server.rstrip("/"),
+        server_origin,
+        chosen_token,
+        token_origin,
+        ca_file,
+        ca_origin,
+    )
+
+
+def _choose_roots(
+    server: str, env: Mapping[str, str], up: _UpFile | None, cwd: Path
+) -> tuple[Path | None, str]:
+    """The roots an https server is verified with: $GOSSAMER_CA_FILE, then the trust bundle
+    of a running `up` (for its own server), then that of a control plane started here."""
+    if env.get(CA_ENV):
+        return Path(env[CA_ENV]), f"from {CA_ENV}"
+    if not server.startswith("https://"):
+        return None, ""
+    same_server = up is not None and (up.server or "").rstrip("/") == server.rstrip("/")
+    if up is not None and up.ca_file is not None and same_server:
+        return up.ca_file, f"named by {up.path}"
+    if (cwd / LOCAL_CA_FILE).is_file():
+        return cwd / LOCAL_CA_FILE, "of the control plane started in this folder"
+    return None, f"the system's; set {CA_ENV} to the mesh's trust-bundle.pem"
 
 
 def find_up_file(cwd: Path) -> Path | None:
@@ -109,12 +134,18 @@ def _read_up_file(path: Path | None) -> _UpFile | None:
     if not isinstance(data, dict):
         raise ConnectionSettingsError(f"{path} must hold a JSON object")
     server, token_file = data.get("server"), data.get("token_file")
-    for field, value in (("server", server), ("token_file", token_file)):
+    ca_file = data.get("ca_file")
+    for field, value in (("server", server), ("token_file", token_file), ("ca_file", ca_file)):
         if value is not None and not isinstance(value, str):
             raise ConnectionSettingsError(f"{path}: {field} must be a string")
-    # A relative token file is relative to the folder `gossamer up` was started from.
+    # Relative files are relative to the folder `gossamer up` was started from.
     root = path.parent.parent
-    return _UpFile(path, server, root / token_file if token_file else None)
+    return _UpFile(
+        path,
+        server,
+        root / token_file if token_file else None,
+        root / ca_file if ca_file else None,
+    )
 
 
 def _read_token(path: Path, what: str) -> str:

@@ -36,6 +36,7 @@ from gossamer.control.store.model import Store, StoreSettings
 from gossamer.listen import Listen
 from gossamer.security.ca import CertificateAuthority
 from gossamer.security.files import make_private_directory, write_file_atomically
+from gossamer.security.trust import TRUST_BUNDLE, control_plane_spiffe_id
 
 DEFAULT_LISTEN = "127.0.0.1:15010"
 DEFAULT_STATE = Path(".gossamer/control-plane")
@@ -59,9 +60,12 @@ class ControlPlaneConfig:
     mesh: MeshSettings = field(default_factory=MeshSettings)
     graceful_s: float = 5.0
     start_timeout_s: float = 30.0
-    tls: bool = False
-    """Serve the API over HTTPS with a certificate from the mesh CA (clients trust its root,
-    `STATE/ca/root-cert.pem`)."""
+    tls: bool = True
+    """Serve the API over HTTPS with a certificate from the mesh CA (clients verify it with
+    `STATE/ca/trust-bundle.pem`); False only for development: plain HTTP lets whoever holds
+    the port collect every token clients send."""
+    server_names: tuple[str, ...] = ()
+    """More DNS names or addresses the API certificate is valid for (remote clients)."""
 
     @property
     def store_location(self) -> StoreLocation:
@@ -70,11 +74,23 @@ class ControlPlaneConfig:
 
     @classmethod
     def from_options(
-        cls, state_dir: Path, store: str | None, listen: str, *, tls: bool = False
+        cls,
+        state_dir: Path,
+        store: str | None,
+        listen: str,
+        *,
+        tls: bool = True,
+        server_names: tuple[str, ...] = (),
     ) -> ControlPlaneConfig:
         """From command-line text; ValueError says which part is wrong."""
         location = parse_location(store) if store else None
-        return cls(state_dir=state_dir, store=location, listen=Listen.parse(listen), tls=tls)
+        return cls(
+            state_dir=state_dir,
+            store=location,
+            listen=Listen.parse(listen),
+            tls=tls,
+            server_names=server_names,
+        )
 
 
 class _DenialIsNotAnError(logging.Filter):
@@ -182,11 +198,14 @@ class ControlPlane:
 
     def _api_certificate(self, ca: CertificateAuthority, host: str) -> tuple[Path, Path]:
         """A fresh server certificate for the API, from the mesh CA, for the listen address,
-        localhost and this host's name; written next to the CA (the key 0600)."""
-        names = [host, "localhost", "127.0.0.1", socket.gethostname()]
+        localhost, this host's name and the configured names, with the control plane's SPIFFE
+        id; written next to the CA (the key 0600)."""
+        names = [host, "localhost", "127.0.0.1", socket.gethostname(), *self.config.server_names]
         if host in ("0.0.0.0", "::"):
             names = names[1:]
-        chain, key = ca.issue_server_certificate(list(dict.fromkeys(names)))
+        chain, key = ca.issue_server_certificate(
+            list(dict.fromkeys(names)), uris=[control_plane_spiffe_id(ca.trust_domain)]
+        )
         folder = self.config.state_dir / API_TLS_DIR
         make_private_directory(folder)
         write_file_atomically(folder / "tls.key", key.encode(), 0o600)
@@ -195,8 +214,8 @@ class ControlPlane:
 
     @property
     def ca_file(self) -> Path:
-        """The root clients verify the API (and the mesh's certificates) with."""
-        return self.config.state_dir / CA_DIR / "root-cert.pem"
+        """The roots clients verify the API (and the mesh's certificates) with."""
+        return self.config.state_dir / CA_DIR / TRUST_BUNDLE
 
     async def _wait_started(self, server: _Uvicorn, task: asyncio.Task[None]) -> None:
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,12 @@ from gossamer.control.api.catalog import Catalog
 from gossamer.discovery.catalog import service_records
 from gossamer.discovery.directory import MemoryDirectory
 from gossamer.resources import Resource
+from gossamer.security.trust import (
+    UntrustedServerError,
+    client_context,
+    describe_failure,
+    tls_failure,
+)
 from gossamer.snapshot.vips import DEFAULT_VIP_NETWORK, assign_vips, services_of
 
 log = logging.getLogger(__name__)
@@ -36,12 +43,15 @@ class ControlPlaneFollower:
         *,
         vip_network: str = DEFAULT_VIP_NETWORK,
         interval_s: float = 1.0,
+        ca_file: Path | None = None,
     ) -> None:
         self.directory = directory
         self.url = url.rstrip("/")
         self.token = token
         self.vip_network = vip_network
         self.interval_s = interval_s
+        self.ca_file = ca_file
+        """The roots an https control plane is verified with before the token is sent."""
         self.polls = 0
         self.failures = 0
         self.synced = asyncio.Event()
@@ -54,14 +64,23 @@ class ControlPlaneFollower:
     async def run(self) -> None:
         """Poll until cancelled."""
         headers = {"Authorization": f"Bearer {self.token}"}
-        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=5.0) as api:
+        verify = client_context(self.ca_file)
+        async with httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=5.0, verify=verify
+        ) as api:
             while True:
                 try:
                     self.update(await self._fetch(api))
                 except (httpx.HTTPError, ValueError) as error:
                     self.failures += 1
+                    failure = tls_failure(error)
+                    shown: Exception = error
+                    if failure is not None:
+                        shown = UntrustedServerError(
+                            describe_failure(failure, self.url, self.ca_file)
+                        )
                     log.warning(
-                        "cannot read the control plane (%s); answers stay as they were", error
+                        "cannot read the control plane (%s); answers stay as they were", shown
                     )
                 await asyncio.sleep(self.interval_s)
 

@@ -35,6 +35,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from gossamer.proxy.server import Proxy
 from gossamer.security.files import write_file_atomically
 from gossamer.security.spiffe import spiffe_id
+from gossamer.security.trust import client_context, describe_failure, tls_failure
 from gossamer.snapshot import SnapshotError
 from gossamer.snapshot.protocol import (
     PATH,
@@ -58,21 +59,32 @@ log = logging.getLogger("gossamer.proxy.agent")
 KEYGEN_TIMEOUT_S = 30.0
 RENEW_RETRY_S = 10.0
 """How long a renewal waits for its answer before it asks again."""
+RENEW_AT = 0.5
+RENEW_JITTER = 0.05
+"""A certificate is renewed when half (give or take 5%) of its life from issue is over, so
+that the proxies of a mesh do not all ask at once."""
 
 
 @dataclass(frozen=True, slots=True)
 class Certificate:
-    """The workload certificate in use: its files and validity (seconds since the epoch)."""
+    """The workload certificate in use: its files and validity (seconds since the epoch).
+
+    `not_before` is back-dated for peers' clock skew, so the life that counts runs from
+    `received` (when it arrived) to `not_after`; `renew_ratio` is the share of it to use.
+    """
 
     spiffe: str
     cert_file: Path
     key_file: Path
     not_before: float
     not_after: float
+    received: float = 0.0
+    renew_ratio: float = RENEW_AT
 
     def renew_at(self) -> float:
         """Half way through its life: as much time again is left if renewing takes retries."""
-        return self.not_before + (self.not_after - self.not_before) / 2
+        start = max(self.received, self.not_before)
+        return start + (self.not_after - start) * self.renew_ratio
 
     def remove(self) -> None:
         """Delete its files (connections made with it keep what they loaded)."""
@@ -92,7 +104,8 @@ class AgentOptions:
     probe_interval_s: float = 1.0
     backoff_initial_s: float = 0.1
     backoff_factor: float = 1.6
-    backoff_max_s: float = 10.0
+    backoff_max_s: float = 2.0
+    """A control plane back from a restart hears from every proxy within this (jittered)."""
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 10.0
     open_timeout_s: float = 5.0
@@ -137,6 +150,8 @@ class ControlPlaneAgent:
         self._identity_dir = options.identity_dir
         self._own_dir = False
         self._api_context: ssl.SSLContext | None = None
+        self.unverified = ""
+        """Why the last control plane tried could not be verified ("" once one was)."""
 
     def __repr__(self) -> str:
         where = self.connected_to or "disconnected"
@@ -168,7 +183,11 @@ class ControlPlaneAgent:
                 status = error.response.status_code
                 log.error("control plane %s refused the stream (HTTP %d)", url, status)
             except (OSError, TimeoutError, WebSocketException, SnapshotError) as error:
-                log.warning("control plane %s: %s", url, error or type(error).__name__)
+                failure = tls_failure(error)
+                if failure is not None:
+                    self._refuse(url, failure)
+                else:
+                    log.warning("control plane %s: %s", url, error or type(error).__name__)
             self.connected_to = None
             options = self.options
             delay = min(
@@ -176,6 +195,12 @@ class ControlPlaneAgent:
             )
             failures += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _refuse(self, url: str, failure: BaseException) -> None:
+        """A server that did not prove it is the control plane: keep serving what runs."""
+        self.unverified = describe_failure(failure, url, self.options.ca_file)
+        self.proxy.stats.incr("gossamer_control_plane_unverified_total")
+        log.error("control plane unverified: %s Serving the last good config.", self.unverified)
 
     async def _session(self, url: str) -> bool:
         """One connection; True when it got as far as a welcome (reset the backoff)."""
@@ -192,8 +217,14 @@ class ControlPlaneAgent:
             compression=None,
             **self._tls(url),
         ) as websocket:
+            identity = self.identity
             hello = msgspec.structs.replace(
-                options.hello, version=current, csr=await self._hello_csr()
+                options.hello,
+                version=current,
+                csr=await self._hello_csr(),
+                ready=self._is_ready(),
+                identity=identity.spiffe if identity is not None else "",
+                certificate_expiry=identity.not_after if identity is not None else 0.0,
             )
             await websocket.send(encode(hello))
             welcome = decode_from_control_plane(
@@ -202,6 +233,7 @@ class ControlPlaneAgent:
             if not isinstance(welcome, Welcome):
                 raise SnapshotError("the control plane did not answer with a welcome")
             self.connected_to, self.proxy_id = url, welcome.proxy
+            self.unverified = ""
             log.info("connected to %s (%s) as %s", url, welcome.control_plane, welcome.proxy)
             await self._welcomed(websocket, welcome)
             loop = asyncio.get_running_loop()
@@ -233,10 +265,7 @@ class ControlPlaneAgent:
         if not url.startswith("https://"):
             return {}
         if self._api_context is None:
-            ca_file = self.options.ca_file
-            self._api_context = ssl.create_default_context(
-                cafile=str(ca_file) if ca_file is not None else None
-            )
+            self._api_context = client_context(self.options.ca_file)
         return {"ssl": self._api_context}
 
     # -- identity --------------------------------------------------------------------------
@@ -314,7 +343,15 @@ class ControlPlaneAgent:
             else:
                 previous, self.identity = (
                     self.identity,
-                    Certificate(spiffe, cert, key, issued.not_before, issued.not_after),
+                    Certificate(
+                        spiffe,
+                        cert,
+                        key,
+                        issued.not_before,
+                        issued.not_after,
+                        received=time.time(),
+                        renew_ratio=RENEW_AT + random.uniform(-RENEW_JITTER, RENEW_JITTER),
+                    ),
                 )
                 if previous is not None:
                     previous.remove()

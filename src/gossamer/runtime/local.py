@@ -29,8 +29,8 @@ import pydantic
 
 from gossamer.control.auth import load_admin_token
 from gossamer.control.seed import seed_store
-from gossamer.control.server import STORE_FILE
-from gossamer.proxy.agent import http_ok, http_status
+from gossamer.control.server import CA_DIR, STORE_FILE
+from gossamer.proxy.agent import http_ok
 from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Deployment
 from gossamer.runtime.backoff import BackoffPolicy
@@ -49,6 +49,13 @@ from gossamer.runtime.spec import ProcessSpec, ReadinessProbe
 from gossamer.runtime.status import ProcessEvent, ProcessStatus
 from gossamer.runtime.supervisor import Supervisor
 from gossamer.runtime.traffic import RateMeter, served_requests
+from gossamer.security.ca import CertificateAuthority
+from gossamer.security.trust import (
+    TRUST_BUNDLE,
+    client_context,
+    control_plane_spiffe_id,
+    verify_control_plane,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,8 @@ class LocalMeshConfig:
     state: Path
     backoff: BackoffPolicy | None = None
     stop_timeout_s: float = 30.0
+    certificate_lifetime_s: float = 86400.0
+    """How long workload certificates are valid; proxies renew at half of it."""
 
 
 class LocalMesh:
@@ -89,7 +98,7 @@ class LocalMesh:
         self.plan = plan
         self.resources = resources
         self.documents = documents
-        self.url = f"http://127.0.0.1:{plan.control_plane_port}"
+        self.url = f"https://127.0.0.1:{plan.control_plane_port}"
         self.logs = config.state / "logs"
         self.tokens = config.state / "tokens"
         self.core: Supervisor | None = None
@@ -112,6 +121,16 @@ class LocalMesh:
         return self.config.state / "control-plane" / "admin-token"
 
     @property
+    def ca_folder(self) -> Path:
+        """The mesh CA's files, made before anything starts so that every client has roots."""
+        return self.config.state / "control-plane" / CA_DIR
+
+    @property
+    def ca_file(self) -> Path:
+        """What every process `up` starts verifies the control plane with."""
+        return self.ca_folder / TRUST_BUNDLE
+
+    @property
     def workdir(self) -> Path:
         """Where apps run: the manifests' folder."""
         source = self.config.source
@@ -127,6 +146,8 @@ class LocalMesh:
         for folder in (self.config.state, self.logs, self.tokens):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         load_admin_token(self.admin_token_file.parent)
+        # Written before the control plane starts: no client ever runs without the roots.
+        CertificateAuthority.load_or_create(self.ca_folder)
         workloads = [(GATEWAY_NAMESPACE, VIP_WORKLOAD)]
         if self.plan.gateway_port is not None:
             workloads.append((GATEWAY_NAMESPACE, GATEWAY_WORKLOAD))
@@ -181,7 +202,10 @@ class LocalMesh:
     def _api(self) -> httpx.AsyncClient:
         token = self.admin_token_file.read_text(encoding="utf-8").strip()
         return httpx.AsyncClient(
-            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30.0
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30.0,
+            verify=client_context(self.ca_file),
         )
 
     def _start_replica(self, replica: Replica) -> None:
@@ -290,6 +314,7 @@ class LocalMesh:
             {
                 "server": self.url,
                 "token_file": str(self.admin_token_file),
+                "ca_file": str(self.ca_file),
                 "pid": os.getpid(),
                 "source": str(self.config.source),
                 "gateway": self.gateway_url,
@@ -308,11 +333,16 @@ class LocalMesh:
         argv = [sys.executable, "-m", "gossamer", "control-plane"]
         argv += ["--listen", f"127.0.0.1:{self.plan.control_plane_port}"]
         argv += ["--state", str(self.config.state / "control-plane")]
+        argv += ["--certificate-lifetime", f"{self.config.certificate_lifetime_s:g}s"]
+        port = self.plan.control_plane_port
         return ProcessSpec(
             name=CONTROL_PLANE,
             argv=argv,
             log_path=self.logs / f"{CONTROL_PLANE}.log",
-            readiness=ReadinessProbe(lambda: answers(self.url), period_s=PROBE_S, timeout_s=1.0),
+            readiness=ReadinessProbe(
+                lambda: is_control_plane(port, self.ca_file), period_s=PROBE_S, timeout_s=1.0
+            ),
+            ports=(port,),
         )
 
     def _service_specs(self) -> list[ProcessSpec]:
@@ -338,6 +368,7 @@ class LocalMesh:
 
     def _proxy_argv(self, workload: str, namespace: str, token: Path, admin: int) -> list[str]:
         argv = [sys.executable, "-m", "gossamer.proxy.runner", "--control-plane", self.url]
+        argv += ["--ca-file", str(self.ca_file)]
         argv += ["--workload", workload, "--namespace", namespace, "--token-file", str(token)]
         argv += ["--admin", f"127.0.0.1:{admin}", "--drain-timeout", "5"]
         return argv
@@ -347,6 +378,7 @@ class LocalMesh:
         port = self.plan.dns_port
         argv = [sys.executable, "-m", "gossamer", "dns", "--control-plane", self.url]
         argv += ["--token-file", str(self.admin_token_file), "--listen", f"127.0.0.1:{port}"]
+        argv += ["--ca-file", str(self.ca_file)]
         argv += ["--vip-network", self.plan.vip_network]
         for forwarder in self.plan.dns_forwarders:
             argv += ["--forward", forwarder]
@@ -355,6 +387,7 @@ class LocalMesh:
             argv=argv,
             log_path=self.logs / f"{DNS}.log",
             readiness=ReadinessProbe(lambda: _listening(port), period_s=PROBE_S, timeout_s=1.0),
+            ports=(port,),
         )
 
     def _vip_proxy(self, token: Path) -> ProcessSpec:
@@ -383,6 +416,7 @@ class LocalMesh:
             log_path=self.logs / f"{GATEWAY}.log",
             readiness=_admin_ready(self.plan.gateway_admin_port),
             stop_grace_s=6.0,
+            ports=(self.plan.gateway_admin_port, self.plan.gateway_port),
         )
 
     def _sidecar(self, replica: Replica, token: Path) -> ProcessSpec:
@@ -401,6 +435,7 @@ class LocalMesh:
             log_path=self.logs / f"{name}.log",
             readiness=_admin_ready(replica.admin_port),
             stop_grace_s=6.0,
+            ports=(replica.admin_port, replica.inbound_port),
         )
 
     def _app(self, replica: Replica) -> ProcessSpec:
@@ -495,9 +530,11 @@ async def _listening(port: int) -> bool:
     return True
 
 
-async def answers(url: str) -> bool:
-    """Whether an HTTP server answers at `url` at all (any status: it wants a token)."""
-    return await http_status(f"{url}/openapi.json", 1.0) is not None
+async def is_control_plane(port: int, ca_file: Path) -> bool:
+    """Whether the control plane answers on `port` with its own identity, verified by the
+    mesh's roots (UntrustedServerError says what answered instead)."""
+    await verify_control_plane("127.0.0.1", port, ca_file, spiffe=control_plane_spiffe_id())
+    return True
 
 
 def _deployments(items: Sequence[Any]) -> list[Deployment]:

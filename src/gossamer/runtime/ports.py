@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -51,19 +52,68 @@ class Ports:
 
 def owner_of(port: int) -> str:
     """` (by PID 123, nginx)` when /proc tells who listens on the port, else ``."""
+    owner = _owner(port)
+    return f" (by PID {owner[0]}, {owner[1]})" if owner else ""
+
+
+def _owner(port: int) -> tuple[str, str] | None:
+    """(PID, command name) of the process listening on `port`, when /proc tells."""
     inodes = _listening_inodes(port)
     if not inodes:
-        return ""
+        return None
     for process in Path("/proc").iterdir():
         if not process.name.isdigit():
             continue
-        if any(link[8:-1] in inodes for link in _socket_links(process)):
+        if _holds(process, inodes):
             try:
                 name = (process / "comm").read_text(encoding="utf-8").strip()
             except OSError:
                 name = "?"
-            return f" (by PID {process.name}, {name})"
+            return process.name, name
+    return None
+
+
+def ports_held_by_others(ports: Sequence[int], pgid: int) -> str:
+    """Why a process (group `pgid`; 0 once it exited) cannot be the one serving: `port 15010 is
+    held by PID 123 (nc), not by this process`, for the first of `ports` another process
+    listens on; "" when none is (a port nobody listens on is the readiness check's to report)."""
+    if not ports:
+        return ""
+    group: list[Path] | None = None
+    for port in ports:
+        inodes = _listening_inodes(port)
+        if not inodes:
+            continue
+        if pgid > 0 and _holds(Path(f"/proc/{pgid}"), inodes):
+            continue
+        if group is None:
+            group = _group_members(pgid) if pgid > 0 else []
+        if any(_holds(member, inodes) for member in group):
+            continue
+        owner = _owner(port)
+        holder = f"PID {owner[0]} ({owner[1]})" if owner else "another process"
+        return f"port {port} is held by {holder}, not by this process"
     return ""
+
+
+def _holds(process: Path, inodes: set[str]) -> bool:
+    return any(link[8:-1] in inodes for link in _socket_links(process))
+
+
+def _group_members(pgid: int) -> list[Path]:
+    """The processes of a process group (an app started by a shell, a server's workers)."""
+    members = []
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            # The fifth field of stat is the group; the command before it may hold spaces.
+            fields = (process / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        except (OSError, IndexError, UnicodeDecodeError):
+            continue
+        if fields[2] == str(pgid):
+            members.append(process)
+    return members
 
 
 def _socket_links(process: Path) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from gossamer.runtime.backoff import BackoffPolicy, CrashLoopBackoff
 from gossamer.runtime.groups import group_alive, kill_group, signal_group
+from gossamer.runtime.ports import ports_held_by_others
 from gossamer.runtime.spec import ProcessSpec, ReadinessProbe
 from gossamer.runtime.status import Change, ExitStatus, Phase, ProcessEvent, ProcessStatus
 
@@ -195,7 +196,10 @@ class SupervisedProcess:
         if process.returncode is None:
             self._set(pid=None, last_exit=None, reason="still running after SIGKILL")
         else:
-            self._set(pid=None, last_exit=ExitStatus.from_returncode(process.returncode), reason="")
+            # A server that exits because another process holds its port is told apart.
+            exit_status = ExitStatus.from_returncode(process.returncode)
+            held = "" if exit_status.succeeded else ports_held_by_others(self.spec.ports, 0)
+            self._set(pid=None, last_exit=exit_status, reason=held)
         return loop.time() - started
 
     async def _spawn(self) -> asyncio.subprocess.Process:
@@ -224,7 +228,9 @@ class SupervisedProcess:
         """Probe readiness until the process exits; terminate it if a stop comes first."""
         exited = asyncio.ensure_future(process.wait())
         stop = asyncio.ensure_future(self._stopping.wait())
-        probing = asyncio.create_task(self._probe(probe)) if probe is not None else None
+        probing = (
+            asyncio.create_task(self._probe(probe, process.pid)) if probe is not None else None
+        )
         try:
             await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
             if probing is not None:
@@ -249,11 +255,14 @@ class SupervisedProcess:
             kill_group(pgid)
             await _ended(pgid, exited, KILL_WAIT_S)
 
-    async def _probe(self, probe: ReadinessProbe) -> None:
+    async def _probe(self, probe: ReadinessProbe, pgid: int) -> None:
         """Poll the readiness check while the process runs; emit READY and NOT_READY flips."""
         failures = 0
         while True:
-            passed, reason = await check_readiness(probe)
+            # Who holds the ports is asked until ready (the tables grow with connections);
+            # once this process holds them, no other can take them.
+            held = "" if self.status.ready else ports_held_by_others(self.spec.ports, pgid)
+            passed, reason = (False, held) if held else await check_readiness(probe)
             if passed:
                 failures = 0
                 if not self.status.ready:

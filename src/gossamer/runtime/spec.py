@@ -56,6 +56,8 @@ class ProcessSpec:
     `env` is added to the supervisor's own environment. Output (stdout and stderr) is appended
     to `log_path`. A process without a readiness probe is ready as soon as it has started.
     `after` names the processes that must be ready before this one starts (or restarts).
+    `ports` are the TCP ports it listens on: while another process holds one, it is not ready,
+    whatever its readiness check says (that answer may come from the other process).
     """
 
     name: str
@@ -67,10 +69,12 @@ class ProcessSpec:
     restart: RestartPolicy = RestartPolicy.ALWAYS
     stop_grace_s: float = 10.0
     after: Sequence[str] = ()
+    ports: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         # Frozen all the way down: callers may keep and change the lists they passed.
         object.__setattr__(self, "argv", tuple(self.argv))
+        object.__setattr__(self, "ports", tuple(self.ports))
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
         object.__setattr__(self, "after", tuple(self.after))
         if not self.name:

@@ -18,13 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gossamer.security.files import make_private_directory, write_file_atomically
-from gossamer.security.identity import check_issuing_order
+from gossamer.security.identity import CLOCK_SKEW, check_issuing_order
 from gossamer.security.spiffe import check_trust_domain, spiffe_id
+from gossamer.security.trust import TRUST_BUNDLE
 
 MIN_LIFETIME_S = 60.0
-# Peers' clocks may run a little behind ours; a certificate valid "from now" would be
-# refused by them for that long.
-CLOCK_SKEW = dt.timedelta(seconds=60)
 ROOT_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=365)
 MIN_RSA_BITS = 2048
@@ -90,6 +88,8 @@ class CertificateAuthority:
         when ca-cert is an intermediate) are used as they are and never rewritten. Otherwise
         a root is made and all four files are written, the key 0600 in a 0700 directory.
         `extra-roots.pem`, when present, adds trust anchors (for example the next root).
+        `trust-bundle.pem` is (re)written with every root: the file clients verify the
+        control plane with.
         """
         check_trust_domain(trust_domain)
         _check_lifetime(lifetime_s)
@@ -100,6 +100,7 @@ class CertificateAuthority:
         else:
             key, chain, root = _create_root(directory)
         roots = _deduplicated([root, *_load_extra_roots(directory / EXTRA_ROOTS)])
+        _write_trust_bundle(directory / TRUST_BUNDLE, roots)
         return cls(
             signing_key=key,
             chain=chain,
@@ -151,10 +152,13 @@ class CertificateAuthority:
         )
         return self._chain_pem(leaf)
 
-    def issue_server_certificate(self, hosts: Sequence[str]) -> tuple[str, str]:
+    def issue_server_certificate(
+        self, hosts: Sequence[str], uris: Sequence[str] = ()
+    ) -> tuple[str, str]:
         """A (chain PEM, key PEM) pair for a server reached by name, such as the control plane.
 
-        Each host is a DNS name, or an IP address (v4 or v6) which goes in as an IP SAN.
+        Each host is a DNS name, or an IP address (v4 or v6) which goes in as an IP SAN; each
+        of `uris` (the server's SPIFFE id) goes in as a URI SAN.
         The certificate is valid for 365 days (or until the signing certificate expires) and
         for serverAuth only. The new key is returned, never written to disk here.
         """
@@ -166,7 +170,13 @@ class CertificateAuthority:
             key.public_key(),
             lifetime=SERVER_VALIDITY,
             extensions=[
-                (x509.SubjectAlternativeName([_host_name(host) for host in hosts]), False),
+                (
+                    x509.SubjectAlternativeName(
+                        [_host_name(host) for host in hosts]
+                        + [x509.UniformResourceIdentifier(uri) for uri in uris]
+                    ),
+                    False,
+                ),
                 (_key_usage(key_encipherment=False), True),
                 (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
             ],
@@ -352,6 +362,16 @@ def _load_extra_roots(path: Path) -> list[x509.Certificate]:
     for root in roots:
         _check_is_ca(root, path)
     return roots
+
+
+def _write_trust_bundle(path: Path, roots: Sequence[x509.Certificate]) -> None:
+    bundle = "".join(_pem(root) for root in roots).encode("ascii")
+    try:
+        if path.read_bytes() == bundle:
+            return
+    except FileNotFoundError:
+        pass
+    write_file_atomically(path, bundle, 0o644)
 
 
 def _check_is_ca(certificate: x509.Certificate, source: Path) -> None:

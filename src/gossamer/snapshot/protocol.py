@@ -81,6 +81,13 @@ class Hello(Struct, frozen=True, tag="hello"):
     """A stable name for this proxy (e.g. host and pid); made up by the control plane if empty."""
     csr: str = ""
     """A PEM certificate signing request for the workload's SPIFFE id; empty: no certificate."""
+    ready: bool = False
+    """Whether the proxy serves its workload now (a reconnect after a control-plane restart):
+    its instance is registered ready at once, not withdrawn until its first `Health`."""
+    identity: str = ""
+    certificate_expiry: float = 0.0
+    """The SPIFFE id and expiry (seconds since the epoch) of the certificate the proxy holds,
+    so that a restarted control plane can show what it did not sign itself."""
 
 
 class Welcome(Struct, frozen=True, tag="welcome"):

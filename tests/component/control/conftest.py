@@ -25,6 +25,7 @@ async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
         api=API,
         store_settings=SETTINGS,
         graceful_s=1.0,
+        tls=False,  # what the API does; tests/component/control/test_api_tls.py is about TLS
     )
     async with ControlPlane(config) as running:
         yield running

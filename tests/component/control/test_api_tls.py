@@ -23,7 +23,7 @@ from .test_mesh_push import APPS, create, deployment
 @pytest.fixture
 async def tls_plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
     config = ControlPlaneConfig(
-        state_dir=tmp_path / "state", listen=Listen("127.0.0.1", 0), graceful_s=1.0, tls=True
+        state_dir=tmp_path / "state", listen=Listen("127.0.0.1", 0), graceful_s=1.0
     )
     async with ControlPlane(config) as running:
         yield running

@@ -149,7 +149,9 @@ async def test_a_client_that_hangs_up_releases_its_watch(
 
 async def test_stopping_the_control_plane_ends_open_watches_promptly(tmp_path: Path) -> None:
     # A grace period far longer than the bound below: only ending watches can stop in time.
-    config = ControlPlaneConfig(state_dir=tmp_path, listen=Listen("127.0.0.1", 0), graceful_s=30.0)
+    config = ControlPlaneConfig(
+        state_dir=tmp_path, listen=Listen("127.0.0.1", 0), graceful_s=30.0, tls=False
+    )
     plane = ControlPlane(config)
     await plane.start()
     headers = {"Authorization": f"Bearer {plane.token_file.read_text().strip()}"}

@@ -29,7 +29,11 @@ class PlaneThread:
 
     def __init__(self, state_dir: Path) -> None:
         self.config = ControlPlaneConfig(
-            state_dir=state_dir, listen=Listen("127.0.0.1", 0), graceful_s=1.0
+            # Plain HTTP: what the commands print; test_cli_trust.py runs them over TLS.
+            state_dir=state_dir,
+            listen=Listen("127.0.0.1", 0),
+            graceful_s=1.0,
+            tls=False,
         )
         self.url = ""
         self.token = ""

@@ -117,6 +117,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedControlP
         api=API,
         store_settings=STORE,
         graceful_s=1.0,
+        tls=False,  # the API's schema, whatever carries it
     )
     running = ThreadedControlPlane(config)
     running.start()

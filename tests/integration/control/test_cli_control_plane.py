@@ -7,6 +7,7 @@ import json
 import os
 import selectors
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -25,6 +26,11 @@ SERVICE = {
     "metadata": {"name": "web"},
     "spec": {"ports": [{"port": 80}]},
 }
+
+
+def roots(state: Path) -> ssl.SSLContext:
+    """What a client verifies the control plane with: the mesh's trust bundle."""
+    return ssl.create_default_context(cafile=str(state / "ca" / "trust-bundle.pem"))
 
 
 class ControlPlaneProcess:
@@ -103,7 +109,8 @@ def test_the_command_serves_with_a_private_admin_token_and_stops_on_sigterm(
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert f"store sqlite:{state}/store.db" in plane.ready_line
     token = token_file.read_text().strip()
-    with httpx.Client(base_url=plane.url, timeout=10.0) as http:
+    assert plane.url.startswith("https://")
+    with httpx.Client(base_url=plane.url, timeout=10.0, verify=roots(state)) as http:
         assert http.get(SERVICES).status_code == 401
         headers = {"Authorization": f"Bearer {token}"}
         created = http.post(SERVICES, json=SERVICE, headers=headers)
@@ -113,7 +120,7 @@ def test_the_command_serves_with_a_private_admin_token_and_stops_on_sigterm(
 
     # A restart keeps the token and the objects.
     again = _start(processes, state)
-    with httpx.Client(base_url=again.url, timeout=10.0) as http:
+    with httpx.Client(base_url=again.url, timeout=10.0, verify=roots(state)) as http:
         headers = {"Authorization": f"Bearer {token}"}
         assert http.get(f"{SERVICES}/web", headers=headers).json() == created.json()
     assert again.terminate() == 0
@@ -127,7 +134,8 @@ def test_the_command_runs_on_etcd(
     assert f"store {store}" in plane.ready_line
     token = (tmp_path / "state" / "admin-token").read_text().strip()
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=plane.url, headers=headers, timeout=10.0) as http:
+    verify = roots(tmp_path / "state")
+    with httpx.Client(base_url=plane.url, headers=headers, timeout=10.0, verify=verify) as http:
         created = http.post(SERVICES, json=SERVICE)
         assert created.status_code == 201, created.text
         listed = http.get(SERVICES).json()

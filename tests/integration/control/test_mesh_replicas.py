@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -56,7 +57,7 @@ class Replica:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         log = (self.state.parent / f"replica-{self.port}.log").open("a")
@@ -224,7 +225,12 @@ async def test_replicas_share_writes_and_losing_them_fails_no_request(
         await first.start()
         await second.start()
         token = (state / "admin-token").read_text().strip()
-        http = httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
+        roots = state / "ca" / "trust-bundle.pem"
+        http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10.0,
+            verify=ssl.create_default_context(cafile=str(roots)),
+        )
         for path, body in manifests(v1, v2):
             assert (await http.post(f"{first.url}{path}", json=body)).status_code == 201
         await put_route(http, first.url, "v1")
@@ -241,6 +247,7 @@ async def test_replicas_share_writes_and_losing_them_fails_no_request(
             sys.executable,
             *("-m", "gossamer", "proxy", "--control-plane", f"{first.url},{second.url}"),
             *("--workload", "productpage", "--token-file", str(token_file)),
+            *("--ca-file", str(roots)),
             *("--outbound-port", str(outbound), "--inbound-port", str(free_port())),
             *("--admin", "127.0.0.1:0", "--ready-file", str(ready)),
             stderr=sidecar_log,

@@ -64,6 +64,8 @@ def test_without_anything_the_defaults_are_used(tmp_path: Path) -> None:
         "the default; set --server or GOSSAMER_SERVER",
         None,
         "none found; set --token or GOSSAMER_TOKEN",
+        None,
+        "the system's; set GOSSAMER_CA_FILE to the mesh's trust-bundle.pem",
     )
 
 
@@ -112,7 +114,7 @@ def test_an_https_server_is_verified_with_the_ca_file_from_the_environment_or_th
 ) -> None:
     env = {"GOSSAMER_SERVER": "https://plane:15010", "GOSSAMER_TOKEN": "t"}
     assert resolve_connection(None, None, env, tmp_path).ca_file is None
-    root = tmp_path / ".gossamer" / "control-plane" / "ca" / "root-cert.pem"
+    root = tmp_path / ".gossamer" / "control-plane" / "ca" / "trust-bundle.pem"
     root.parent.mkdir(parents=True)
     root.write_text("-----BEGIN CERTIFICATE-----\n")
     assert resolve_connection(None, None, env, tmp_path).ca_file == root
@@ -120,3 +122,17 @@ def test_an_https_server_is_verified_with_the_ca_file_from_the_environment_or_th
     assert resolve_connection("http://plane:1", None, env, tmp_path).ca_file is None
     chosen = resolve_connection(None, None, {**env, "GOSSAMER_CA_FILE": "/etc/mesh.pem"}, tmp_path)
     assert chosen.ca_file == Path("/etc/mesh.pem")
+
+
+def test_the_trust_bundle_of_a_running_up_verifies_its_own_server(tmp_path: Path) -> None:
+    state = tmp_path / ".gossamer"
+    state.mkdir()
+    (state / "up.json").write_text(
+        '{"server": "https://127.0.0.1:15010", "ca_file": ".gossamer/ca/trust-bundle.pem"}'
+    )
+    found = resolve_connection(None, "t", {}, tmp_path / "sub" / "folder")
+    assert found.ca_file == tmp_path / ".gossamer" / "ca" / "trust-bundle.pem"
+    assert "up.json" in found.ca_origin
+    # Another server is not vouched for by that mesh's roots.
+    other = resolve_connection("https://elsewhere:15010", "t", {}, tmp_path)
+    assert other.ca_file is None

@@ -24,6 +24,7 @@ DEADLINE_S = 5.0
 WEB = "spiffe://cluster.local/ns/shop/sa/web"
 CART = "spiffe://cluster.local/ns/shop/sa/cart"
 PLUG_IN_FILES = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]
+CLIENT_FILES = ["trust-bundle.pem"]
 
 
 def handshake(
@@ -166,7 +167,7 @@ def test_the_first_start_makes_a_root_in_the_plug_in_layout(tmp_path: Path) -> N
 
     ca = CertificateAuthority.load_or_create(directory)
 
-    assert sorted(path.name for path in directory.iterdir()) == PLUG_IN_FILES
+    assert sorted(path.name for path in directory.iterdir()) == PLUG_IN_FILES + CLIENT_FILES
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE((directory / "ca-key.pem").stat().st_mode) == 0o600
     root_pem = (directory / "root-cert.pem").read_text()
@@ -353,7 +354,10 @@ def test_an_operator_intermediate_signs_and_verifies_in_a_handshake(tmp_path: Pa
         "CertificateAuthority(subject='CN=Example mesh intermediate,O=Example Corp', "
         "trust_domain='cluster.local')"
     )
-    assert {path.name: path.read_bytes() for path in directory.iterdir()} == before
+    # The operator's files are never rewritten; the clients' bundle is added beside them.
+    after = {path.name: path.read_bytes() for path in directory.iterdir()}
+    assert after.pop("trust-bundle.pem") == pem(root).encode()
+    assert after == before
     cert, key = enroll(ca, "cart", tmp_path)
     identity.accept(chain)
     client_cert, client_key = identity.write(tmp_path / "web")
@@ -433,6 +437,8 @@ def test_extra_roots_let_a_new_roots_workloads_in(tmp_path: Path) -> None:
 
     assert current.roots[1:] == new.roots
     assert current.roots[0] == (tmp_path / "ca" / "root-cert.pem").read_text()
+    # Clients of the control plane trust both roots while the rotation lasts.
+    assert (tmp_path / "ca" / "trust-bundle.pem").read_text() == "".join(current.roots)
     cert, key = enroll(current, "cart", tmp_path / "current")
     server = server_context(cert, key, current.roots, require_client_cert=True)
     cert, key = enroll(new, "web", tmp_path / "new")
@@ -468,7 +474,7 @@ def test_a_server_certificate_verifies_by_name_and_by_address(
     ]
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
     assert lifetime == dt.timedelta(days=365, seconds=60)
-    assert sorted(path.name for path in (tmp_path / "ca").iterdir()) == PLUG_IN_FILES
+    assert sorted(path.name for path in (tmp_path / "ca").iterdir()) == PLUG_IN_FILES + CLIENT_FILES
 
 
 def test_the_private_key_is_not_in_repr_or_str(ca: CertificateAuthority, tmp_path: Path) -> None:

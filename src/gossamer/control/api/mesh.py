@@ -76,6 +76,8 @@ class MeshEndpoints:
             return
         distributor = self.mesh.distributor
         stream = distributor.connect(hello)
+        if hello.identity and hello.certificate_expiry:
+            stream.identity, stream.certificate_expiry = hello.identity, hello.certificate_expiry
         issued = self._sign(stream, hello.csr) if hello.csr else Issued()
         welcome = Welcome(
             stream.id,
@@ -139,8 +141,9 @@ class MeshEndpoints:
             labels=stream.labels,
             service_account=stream.service_account,
         )
-        # Not ready until the proxy says so: traffic waits for the sidecar's first snapshot.
-        return await self.mesh.registry.register(registration, ready=False)
+        # Not ready until the proxy says so: traffic waits for the sidecar's first snapshot. A
+        # proxy that reconnects while serving says so in its hello, and keeps its traffic.
+        return await self.mesh.registry.register(registration, ready=stream.hello.ready)
 
     async def _write(self, websocket: WebSocket, stream: ProxyStream) -> None:
         while True:
