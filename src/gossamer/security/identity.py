@@ -15,6 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gossamer.security.files import make_private_directory, write_file_atomically
 from gossamer.security.spiffe import SPIFFE_SCHEME
 
+# Peers' clocks may run a little behind the CA's; a certificate valid "from now" would be
+# refused by them for that long, so the CA back-dates notBefore by this much.
+CLOCK_SKEW = dt.timedelta(seconds=60)
+
 
 class WorkloadIdentity:
     """A private key made on this host and the certificate chain the mesh CA issued for it.
@@ -96,12 +100,13 @@ class WorkloadIdentity:
         return self._accepted_leaf().not_valid_after_utc
 
     def renew_at(self) -> float:
-        """The `time.time()` at which to renew: half the leaf's lifetime after notBefore.
+        """The `time.time()` at which to renew: half the leaf's lifetime from its issue.
 
-        Half leaves as much time again for retries if the control plane is unreachable.
+        Half leaves as much time again for retries if the control plane is unreachable. The
+        life counts from issue (notBefore plus the back-dating), not from notBefore.
         """
         leaf = self._accepted_leaf()
-        start = leaf.not_valid_before_utc
+        start = leaf.not_valid_before_utc + CLOCK_SKEW
         return (start + (leaf.not_valid_after_utc - start) / 2).timestamp()
 
     def write_key(self, path: Path) -> None:

@@ -1,6 +1,7 @@
 """Certificates of one minute, renewed at half-life, under steady load for three minutes.
 
-The lifetime is the shortest the CA signs; each sidecar renews six times while requests flow.
+The lifetime is the shortest the CA signs; each sidecar renews about every 30 s (half of the
+life from issue, although notBefore is back-dated a minute), six times while requests flow.
 The DestinationRule recycles upstream connections every few requests, so new mTLS handshakes
 happen all along, with whichever certificates are current.
 """
@@ -32,6 +33,7 @@ async def short_lived(tmp_path: Path) -> AsyncIterator[ControlPlane]:
         listen=Listen("127.0.0.1", 0),
         graceful_s=1.0,
         mesh=MeshSettings(certificate_lifetime_s=60.0),
+        tls=False,  # the proxies' certificates, not the API's, are what this is about
     )
     async with ControlPlane(config) as running:
         yield running
@@ -95,9 +97,10 @@ async def test_no_request_fails_across_certificate_rotations(short_lived: Contro
             await asyncio.gather(*(worker() for _ in range(WORKERS)))
             assert set(outcomes) == {"200"}, outcomes
             assert outcomes["200"] > 5000
-            # Renewed at each half-life: the first and five or six more each.
+            # Renewed at each half-life of the certificate's life from issue (30 s, give or
+            # take 5%): the first and five or six more each, not one per retry interval.
             for side in (caller, reviews):
-                assert side.agent.renewals >= 6, side.agent.renewals
+                assert 6 <= side.agent.renewals <= 8, side.agent.renewals
             assert caller.agent.identity.not_after > first_expiry
             # Upstream connections were recycled all along: hundreds of fresh handshakes.
             handshakes = reviews.proxy.stats.counters["gossamer_mtls_connections_total"]

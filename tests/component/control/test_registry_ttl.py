@@ -124,3 +124,36 @@ async def test_a_static_workload_entry_is_never_collected(mirror: StoreMirror) -
     clock.advance(TTL * 100)
     assert await registry.collect() == 0
     assert await exists(mirror, key)
+
+
+async def test_a_restarted_replica_removes_nothing_before_its_proxies_could_reconnect(
+    mirror: StoreMirror,
+) -> None:
+    clock = Clock()
+    killed = Registry(mirror.store, mirror, "replica-killed", ttl_s=TTL, now=clock)
+    await killed.renew_lease()
+    back = await killed.register(registration("10.0.0.3"), ready=True)
+    gone = await killed.register(registration("10.0.0.4"), ready=True)
+    await settle(mirror, gone, True)
+    # Killed with -9 (nothing marked disconnected), and down for longer than the TTL.
+    clock.advance(TTL * 3)
+    grace = 15.0
+    restarted = Registry(
+        mirror.store, mirror, "replica-restarted", ttl_s=TTL, grace_s=grace, now=clock
+    )
+    await restarted.renew_lease()
+    assert await restarted.collect() == 0
+    clock.advance(grace - 1)
+    await restarted.register(registration("10.0.0.3"), ready=True)  # its proxy is back
+    await eventually(
+        lambda: (
+            mirror.objects[back].body["metadata"]["annotations"]["gossamer.dev/controller"]
+            == "replica-restarted"
+        )
+    )
+    assert await restarted.collect() == 0
+    clock.advance(2)
+    # Past the grace: only the instance whose proxy never came back is removed.
+    assert await restarted.collect() == 1
+    assert await exists(mirror, back)
+    assert not await exists(mirror, gone)

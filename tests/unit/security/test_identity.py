@@ -296,9 +296,10 @@ def test_renewal_is_due_at_half_the_lifetime(ca: CertificateAuthority) -> None:
     leaf = x509.load_pem_x509_certificate(identity.chain_pem.encode())
     start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
     assert identity.not_after == end
-    assert identity.renew_at() == (start + (end - start) / 2).timestamp()
-    # 60 s of clock-skew allowance before now, 120 s after: renew about 30 s from now.
-    assert time.time() + 25 < identity.renew_at() < time.time() + 35
+    issued = start + dt.timedelta(seconds=60)  # notBefore is back-dated for clock skew
+    assert identity.renew_at() == (issued + (end - issued) / 2).timestamp()
+    # Issued now for 120 s: renew 60 s from now, not 30 (half of the back-dated span).
+    assert time.time() + 55 < identity.renew_at() < time.time() + 65
 
 
 def test_renewal_uses_a_new_key_and_leaves_the_current_identity_serving(

@@ -8,6 +8,10 @@ it stayed so for `ttl_s`, unless the proxy came back (to this replica or another
 also writes a lease (`controlplanes` in the `gossamer.dev` group) every `ttl_s / 3`; entries whose
 replica's lease lapsed are collected by any replica that is alive. This is what Istio's
 WorkloadEntry auto-registration does with its `connectedAt`/`disconnectedAt` annotations.
+
+A replica that just started collects nothing for `grace_s`: after a restart (or the death of
+the replica that held them), every entry's proxy is disconnected, and deleting entries before
+the proxies had time to reconnect would withdraw endpoints that still serve.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class Registry:
         *,
         url: str = "",
         ttl_s: float = 30.0,
+        grace_s: float = 15.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
@@ -95,7 +100,9 @@ class Registry:
         self.replica = replica
         self.url = url
         self.ttl_s = ttl_s
+        self.grace_s = grace_s
         self.now = now
+        self.started = now()
         self.status: Callable[[], list[dict[str, Any]]] = list
         """What the lease reports about this replica's proxies (set by the distributor)."""
         self._task: asyncio.Task[None] | None = None
@@ -168,8 +175,11 @@ class Registry:
         await self._edit(key, mark)
 
     async def collect(self) -> int:
-        """Delete entries disconnected for `ttl_s` or held by a replica whose lease lapsed."""
+        """Delete entries disconnected for `ttl_s` or held by a replica whose lease lapsed
+        (nothing during the grace after this replica started)."""
         now = self.now()
+        if (now - self.started).total_seconds() < self.grace_s:
+            return 0
         alive = {
             stored.key.name
             for stored in self.mirror.of_type(LEASES)

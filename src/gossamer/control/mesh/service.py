@@ -33,6 +33,9 @@ class MeshSettings:
     """...but never later than this after the first change."""
     instance_ttl_s: float = 30.0
     """A disconnected proxy's instance (or a dead replica's) is removed after this long."""
+    restart_grace_s: float = 15.0
+    """After starting, nothing is removed for this long: proxies reconnect within their
+    longest backoff (2 s, jittered) plus a connection's open timeout (5 s)."""
     sync_timeout_s: float = 30.0
     """How long starting waits for the first full read of the store."""
     mtls: bool = True
@@ -93,7 +96,12 @@ class Mesh:
             trust_domain=ca.trust_domain if ca is not None else "cluster.local",
         )
         self.registry = Registry(
-            store, self.mirror, self.replica, url=url, ttl_s=settings.instance_ttl_s
+            store,
+            self.mirror,
+            self.replica,
+            url=url,
+            ttl_s=settings.instance_ttl_s,
+            grace_s=settings.restart_grace_s,
         )
         self.registry.status = self.distributor.status
         self.settings = settings
