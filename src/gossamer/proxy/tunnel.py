@@ -5,6 +5,15 @@ The exchange ends when the tunnel does, so a tunnel counts as a request in fligh
 its client connection (drain waits for it, up to the drain deadline) and its upstream
 connection's pool slot. Each transport is handed to a `TunnelEnd` with `set_protocol`; the
 connection objects that owned them still hear `connection_lost`, so their bookkeeping runs.
+
+A side that stops sending (a half-close) is passed on as a half-close, and the other way stays
+open. TLS has none: its end (close_notify) closes the whole connection. So a TLS side that
+ends closes the tunnel, once what is in flight is flushed; and when a plaintext side ends and
+the other side is TLS, the end cannot be passed on as it is. The upstream's end then closes the
+tunnel (a server that stops sending is done with the connection, as a WebSocket server closing
+first is), while the client's is held: it usually still waits for an answer, which comes back,
+and the tunnel closes when the upstream's side ends or at the idle timeout. Across an mTLS hop,
+the upstream does not see the client's half-close.
 """
 
 from __future__ import annotations
@@ -112,14 +121,20 @@ class TunnelEnd(asyncio.Protocol):
             peer.write(data)
 
     def eof_received(self) -> bool:
-        """Half-close: pass the end on; once both sides have ended, close both."""
+        """Half-close: pass the end on; once both sides have ended, close both. Over TLS, see
+        the module docstring."""
         self.eof = True
         peer = self.peer
-        if peer.eof:
+        if peer.eof or not self.transport.can_write_eof():
             self.tunnel.close()
             return False
-        if not peer.transport.is_closing():
-            peer.transport.write_eof()
+        if peer.transport.can_write_eof():
+            if not peer.transport.is_closing():
+                peer.transport.write_eof()
+            return True
+        if self is self.tunnel.upstream:
+            self.tunnel.close()
+            return False
         return True
 
     def pause_writing(self) -> None:

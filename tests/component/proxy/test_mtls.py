@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -40,6 +41,9 @@ from gossamer.snapshot import (
 )
 
 from .backend import Backend
+from .raw_upstream import serving
+from .waiting import LoopErrors, eventually, idle
+from .websocket import read_head
 
 FRONTEND = spiffe_id("cluster.local", "default", "frontend")
 GREETER = spiffe_id("cluster.local", "default", "greeter")
@@ -140,11 +144,11 @@ async def mesh_pair(
     ca: CertificateAuthority,
     tmp_path: Path,
     start: Start,
-    backend: Backend,
+    backend: Backend | int,
     mtls: InboundMtls,
 ) -> tuple[Proxy, Proxy]:
-    assert backend.server is not None
-    backend_port = backend.server.sockets[0].getsockname()[1]
+    """A server sidecar in front of `backend` (or a port), and a client sidecar that calls it."""
+    backend_port = backend if isinstance(backend, int) else backend.port
     server = await start(
         server_snapshot(backend_port, mtls, ca.roots),
         issue(ca, GREETER, tmp_path / "greeter"),
@@ -447,3 +451,67 @@ async def test_a_certificate_that_does_not_fit_its_key_is_refused_and_the_old_on
     async with httpx.AsyncClient() as http:
         response = await http.get(f"http://127.0.0.1:{client.port('outbound')}/")
     assert response.status_code == 200
+
+
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+
+
+async def open_tunnel(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An upgraded connection through the client sidecar (plaintext to it, mTLS beyond)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: greeter\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+    status, _ = await asyncio.wait_for(read_head(reader), 5.0)
+    assert status.startswith(b"HTTP/1.1 101 ")
+    return reader, writer
+
+
+async def test_a_client_half_close_through_mtls_still_gets_the_backend_answer(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    # TLS cannot end one way only: the client's end is held, the answer comes back, and the
+    # backend's end closes the tunnel.
+    errors = LoopErrors().install(asyncio.get_running_loop())
+    heard: list[bytes] = []
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(SWITCHED)
+        heard.append(await reader.readexactly(50))
+        writer.write(b"the backend answers")
+        await writer.drain()
+
+    async with serving(upstream) as port:
+        server, client = await mesh_pair(ca, tmp_path, start, port, InboundMtls(mode="STRICT"))
+        reader, writer = await open_tunnel(client.port("outbound"))
+        writer.write(b"q" * 50)
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 5.0) == b"the backend answers"
+        writer.close()
+    assert heard == [b"q" * 50]
+    await eventually(lambda: idle(client) and idle(server), what="tunnels closed")
+    assert errors.seen == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_backend_half_close_through_mtls_reaches_the_client_and_ends_the_tunnel(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors = LoopErrors().install(asyncio.get_running_loop())
+    heard: list[bytes] = []
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(SWITCHED + b"the backend is done")
+        writer.write_eof()
+        heard.append(await reader.read())
+
+    async with serving(upstream) as port:
+        server, client = await mesh_pair(ca, tmp_path, start, port, InboundMtls(mode="STRICT"))
+        reader, writer = await open_tunnel(client.port("outbound"))
+        assert await asyncio.wait_for(reader.read(), 5.0) == b"the backend is done"
+        # The mTLS hop cannot stay open one way: the backend's connection ends too.
+        await eventually(lambda: heard == [b""], what="the backend's connection closed")
+        writer.close()
+    await eventually(lambda: idle(client) and idle(server), what="tunnels closed")
+    assert errors.seen == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
