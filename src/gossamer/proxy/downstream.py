@@ -187,9 +187,15 @@ class DownstreamConnection(asyncio.Protocol):
         size = self.header_bytes + len(name) + len(value) + 4
         self.header_bytes = size
         headers = self.headers
-        # Names lowercased once, here: everything after compares and forwards them as they are.
-        headers.append((name.lower(), value))
-        limits = self.runtime.limits
+        runtime = self.runtime
+        if b"_" in name and runtime.drop_underscore_headers:
+            # Dropped before anything reads them, as nginx does: a backend that reads "_" as "-"
+            # would take `content_length` for a second Content-Length.
+            runtime.stats.incr("gossamer_dropped_headers_with_underscores_total")
+        else:
+            # Names lowercased once, here: everything after compares and forwards them as they are.
+            headers.append((name.lower(), value))
+        limits = runtime.limits
         if size > limits.max_header_bytes or len(headers) > limits.max_headers:
             raise RequestRejectedError(431, "request headers too large")
 

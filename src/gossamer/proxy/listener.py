@@ -57,6 +57,7 @@ class ListenerRuntime:
     __slots__ = (
         "clusters",
         "draining",
+        "drop_underscore_headers",
         "guard",
         "label_prefixes",
         "limits",
@@ -107,6 +108,7 @@ class ListenerRuntime:
         self.scheme = b"https" if listener.tls is not None else b"http"
         self.proto_line = b"x-forwarded-proto: " + self.scheme + b"\r\n"
         self.limits = ConnectionLimits(listener.limits)
+        self.drop_underscore_headers = listener.headers_with_underscores == "drop"
         self.draining = False
         self.label_prefixes: dict[tuple[str, str], tuple[str, ...]] = {}
         self.series: dict[tuple[str, str, int, str], RequestSeries] = {}

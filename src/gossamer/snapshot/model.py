@@ -18,6 +18,9 @@ LbPolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "PEAK_
 # PeerAuthentication modes: mTLS only, mTLS and plaintext on one port, plaintext only.
 MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
 AuthzAction = Literal["ALLOW", "DENY", "AUDIT"]
+# What a listener does with request header names that contain "_" (as Envoy's
+# headers_with_underscores_action): a backend that reads "_" as "-" would see a second header.
+UnderscoreHeaders = Literal["drop", "allow"]
 
 
 class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -312,6 +315,8 @@ class Listener(Struct, frozen=True):
     tls: ListenerTls | None = None
     mtls: InboundMtls | None = None
     """Mesh mTLS with the proxy's own certificate (inbound listeners); None: plaintext only."""
+    headers_with_underscores: UnderscoreHeaders = "drop"
+    """Request headers and trailers whose name has "_": dropped (and counted), or passed on."""
 
 
 class Node(Struct, frozen=True):

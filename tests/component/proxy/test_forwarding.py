@@ -7,6 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 import httpx
+import msgspec
 
 from gossamer.snapshot import (
     DirectResponse,
@@ -74,6 +75,35 @@ async def test_hop_by_hop_headers_and_those_named_in_connection_are_removed(
     assert "x-kept" in names
     assert not names & {"x-secret", "keep-alive", "proxy-authorization"}
     assert b"connection: close" in raw.lower()
+
+
+async def test_header_names_with_underscores_are_dropped_unless_the_listener_allows_them(
+    backend: Backend, run_proxy: Run
+) -> None:
+    # A backend that reads "_" as "-" (CGI, some frameworks) would see a second framing header.
+    sent = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent_length: 50\r\n"
+        b"Transfer_Encoding: chunked\r\nx_user: mallory\r\nx-user: alice\r\n"
+        b"Connection: close\r\n\r\nhello"
+    )
+    config = snapshot([to("one")], [cluster("one", backend.port)])
+    dropping = await run_proxy(config)
+    assert (await exchange(dropping.port, sent)).startswith(b"HTTP/1.1 200 ")
+    received = backend.requests[-1]
+    assert [name for name, _ in received.headers if "_" in name] == []
+    assert (received.header("x-user"), received.body) == ("alice", b"hello")
+    metrics = dropping.proxy.stats.prometheus()
+    assert "gossamer_dropped_headers_with_underscores_total 3" in metrics
+
+    allow = msgspec.structs.replace(config.listeners[0], headers_with_underscores="allow")
+    allowing = await run_proxy(msgspec.structs.replace(config, listeners=(allow,)))
+    assert (await exchange(allowing.port, sent)).startswith(b"HTTP/1.1 200 ")
+    received = backend.requests[-1]
+    assert [name for name, _ in received.headers if "_" in name] == [
+        "content_length",
+        "transfer_encoding",
+        "x_user",
+    ]
 
 
 async def test_keep_alive_reuses_one_upstream_connection(backend: Backend, run_proxy: Run) -> None:
