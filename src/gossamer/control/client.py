@@ -1,7 +1,7 @@
 """A synchronous client of the control plane's resource API: get, list, create, replace, delete.
 
 ```python
-with ApiClient("http://127.0.0.1:15010", token) as api:
+with ApiClient("https://127.0.0.1:15010", token, ca_file="trust-bundle.pem") as api:
     routes = api.served("networking.istio.io/v1", "VirtualService")
     for item in api.list(routes, "default", selector="app=reviews"):
         print(item["metadata"]["name"])
