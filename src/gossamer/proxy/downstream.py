@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from gossamer.proxy.server import ListenerHandle
 
 log = logging.getLogger(__name__)
+
+# "_" as a byte value: `b"_" in name` tries its operand as an integer first, and would pay for
+# the TypeError on every header.
+_UNDERSCORE: Final = 0x5F
 
 
 class RequestRejectedError(Exception):
@@ -188,7 +192,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.header_bytes = size
         headers = self.headers
         runtime = self.runtime
-        if b"_" in name and runtime.drop_underscore_headers:
+        if _UNDERSCORE in name and runtime.drop_underscore_headers:
             # Dropped before anything reads them, as nginx does: a backend that reads "_" as "-"
             # would take `content_length` for a second Content-Length.
             runtime.stats.incr("gossamer_dropped_headers_with_underscores_total")
