@@ -44,6 +44,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -75,8 +76,9 @@ CREATE_CONCURRENCY = 16
 """API requests in flight while creating the services."""
 HANDSHAKE_CONCURRENCY = 100
 """Handshakes in flight when the proxies first connect (a reconnect storm is not limited)."""
-BACKOFF_INITIAL_S = 0.2
-BACKOFF_MAX_S = 10.0
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 2.0
+"""As the proxies' agent: 0.1 s growing to 2 s, jittered."""
 OPEN_TIMEOUT_S = 5.0
 """For the handshake and then the welcome, as the agent waits."""
 SETUP_OPEN_TIMEOUT_S = 300.0
@@ -302,6 +304,8 @@ class Fleet:
     """The control-plane replica that welcomed the last proxy."""
     gate: asyncio.Semaphore | None = None
     open_timeout: float = OPEN_TIMEOUT_S
+    tls: ssl.SSLContext | None = None
+    """Verifies the control plane (wss) with the mesh's roots, as the agent does."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start(self, count: int) -> None:
@@ -459,6 +463,7 @@ class SimulatedProxy:
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             ping_interval=None,  # the server pings; its pongs are answered regardless
             open_timeout=self.fleet.open_timeout,
+            ssl=self.fleet.tls,
             max_size=64 * 1024 * 1024,
             compression=None,
         )
@@ -541,6 +546,17 @@ class ControlPlaneProcess:
     @property
     def token(self) -> str:
         return (self.state / "admin-token").read_text().strip()
+
+    def client_tls(self) -> ssl.SSLContext:
+        """What a client verifies this control plane with: the mesh's trust bundle."""
+        return ssl.create_default_context(cafile=str(self.state / "ca" / "trust-bundle.pem"))
+
+    def server_tls(self) -> ssl.SSLContext:
+        """The control plane's own certificate, for the floor to serve the same handshake."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        folder = self.state / "api-tls"
+        context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
+        return context
 
     def kill(self) -> None:
         assert self.process is not None
@@ -744,8 +760,11 @@ async def measure_control_plane(
     url = await plane.ready()
     headers = {"Authorization": f"Bearer {plane.token}"}
     limits = httpx.Limits(max_connections=CREATE_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as api:
-        fleet = Fleet(url.replace("http://", "ws://", 1), plane.token)
+    tls = plane.client_tls()
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=60, limits=limits, verify=tls
+    ) as api:
+        fleet = Fleet(url.replace("https://", "wss://", 1), plane.token, tls=tls)
         try:
             await setup(plane, api, fleet, results, profile)
             print("setup:", _pairs(results.setup), flush=True)
@@ -761,8 +780,13 @@ async def measure_control_plane(
 # -- floor ------------------------------------------------------------------------------------
 
 
-async def floor_server(port: int) -> None:
-    """A bare broadcast server: welcome each client, send all of them N bytes on a trigger."""
+async def floor_server(port: int, tls_folder: Path) -> None:
+    """A bare broadcast server: welcome each client, send all of them N bytes on a trigger.
+
+    It serves TLS with the control plane's own certificate, so that the handshakes cost the
+    same on both sides of the comparison."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tls_folder / "tls.crt", tls_folder / "tls.key")
     clients: set[ServerConnection] = set()
     version = 0
 
@@ -794,6 +818,7 @@ async def floor_server(port: int) -> None:
         ping_timeout=10.0,
         max_size=64 * 1024 * 1024,
         backlog=1024,
+        ssl=tls,
     ):
         print(f"floor server listening on {port}", flush=True)
         await stop
@@ -807,18 +832,20 @@ def _floor_message(version: int, size: int) -> bytes:
 async def measure_floor(results: Results, children: Children, workdir: Path) -> None:
     port = free_port()
     log = workdir / "floor.log"
-    process = children.start([sys.executable, __file__, "--floor-server", str(port)], log)
+    command = [sys.executable, __file__, "--floor-server", str(port)]
+    process = children.start([*command, "--floor-tls", str(workdir / "api-tls")], log)
+    tls = ssl.create_default_context(cafile=str(workdir / "ca" / "trust-bundle.pem"))
     try:
         await ready_line(process, r"listening on (\d+)", log)
         meter = PhaseMeter(f"floor: {results.changes} broadcasts", process.pid, fresh=True)
-        fleet = Fleet(f"ws://127.0.0.1:{port}", "")
+        fleet = Fleet(f"wss://127.0.0.1:{port}", "", tls=tls)
         fleet.gate = asyncio.Semaphore(HANDSHAKE_CONCURRENCY)
         fleet.start(results.proxies)
         deadline = time.perf_counter() + SETUP_TIMEOUT_S
         while fleet.connected < results.proxies and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
         size = str(results.delta_bytes or 500).encode()
-        trigger = await connect(f"ws://127.0.0.1:{port}/trigger", compression=None)
+        trigger = await connect(f"wss://127.0.0.1:{port}/trigger", compression=None, ssl=tls)
         try:
             for _ in range(results.changes):
                 current = fleet.begin()
@@ -934,9 +961,10 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the tables here")
     parser.add_argument("--profile", type=Path, help="py-spy the control plane into this folder")
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-tls", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_server:
-        asyncio.run(floor_server(args.floor_server))
+        asyncio.run(floor_server(args.floor_server, args.floor_tls))
         return 0
     raise_open_files(2 * args.proxies + 512)
     signal.signal(signal.SIGTERM, _terminate)

@@ -89,9 +89,11 @@ class MeshEndpoints:
             issued.not_after,
         )
         await websocket.send_bytes(encode(welcome))
-        entry = await self._register(stream)
+        # The first update does not wait for the registration's write to the store.
         writer = asyncio.get_running_loop().create_task(self._write(websocket, stream))
+        entry: ObjectKey | None = None
         try:
+            entry = await self._register(stream)
             await self._read(websocket, stream, entry)
         finally:
             writer.cancel()

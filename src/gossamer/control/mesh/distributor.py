@@ -32,10 +32,9 @@ from gossamer.control.mesh.views import (
     view_key,
     vip_part,
 )
+from gossamer.control.mesh.workloads import WorkloadIndex
 from gossamer.control.store import ObjectKey, ResourceType
 from gossamer.resources import Resource
-from gossamer.resources.kinds.apps import Deployment
-from gossamer.resources.kinds.core import Service
 from gossamer.resources.kinds.istio_networking import WorkloadEntry
 from gossamer.security.spiffe import spiffe_id
 from gossamer.snapshot.endpoints import endpoint_index
@@ -61,7 +60,20 @@ SECURITY_KINDS = frozenset(
 OWN_KINDS = frozenset(
     {ResourceType("apps", "deployments"), ResourceType("", "services"), *SECURITY_KINDS}
 )
+# What the workload index holds: a change to any of these rebuilds it.
+INDEXED_KINDS = frozenset(
+    {
+        ResourceType("apps", "deployments"),
+        ResourceType("", "services"),
+        ResourceType("networking.istio.io", "serviceentries"),
+    }
+)
 GATEWAY_LABELS = {"istio": "ingressgateway"}
+
+ViewMark = tuple[ViewKey, int]
+"""Which state of a view a proxy was sent: its key and generation. A stream keeps marks, not
+the states: a state of a large mesh's view is megabytes, and proxies slow to answer would keep
+one alive per generation they lag behind."""
 
 
 @dataclass(eq=False)
@@ -75,10 +87,10 @@ class ProxyStream:
     connected_at: float = field(default_factory=time.time)
     view_key: ViewKey | None = None
     own: Own | None = None
-    sent_view: ViewState | None = None
+    sent_view: ViewMark | None = None
     sent_own: Own | None = None
     sent_version: str = ""
-    acked_view: ViewState | None = None
+    acked_view: ViewMark | None = None
     acked_own: Own | None = None
     acked_version: str = ""
     nack: tuple[str, str] | None = None
@@ -87,7 +99,7 @@ class ProxyStream:
     """The SPIFFE id of the certificate last signed for this proxy."""
     certificate_expiry: float = 0.0
     """When that certificate expires (seconds since the epoch)."""
-    pending: dict[str, tuple[ViewState | None, Own]] = field(default_factory=dict)
+    pending: dict[str, tuple[ViewMark | None, Own]] = field(default_factory=dict)
     sent_at: dict[str, float] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -135,6 +147,9 @@ class Distributor:
         self.generation = 0
         self.endpoints: EndpointIndex = {}
         self.label_keys: frozenset[str] = frozenset()
+        self._label_keys_stale = True
+        self._workloads: WorkloadIndex | None = None
+        """Built on first use after a change to its kinds: a hello reads it, never the mesh."""
         self.recomputes = 0
         self._ids = itertools.count(1)
         self._dirty_views = False
@@ -171,6 +186,9 @@ class Distributor:
                 if key.type in SECURITY_KINDS:
                     self._dirty_endpoints = True
                     self._security_stale = True
+                if key.type in INDEXED_KINDS:
+                    self._workloads = None
+                self._label_keys_stale = True
                 self._dirty_views = True
                 if key.type in OWN_KINDS:
                     self._dirty_own = True
@@ -202,7 +220,7 @@ class Distributor:
             return
         self.generation += 1
         self.recomputes += 1
-        self.label_keys = view_label_keys(resources)
+        self._refresh_label_keys(resources)
         for stream in self.streams.values():
             if stream.role == "sidecar":
                 stream.view_key = view_key(stream.hello.namespace, stream.labels, self.label_keys)
@@ -240,8 +258,9 @@ class Distributor:
         """A proxy said hello: compute what it runs, and have its writer send it whole."""
         resources = list(self.mirror.resources.values())
         # The endpoints may lag a pending recompute by the debounce: the recompute corrects them
-        # with a delta. Rebuilding them here made a storm of connections quadratic.
-        labels, account = self._identity(hello, resources)
+        # with a delta. Rebuilding them here made a storm of connections quadratic; so did
+        # reading every resource for the proxy's own part (the workload index answers that).
+        labels, account = self._identity(hello)
         if self._security_stale:
             self._index_security(resources)
         name = hello.name or f"{hello.workload}.{hello.namespace}"
@@ -253,7 +272,7 @@ class Distributor:
         )
         self.generation += 1
         if hello.role == "sidecar":
-            self.label_keys = view_label_keys(resources)
+            self._refresh_label_keys(resources)
             stream.view_key = view_key(hello.namespace, labels, self.label_keys)
             if stream.view_key not in self.views:
                 self.views[stream.view_key] = compute_view(
@@ -271,14 +290,17 @@ class Distributor:
     def compose(self, stream: ProxyStream) -> bytes | None:
         """The next message for a proxy, or None when it has everything; marks it sent."""
         assert stream.own is not None
-        view = self.views.get(stream.view_key) if stream.view_key is not None else None
+        key = stream.view_key
+        view = self.views.get(key) if key is not None else None
+        mark = (key, view.generation) if key is not None and view is not None else None
         version = str(self.generation)
         if stream.sent_version == version:
             return None
         fragment = None
         base, old = stream.sent_version, stream.sent_own
-        if view is not None and stream.sent_view is not view:
-            if stream.sent_view is not None and view.previous is stream.sent_view:
+        if view is not None and stream.sent_view != mark:
+            previous = view.previous
+            if previous is not None and stream.sent_view == (key, previous.generation):
                 fragment = view.delta()
             else:
                 base, old = "", None
@@ -286,14 +308,14 @@ class Distributor:
             base = ""
             fragment = view.whole() if view is not None else None
         message = encode_update(version, base, fragment, old, stream.own)
-        stream.sent_view, stream.sent_own = view, stream.own
+        stream.sent_view, stream.sent_own = mark, stream.own
         if message is None:
             # Nothing this proxy runs changed: what it acknowledged still holds.
             if stream.acked_version == stream.sent_version:
-                stream.acked_view, stream.acked_own = view, stream.own
+                stream.acked_view, stream.acked_own = mark, stream.own
             return None
         stream.sent_version = version
-        stream.pending[version] = (view, stream.own)
+        stream.pending[version] = (mark, stream.own)
         stream.sent_at[version] = time.perf_counter()
         return message
 
@@ -353,16 +375,22 @@ class Distributor:
 
     # -- parts ---------------------------------------------------------------------------------
 
-    def _identity(self, hello: Hello, resources: Sequence[Resource]) -> tuple[dict[str, str], str]:
-        for resource in resources:
-            if (
-                isinstance(resource, Deployment)
-                and resource.name == hello.workload
-                and resource.namespace == hello.namespace
-            ):
-                pod = resource.spec.template.spec
-                account = pod.service_account_name or pod.service_account or "default"
-                return dict(resource.pod_labels), account
+    def _refresh_label_keys(self, resources: Sequence[Resource]) -> None:
+        if self._label_keys_stale:
+            self.label_keys = view_label_keys(resources)
+            self._label_keys_stale = False
+
+    def _index(self) -> WorkloadIndex:
+        if self._workloads is None:
+            self._workloads = WorkloadIndex(list(self.mirror.resources.values()))
+        return self._workloads
+
+    def _identity(self, hello: Hello) -> tuple[dict[str, str], str]:
+        deployment = self._index().deployment(hello.namespace, hello.workload)
+        if deployment is not None:
+            pod = deployment.spec.template.spec
+            account = pod.service_account_name or pod.service_account or "default"
+            return dict(deployment.pod_labels), account
         if hello.role == "gateway":
             return dict(GATEWAY_LABELS), "istio-ingressgateway-service-account"
         return {}, "default"
@@ -425,27 +453,13 @@ class Distributor:
             address=hello.address,
             mtls=self.security.mtls(hello.namespace, stream.labels) if self.roots else None,
         )
+        index = self._index()
         if hello.app_port:
-            ports = _service_ports(hello.namespace, stream.labels, resources)
+            selecting = index.selecting(hello.namespace, stream.labels)
+            ports = sorted({port.port for service in selecting for port in service.spec.ports})
             sidecar = dataclasses.replace(sidecar, app_ports=dict.fromkeys(ports, hello.app_port))
-        return sidecar_part(resources, sidecar, stream.labels)
-
-
-def _service_ports(
-    namespace: str, labels: Mapping[str, str], resources: Sequence[Resource]
-) -> list[int]:
-    """The ports of the Services in `namespace` that select pods with these labels."""
-    return sorted(
-        {
-            port.port
-            for resource in resources
-            if isinstance(resource, Service)
-            and resource.namespace == namespace
-            and resource.spec.selector
-            and all(labels.get(key) == value for key, value in resource.spec.selector.items())
-            for port in resource.spec.ports
-        }
-    )
+        own = index.own_resources(hello.namespace, hello.workload, stream.labels)
+        return sidecar_part(own, sidecar, stream.labels)
 
 
 # The control plane's own records: leases and tokens route nothing.

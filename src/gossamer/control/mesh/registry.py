@@ -157,7 +157,8 @@ class Registry:
         return key
 
     async def set_health(self, key: ObjectKey, ready: bool, message: str = "") -> None:
-        """Record the instance's readiness in its `Healthy` condition."""
+        """Record the instance's readiness in its `Healthy` condition (no write when the
+        condition already says so: a reconnecting proxy registered ready confirms it)."""
         await self._edit(key, lambda body: _with_health(body, ready, message, self.now()))
 
     async def disconnected(self, key: ObjectKey) -> None:
@@ -256,7 +257,7 @@ class Registry:
             except NotFoundError:
                 return
             body = change(_copy(current.body))
-            if body is None:
+            if body is None or body == _copy(current.body):
                 return
             try:
                 await self.store.replace(key, body, current.version)
@@ -296,5 +297,9 @@ def _healthy(ready: bool, stamp: str, message: str = "") -> dict[str, str]:
 def _with_health(body: dict[str, Any], ready: bool, message: str, now: datetime) -> dict[str, Any]:
     annotations = body["metadata"].setdefault("annotations", {})
     annotations.pop(DISCONNECTED_AT, None)
-    body["status"] = {"conditions": [_healthy(ready, _timestamp(now), message)]}
+    fresh = _healthy(ready, _timestamp(now), message)
+    current = (body.get("status") or {}).get("conditions") or [{}]
+    if {**current[0], "lastTransitionTime": ""} == {**fresh, "lastTransitionTime": ""}:
+        return body  # as Kubernetes does, the time changes only with the status
+    body["status"] = {"conditions": [fresh]}
     return body
