@@ -49,14 +49,27 @@ async def steady_load(
     url: str, seconds: float, paths: tuple[str, ...] = ("/",), **headers: str
 ) -> Tally:
     """CONCURRENCY clients, each sending requests one after another for `seconds`."""
-    tally = Tally()
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + seconds
+    return await _load(url, lambda: loop.time() < stop_at, paths, headers)
+
+
+async def counted_load(url: str, requests: int) -> Tally:
+    """`requests` requests in all from CONCURRENCY clients, each sending one after another."""
+    budget = iter(range(requests))
+    return await _load(url, lambda: next(budget, None) is not None, ("/",), {})
+
+
+async def _load(
+    url: str, more: Callable[[], bool], paths: tuple[str, ...], headers: dict[str, str]
+) -> Tally:
+    """CONCURRENCY clients, each sending requests one after another while `more()` says so."""
+    tally = Tally()
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
 
     async def client_loop(client: httpx.AsyncClient, number: int) -> None:
         sent = 0
-        while loop.time() < stop_at:
+        while more():
             path = paths[(number + sent) % len(paths)]
             sent += 1
             try:
@@ -219,16 +232,28 @@ def _two_snapshots(one: Backend, two: Backend, three: Backend) -> tuple[Snapshot
 
 
 async def test_finished_requests_leave_no_timeouts_behind(backend: Backend, run_proxy: Run) -> None:
-    # Each request arms its route's 15 s timeout and its per-try timeout; thousands finish in a
-    # second. What they armed must go with them, or memory grows with the request rate times
-    # the timeout.
+    # Each request arms its route's 15 s timeout and its per-try timeout, and finishes long
+    # before either. What they armed must go with them, or memory grows with the request rate
+    # times the timeout.
     retries = RetryPolicy(attempts=2, per_try_timeout=10.0)
     proxy = await run_proxy(
         snapshot([to("one", timeout=15.0, retries=retries)], [cluster("one", backend.port)])
     )
-    tally = await steady_load(proxy.url, 1.5)
-    assert tally.statuses == Counter({200: tally.total}), tally.failures
-    assert tally.total > 200
     timers = proxy.proxy.timers
     assert timers is not None
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, len(timers))
+            await asyncio.sleep(0.001)
+
+    watching = asyncio.create_task(watch())
+    try:
+        tally = await counted_load(proxy.url, 300)
+    finally:
+        watching.cancel()
+    assert tally.statuses == Counter({200: 300}), tally.failures
+    assert most > 0  # the requests did arm timeouts while they were in flight
     assert len(timers) == 0  # no bucket kept for timeouts that were all cancelled
