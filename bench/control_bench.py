@@ -21,9 +21,10 @@ measured against a target); afterwards they behave as the agent does.
   timeouts (5 s for the handshake, 5 s for the welcome); from the new process's start to the
   last proxy holding a whole update, given up after 10 minutes (then the table says how many
   made it).
-- Floor: a bare WebSocket broadcast server (the `websockets` library, stock asyncio loop, as the
-  control plane runs) in a subprocess, the same N clients connected, sends each a message of
-  the size of the median delta update above on a trigger; trigger to last answer, M times.
+- Floor: a bare WebSocket broadcast server (the `websockets` library on uvloop, over TLS with
+  the control plane's own certificate, as the control plane runs) in a subprocess, the same N
+  clients connected, sends each a message of the size of the median delta update above on a
+  trigger; trigger to last answer, M times.
 
 The control plane's CPU (utime+stime) and peak RSS (VmRSS sampled every 50 ms, and VmHWM for a
 process started in the phase) come from /proc for each phase; the client's CPU from getrusage.
@@ -964,7 +965,9 @@ def main() -> int:
     parser.add_argument("--floor-tls", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_server:
-        asyncio.run(floor_server(args.floor_server, args.floor_tls))
+        import uvloop  # noqa: PLC0415 -- the loop the control plane runs on
+
+        uvloop.run(floor_server(args.floor_server, args.floor_tls))
         return 0
     raise_open_files(2 * args.proxies + 512)
     signal.signal(signal.SIGTERM, _terminate)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sys
 from pathlib import Path
@@ -98,7 +97,10 @@ def control_plane(
         sys.stdout.flush()
 
     try:
-        asyncio.run(serve(config, ready))
+        # uvloop: its TLS is native code, and every proxy's stream is TLS.
+        import uvloop
+
+        uvloop.run(serve(config, ready))
     except (StoreError, TokenFileError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None

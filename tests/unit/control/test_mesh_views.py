@@ -148,3 +148,27 @@ def test_a_delta_on_a_version_the_proxy_does_not_run_asks_for_the_whole() -> Non
     )
     with pytest.raises(StaleBaseError, match="delta on 0"):
         apply_update(running, stale)
+
+
+def test_a_proxy_some_steps_behind_gets_one_delta_not_the_whole() -> None:
+    before = resources(BASE)
+    first, own = state(before, {}, 1, None)
+    running = apply_update(None, update(encode_update("1", "", first.whole(), None, own)))
+    # Two steps pass while the proxy reads nothing: a route comes, reviews gains an endpoint,
+    # then the route goes (reviews' host changed and changed back) and ratings gains one.
+    after = resources(BASE + ROUTE)
+    second, _ = state(after, {REVIEWS: [Endpoint("127.0.0.1", 9001)]}, 2, first)
+    ratings = ("ratings.default.svc.cluster.local", 9080)
+    latest: EndpointIndex = {
+        REVIEWS: [Endpoint("127.0.0.1", 9001)],
+        ratings: [Endpoint("127.0.0.1", 9003)],
+    }
+    third, own3 = state(before, latest, 3, second)
+    fragment = third.delta_since(1)
+    assert fragment is not None
+    data = encode_update("3", "1", fragment, own, own3)
+    assert len(data or b"") < len(encode_update("3", "", third.whole(), None, own3) or b"") / 2
+    running = apply_update(running, update(data))
+    same(running, sidecar_snapshot(before, latest, SPEC, "3"))
+    # Too far back (or a generation this view never had): the whole, as before.
+    assert third.delta_since(0) is None

@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 _NAME_LIMIT = 63
+FIRST_UPDATES_IN_FLIGHT = 32
+"""First (whole) updates sent and not yet answered, across proxies. After a restart every
+proxy wants the whole mesh at once (megabytes each in a large mesh): taken in turn, each gets
+it quickly, and the buffers of the ones waiting hold nothing."""
+FIRST_UPDATE_ANSWER_S = 10.0
+"""How long a first update holds its turn without an answer."""
 
 
 class MeshEndpoints:
@@ -59,6 +65,7 @@ class MeshEndpoints:
         self.tokens = tokens
         self._guard = BearerAuthentication(_refuse, tokens)
         self._streams: set[asyncio.Task[None]] = set()
+        self._first_updates = asyncio.Semaphore(FIRST_UPDATES_IN_FLIGHT)
 
     async def stream(self, websocket: WebSocket) -> None:
         """One proxy's config stream, until either side closes it."""
@@ -148,6 +155,15 @@ class MeshEndpoints:
         return await self.mesh.registry.register(registration, ready=stream.hello.ready)
 
     async def _write(self, websocket: WebSocket, stream: ProxyStream) -> None:
+        async with self._first_updates:
+            await stream.wake.wait()
+            stream.wake.clear()
+            first = self.mesh.distributor.compose(stream)
+            if first is not None:
+                await websocket.send_bytes(first)
+                del first  # not kept while waiting for the answer
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stream.answered.wait(), FIRST_UPDATE_ANSWER_S)
         while True:
             await stream.wake.wait()
             stream.wake.clear()

@@ -102,6 +102,8 @@ class ProxyStream:
     pending: dict[str, tuple[ViewMark | None, Own]] = field(default_factory=dict)
     sent_at: dict[str, float] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the proxy's first ACK or NACK."""
 
     @property
     def role(self) -> str:
@@ -299,10 +301,10 @@ class Distributor:
         fragment = None
         base, old = stream.sent_version, stream.sent_own
         if view is not None and stream.sent_view != mark:
-            previous = view.previous
-            if previous is not None and stream.sent_view == (key, previous.generation):
-                fragment = view.delta()
-            else:
+            sent = stream.sent_view
+            # A proxy a few steps behind (slow to read while the view changed) gets one delta.
+            fragment = view.delta_since(sent[1]) if sent is not None and sent[0] == key else None
+            if fragment is None:
                 base, old = "", None
         if old is None:
             base = ""
@@ -321,6 +323,7 @@ class Distributor:
 
     def acknowledge(self, stream: ProxyStream, ack: Ack, resync: bool = False) -> None:
         """Record a proxy's ACK or NACK of a version it was sent."""
+        stream.answered.set()
         sent = stream.pending.pop(ack.version, None)
         sent_at = stream.sent_at.pop(ack.version, None)
         if sent is None:

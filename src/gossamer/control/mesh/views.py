@@ -118,17 +118,33 @@ def _inner(items: Sequence[object]) -> bytes:
     return _encoder.encode(items)[1:-1] if items else b""
 
 
+HISTORY = 16
+"""How many recent steps of a view a proxy may lag behind and still get a delta."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One recompute of a view: from which generation, and the names it changed."""
+
+    since: int
+    hosts: frozenset[str]
+    clusters: frozenset[str]
+
+
 @dataclass(slots=True)
 class ViewState:
-    """One computed state of a view: its parts by name, the whole encoded, and the delta from
-    the state before it."""
+    """One computed state of a view: its parts by name, the whole encoded, and the names each
+    of its last steps changed, so that a proxy a few steps behind gets a delta, not the whole
+    (in a large mesh the whole is megabytes; a proxy that was slow to read while its view
+    changed twice used to get it again)."""
 
     generation: int
     hosts: dict[str, VirtualHost]
     clusters: dict[str, Cluster]
-    previous: ViewState | None = None
+    steps: tuple[Step, ...] = ()
+    """Oldest first; the last one led to this state."""
     _whole: Fragment | None = None
-    _delta: Fragment | None = None
+    _deltas: dict[int, Fragment] = field(default_factory=dict)
 
     def whole(self) -> Fragment:
         """Everything in this state."""
@@ -139,13 +155,28 @@ class ViewState:
         return self._whole
 
     def delta(self) -> Fragment:
-        """What changed since `previous` (which must exist)."""
-        assert self.previous is not None
-        if self._delta is None:
-            hosts, removed_hosts = diff_named(self.previous.hosts, self.hosts)
-            clusters, removed_clusters = diff_named(self.previous.clusters, self.clusters)
-            self._delta = Fragment(_inner(hosts), removed_hosts, _inner(clusters), removed_clusters)
-        return self._delta
+        """What changed in the last step (there must be one)."""
+        fragment = self.delta_since(self.steps[-1].since)
+        assert fragment is not None
+        return fragment
+
+    def delta_since(self, generation: int) -> Fragment | None:
+        """What changed since the state of `generation`; None when that is too far back."""
+        if generation in self._deltas:
+            return self._deltas[generation]
+        index = next((i for i, step in enumerate(self.steps) if step.since == generation), None)
+        if index is None:
+            return None
+        hosts = frozenset().union(*(step.hosts for step in self.steps[index:]))
+        clusters = frozenset().union(*(step.clusters for step in self.steps[index:]))
+        fragment = Fragment(
+            _inner([item for name, item in self.hosts.items() if name in hosts]),
+            tuple(sorted(name for name in hosts if name not in self.hosts)),
+            _inner([item for name, item in self.clusters.items() if name in clusters]),
+            tuple(sorted(name for name in clusters if name not in self.clusters)),
+        )
+        self._deltas[generation] = fragment
+        return fragment
 
     def same_as(self, other: ViewState) -> bool:
         """Whether both states hold the same parts."""
@@ -159,17 +190,26 @@ def compute_view(
     generation: int,
     previous: ViewState | None,
 ) -> ViewState:
-    """The view's state now; the previous state is kept for the delta (and only that one)."""
+    """The view's state now, with the names changed since `previous` as its last step."""
     namespace, labels = key
     view = outbound_view(sidecar_catalog(resources, namespace, dict(labels)), endpoints)
+    hosts = _by_name(view.virtual_hosts)
+    clusters = {cluster.name: cluster for cluster in view.clusters}
+    steps: tuple[Step, ...] = ()
     if previous is not None:
-        previous.previous = None  # one step of history is all a delta needs
-    return ViewState(
-        generation=generation,
-        hosts=_by_name(view.virtual_hosts),
-        clusters={cluster.name: cluster for cluster in view.clusters},
-        previous=previous,
-    )
+        step = Step(
+            previous.generation,
+            _changed_names(previous.hosts, hosts),
+            _changed_names(previous.clusters, clusters),
+        )
+        steps = (*previous.steps, step)[-HISTORY:]
+    return ViewState(generation=generation, hosts=hosts, clusters=clusters, steps=steps)
+
+
+def _changed_names(old: Mapping[str, object], new: Mapping[str, object]) -> frozenset[str]:
+    changed = {name for name, item in new.items() if old.get(name) != item}
+    changed.update(name for name in old if name not in new)
+    return frozenset(changed)
 
 
 def encode_update(
