@@ -65,7 +65,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from gossamer.snapshot.protocol import PATH, SUBPROTOCOL, Ack, Health, Hello, Instance, encode
+from gossamer.snapshot.protocol import (
+    PATH,
+    SUBPROTOCOL,
+    Ack,
+    Health,
+    Hello,
+    Instance,
+    Reassembly,
+    encode,
+)
 
 NAMESPACE = "default"
 APPS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
@@ -444,7 +453,11 @@ class SimulatedProxy:
 
     async def _follow(self, websocket: ClientConnection) -> None:
         ready = False
-        async for data in websocket:
+        reassembly = Reassembly()
+        async for piece in websocket:
+            data = reassembly.feed(piece)
+            if data is None:
+                continue  # a large update comes in pieces, as the agent reads it
             head = _head.decode(data)
             if head.type != "update":
                 continue

@@ -44,6 +44,7 @@ from gossamer.snapshot.protocol import (
     Health,
     Hello,
     Issued,
+    Reassembly,
     Renew,
     StaleBaseError,
     Update,
@@ -241,8 +242,12 @@ class ControlPlaneAgent:
                 loop.create_task(self._report(websocket)),
                 loop.create_task(self._renew(websocket)),
             ]
+            reassembly = Reassembly()
             try:
-                async for data in websocket:
+                async for piece in websocket:
+                    data = reassembly.feed(piece)
+                    if data is None:
+                        continue
                     message = decode_from_control_plane(data)
                     if isinstance(message, Update):
                         if self._renewing is not None and self.identity is None:

@@ -14,6 +14,12 @@ request against the workload the stream's token speaks for and answers with the 
 
 Deltas matter at scale: one VirtualService change touches one virtual host, and a thousand
 proxies should receive a few hundred bytes each, not their whole configuration.
+
+A message larger than `PIECE_BYTES` (a whole update of a large mesh is megabytes) goes in
+pieces, each a WebSocket message of its own: `+` then bytes for every piece but the last, `.`
+then bytes for the last. A TLS connection's buffers grow to the largest write they are given
+and keep that size, so one write of the whole would cost its size in memory per proxy for as
+long as the stream lasts; pieces cost one piece.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ PATH = "/mesh/v1/stream"
 """Where the control plane accepts proxy streams."""
 
 SUBPROTOCOL = "gossamer.mesh.v1"
+
+PIECE_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_MORE, _LAST = b"+", b"."
 
 
 class Instance(Struct, frozen=True):
@@ -190,6 +200,47 @@ def decode_from_control_plane(data: bytes | str) -> ToProxy:
     except msgspec.DecodeError as error:
         raise SnapshotError(f"not a control-plane message: {error}") from None
     return message
+
+
+def pieces(message: bytes) -> list[bytes]:
+    """The WebSocket messages that carry `message`: itself when small, else its pieces."""
+    if len(message) <= PIECE_BYTES:
+        return [message]
+    view = memoryview(message)
+    starts = range(0, len(message), PIECE_BYTES)
+    last = starts[-1]
+    return [
+        (_LAST if start == last else _MORE) + view[start : start + PIECE_BYTES] for start in starts
+    ]
+
+
+class Reassembly:
+    """Puts messages that came in pieces back together, up to `MAX_MESSAGE_BYTES`."""
+
+    __slots__ = ("_parts", "_size")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, data: bytes | str) -> bytes | str | None:
+        """The whole message once `data` completes it (a message not in pieces at once);
+        None while pieces are missing. SnapshotError when it grows too large."""
+        marker = data[:1]
+        if isinstance(data, str) or marker not in (_MORE, _LAST):
+            return data
+        self._size += len(data) - 1
+        if self._size > MAX_MESSAGE_BYTES:
+            self._parts.clear()
+            self._size = 0
+            raise SnapshotError(f"a message larger than {MAX_MESSAGE_BYTES} bytes")
+        self._parts.append(data[1:])
+        if marker == _MORE:
+            return None
+        whole = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        return whole
 
 
 class StaleBaseError(SnapshotError):

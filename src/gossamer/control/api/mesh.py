@@ -43,6 +43,7 @@ from gossamer.snapshot.protocol import (
     Welcome,
     decode_from_proxy,
     encode,
+    pieces,
 )
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class MeshEndpoints:
             stream.wake.clear()
             first = self.mesh.distributor.compose(stream)
             if first is not None:
-                await websocket.send_bytes(first)
+                await _send(websocket, first)
                 del first  # not kept while waiting for the answer
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stream.answered.wait(), FIRST_UPDATE_ANSWER_S)
@@ -169,7 +170,7 @@ class MeshEndpoints:
             stream.wake.clear()
             message = self.mesh.distributor.compose(stream)
             if message is not None:
-                await websocket.send_bytes(message)
+                await _send(websocket, message)
 
     async def _read(
         self, websocket: WebSocket, stream: ProxyStream, entry: ObjectKey | None
@@ -235,6 +236,12 @@ class MeshEndpoints:
             status_code=201,
             headers={"x-resource-version": str(stored.version)},
         )
+
+
+async def _send(websocket: WebSocket, message: bytes) -> None:
+    """Send in pieces when large; each waits until the connection takes more (see pieces)."""
+    for piece in pieces(message):
+        await websocket.send_bytes(piece)
 
 
 def _once_each(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
