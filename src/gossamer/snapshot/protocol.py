@@ -24,6 +24,8 @@ long as the stream lasts; pieces cost one piece.
 
 from __future__ import annotations
 
+import base64
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -153,6 +155,20 @@ class Update(Struct, frozen=True, tag="update"):
     removed_tables: tuple[str, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     removed_clusters: tuple[str, ...] = ()
+    shared: bytes = b""
+    """More virtual hosts of `SHARED_TABLE` and more clusters, as zlib-compressed JSON (a
+    `Shared`): a whole update of a large mesh, compressed once for every proxy that gets it."""
+
+
+class Shared(Struct, frozen=True):
+    """What `Update.shared` holds once decompressed."""
+
+    hosts: tuple[VirtualHost, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+
+
+SHARED_TABLE = "outbound"
+"""The route table whose hosts `Update.shared` carries."""
 
 
 class Ack(Struct, frozen=True, tag="ack"):
@@ -177,6 +193,7 @@ ToProxy = Welcome | Update | Issued
 _to_control_plane = msgspec.json.Decoder(ToControlPlane)
 _to_proxy = msgspec.json.Decoder(ToProxy)
 _encoder = msgspec.json.Encoder()
+_shared = msgspec.json.Decoder(Shared)
 
 
 def encode(message: ToControlPlane | ToProxy) -> bytes:
@@ -247,8 +264,39 @@ class StaleBaseError(SnapshotError):
     """A delta against a version the proxy does not run; it needs a whole update."""
 
 
+def compress_shared(hosts: bytes, clusters: bytes) -> bytes:
+    """`Update.shared` for hosts and clusters given as the insides of JSON arrays, base64."""
+    document = b'{"hosts":[' + hosts + b'],"clusters":[' + clusters + b"]}"
+    return base64.b64encode(zlib.compress(document, 1))
+
+
+def expand_shared(update: Update) -> Update:
+    """The update with what `shared` holds merged in (and `shared` emptied)."""
+    if not update.shared:
+        return update
+    inflate = zlib.decompressobj()
+    try:
+        data = inflate.decompress(update.shared, MAX_MESSAGE_BYTES)
+        shared = _shared.decode(data)
+    except (zlib.error, msgspec.DecodeError) as error:
+        raise SnapshotError(f"update {update.version}: shared part unreadable: {error}") from None
+    if inflate.unconsumed_tail:
+        raise SnapshotError(f"update {update.version}: shared part over {MAX_MESSAGE_BYTES} bytes")
+    tables = list(update.tables)
+    at = next((i for i, t in enumerate(tables) if t.name == SHARED_TABLE), None)
+    if at is None:
+        tables.append(TableDelta(SHARED_TABLE, shared.hosts))
+    else:
+        table = tables[at]
+        tables[at] = msgspec.structs.replace(table, upsert=shared.hosts + table.upsert)
+    return msgspec.structs.replace(
+        update, tables=tuple(tables), clusters=shared.clusters + update.clusters, shared=b""
+    )
+
+
 def apply_update(current: Snapshot | None, update: Update) -> Snapshot:
     """The snapshot `update` makes from `current`, checked; SnapshotError when it cannot be run."""
+    update = expand_shared(update)
     if update.base:
         if current is None or current.version != update.base:
             have = current.version if current is not None else "nothing"

@@ -14,7 +14,7 @@ from gossamer.control.mesh.views import (
     view_key,
 )
 from gossamer.resources import Resource, load_text
-from gossamer.snapshot import Endpoint, Snapshot
+from gossamer.snapshot import Endpoint, Snapshot, SnapshotError
 from gossamer.snapshot.protocol import (
     StaleBaseError,
     Update,
@@ -172,3 +172,38 @@ def test_a_proxy_some_steps_behind_gets_one_delta_not_the_whole() -> None:
     same(running, sidecar_snapshot(before, latest, SPEC, "3"))
     # Too far back (or a generation this view never had): the whole, as before.
     assert third.delta_since(0) is None
+
+
+def test_a_large_whole_goes_compressed_and_runs_what_translation_computes() -> None:
+    many = "".join(
+        f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}}}\n"
+        f"spec: {{selector: {{app: svc-{i}}}, ports: [{{name: http, port: 80}}]}}\n"
+        for i in range(150)
+    )
+    found = resources(BASE + many)
+    endpoints: EndpointIndex = {REVIEWS: [Endpoint("127.0.0.1", 9001)]}
+    first, own = state(found, endpoints, 1, None)
+    whole = first.whole()
+    assert whole.shared and not whole.hosts and not whole.clusters
+    data = encode_update("1", "", whole, None, own)
+    assert data is not None
+    plain = sum(
+        len(msgspec.json.encode(list(part.values()))) for part in (first.hosts, first.clusters)
+    )
+    assert len(data) < plain / 4
+    running = apply_update(None, update(data))
+    same(running, sidecar_snapshot(found, endpoints, SPEC, "1"))
+    # A delta on top of it, as usual.
+    more: EndpointIndex = {REVIEWS: [Endpoint("127.0.0.1", 9001), Endpoint("127.0.0.1", 9002)]}
+    second, own2 = state(found, more, 2, first)
+    running = apply_update(running, update(encode_update("2", "1", second.delta(), own, own2)))
+    same(running, sidecar_snapshot(found, more, SPEC, "2"))
+
+
+def test_a_shared_part_that_is_not_what_it_claims_is_refused() -> None:
+    found = resources(BASE)
+    first, own = state(found, {}, 1, None)
+    good = update(encode_update("1", "", first.whole(), None, own))
+    broken = msgspec.structs.replace(good, shared=b"not zlib")
+    with pytest.raises(SnapshotError, match="shared part unreadable"):
+        apply_update(None, broken)

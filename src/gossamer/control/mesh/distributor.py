@@ -46,6 +46,11 @@ from gossamer.snapshot.vips import assign_vips, services_of
 
 log = logging.getLogger(__name__)
 
+QUIET_AFTER_RECOMPUTE = 2.0
+"""After a recompute that took T, the next one waits until 2T has passed: while proxies join by
+the thousand (each registration a change) recomputes take at most a third of the time, and the
+rest goes to the joins; a lone change after a quiet period is not delayed."""
+
 ENTRIES = ResourceType("networking.istio.io", "workloadentries")
 # Policies: each proxy's own part enforces them; PeerAuthentication also says which endpoints
 # take mTLS.
@@ -158,6 +163,7 @@ class Distributor:
         self._dirty_own = False
         self._dirty_endpoints = False
         self._first_change = 0.0
+        self._quiet_until = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self.on_ack: list[Any] = []
         """Callbacks `(stream, version, seconds since sent)` for each ACK (benchmarks use it)."""
@@ -203,10 +209,18 @@ class Distributor:
         else:
             self._timer.cancel()
         at = min(now + self.debounce_s, self._first_change + self.max_delay_s)
-        self._timer = loop.call_at(at, self._flush)
+        self._timer = loop.call_at(max(at, self._quiet_until), self._flush)
 
     def _flush(self) -> None:
         self._timer = None
+        started = time.perf_counter()
+        try:
+            self._recompute()
+        finally:
+            cost = time.perf_counter() - started
+            self._quiet_until = asyncio.get_running_loop().time() + QUIET_AFTER_RECOMPUTE * cost
+
+    def _recompute(self) -> None:
         views, own, endpoints = self._dirty_views, self._dirty_own, self._dirty_endpoints
         self._dirty_views = self._dirty_own = self._dirty_endpoints = False
         started = time.perf_counter()

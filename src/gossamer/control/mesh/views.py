@@ -16,7 +16,7 @@ import msgspec
 
 from gossamer.resources import Resource
 from gossamer.snapshot.model import Cluster, Listener, Node, Security, Telemetry, VirtualHost
-from gossamer.snapshot.protocol import diff_named
+from gossamer.snapshot.protocol import compress_shared, diff_named
 from gossamer.snapshot.translate import (
     EndpointIndex,
     GatewaySpec,
@@ -106,11 +106,19 @@ class Fragment:
     removed_hosts: tuple[str, ...]
     clusters: bytes
     removed_clusters: tuple[str, ...]
+    shared: bytes = b""
+    """Instead of `hosts` and `clusters`: both, compressed (`Update.shared`, base64)."""
 
     @property
     def empty(self) -> bool:
         """Whether it changes nothing."""
-        return not (self.hosts or self.removed_hosts or self.clusters or self.removed_clusters)
+        removed = self.removed_hosts or self.removed_clusters
+        return not (self.hosts or self.clusters or self.shared or removed)
+
+
+COMPRESS_OVER = 64 * 1024
+"""A whole view larger than this goes compressed: once per state, the same bytes to every proxy
+of the view (a mesh of 5,000 services: 3.6 MB of JSON, 0.25 MB compressed in 8 ms)."""
 
 
 def _inner(items: Sequence[object]) -> bytes:
@@ -149,9 +157,12 @@ class ViewState:
     def whole(self) -> Fragment:
         """Everything in this state."""
         if self._whole is None:
-            self._whole = Fragment(
-                _inner(list(self.hosts.values())), (), _inner(list(self.clusters.values())), ()
-            )
+            hosts = _inner(list(self.hosts.values()))
+            clusters = _inner(list(self.clusters.values()))
+            if len(hosts) + len(clusters) <= COMPRESS_OVER:
+                self._whole = Fragment(hosts, (), clusters, ())
+            else:
+                self._whole = Fragment(b"", (), b"", (), shared=compress_shared(hosts, clusters))
         return self._whole
 
     def delta(self) -> Fragment:
@@ -267,6 +278,8 @@ def encode_update(
     if cluster_parts:
         parts += [b',"clusters":[', b",".join(cluster_parts), b"]"]
         changed = True
+    if view is not None and view.shared:
+        parts += [b',"shared":"', view.shared, b'"']
     removed_all = (*(view.removed_clusters if view else ()), *removed)
     if removed_all:
         parts += [b',"removed_clusters":', _encoder.encode(removed_all)]
