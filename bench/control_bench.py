@@ -17,8 +17,9 @@ measured against a target); afterwards they behave as the agent does.
   timeout and retry count; from just before the API request to the moment the last of the N
   proxies received the resulting update and sent its ACK (one clock: this process's).
 - Full resync: the control plane is killed (SIGKILL) and started again on the same port and
-  folder; the proxies reconnect with capped, jittered exponential backoff and the agent's
-  timeouts (5 s for the handshake, 5 s for the welcome); from the new process's start to the
+  folder; the proxies reconnect as the agent does (backoff 0.1 s growing 1.6x to 2 s, or to
+  30 s after a timeout, jittered; 5 s for TCP, 30 s for TLS and the upgrade, 30 s for the
+  welcome); from the new process's start to the
   last proxy holding a whole update, given up after 10 minutes (then the table says how many
   made it).
 - Floor: a bare WebSocket broadcast server (the `websockets` library on uvloop, over TLS with
@@ -65,6 +66,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from gossamer.proxy.agent import ControlPlaneBusyError, dial
 from gossamer.snapshot.protocol import (
     PATH,
     SUBPROTOCOL,
@@ -88,9 +90,12 @@ HANDSHAKE_CONCURRENCY = 100
 """Handshakes in flight when the proxies first connect (a reconnect storm is not limited)."""
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 2.0
-"""As the proxies' agent: 0.1 s growing to 2 s, jittered."""
-OPEN_TIMEOUT_S = 5.0
-"""For the handshake and then the welcome, as the agent waits."""
+BUSY_BACKOFF_MAX_S = 30.0
+"""As the proxies' agent: 0.1 s growing 1.6x to 2 s, or to 30 s after a control plane that
+took the connection did not answer in time; jittered by 0.5 to 1."""
+CONNECT_TIMEOUT_S = 5.0
+OPEN_TIMEOUT_S = 30.0
+"""As the agent: 5 s for TCP, then 30 s for TLS and the upgrade, and again for the welcome."""
 SETUP_OPEN_TIMEOUT_S = 300.0
 """Setup is not measured: the proxies wait for as long as the control plane needs."""
 QUIET_S = 1.5
@@ -421,9 +426,13 @@ class SimulatedProxy:
     async def run(self) -> None:
         failures = 0
         while True:
+            busy = False
             try:
                 await self._session()
                 failures = 0
+            except ControlPlaneBusyError:
+                busy = True
+                self.fleet.failures["busy"] += 1
             except (
                 OSError,
                 EOFError,
@@ -432,7 +441,8 @@ class SimulatedProxy:
                 msgspec.DecodeError,
             ) as error:
                 self.fleet.failures[type(error).__name__] += 1
-            delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2**failures)
+            cap = BUSY_BACKOFF_MAX_S if busy else BACKOFF_MAX_S
+            delay = min(cap, BACKOFF_INITIAL_S * 1.6**failures)
             failures += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
@@ -471,19 +481,32 @@ class SimulatedProxy:
 
     async def _open(self) -> ClientConnection:
         query = urlencode({"namespace": NAMESPACE, "workload": self.hello.workload})
-        websocket = await connect(
-            f"{self.fleet.url}{PATH}?{query}",
-            additional_headers={"Authorization": f"Bearer {self.fleet.token}"},
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            ping_interval=None,  # the server pings; its pongs are answered regardless
-            open_timeout=self.fleet.open_timeout,
-            ssl=self.fleet.tls,
-            max_size=64 * 1024 * 1024,
-            compression=None,
-        )
+        sock = await dial(self.fleet.url, CONNECT_TIMEOUT_S)
+        try:
+            async with asyncio.timeout(self.fleet.open_timeout):
+                websocket = await connect(
+                    f"{self.fleet.url}{PATH}?{query}",
+                    sock=sock,
+                    additional_headers={"Authorization": f"Bearer {self.fleet.token}"},
+                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                    ping_interval=None,  # the server pings; its pongs are answered regardless
+                    open_timeout=None,
+                    ssl=self.fleet.tls,
+                    max_size=64 * 1024 * 1024,
+                    compression=None,
+                )
+        except TimeoutError:
+            sock.close()
+            raise ControlPlaneBusyError("no TLS handshake and upgrade in time") from None
+        except BaseException:
+            sock.close()
+            raise
         try:
             await websocket.send(encode(msgspec.structs.replace(self.hello, version=self.version)))
-            reply = await asyncio.wait_for(websocket.recv(), self.fleet.open_timeout)
+            try:
+                reply = await asyncio.wait_for(websocket.recv(), self.fleet.open_timeout)
+            except TimeoutError:
+                raise ControlPlaneBusyError("no welcome in time") from None
             welcome = _head.decode(reply)
             if welcome.type != "welcome":
                 raise WebSocketException(f"expected a welcome, got {welcome.type}")

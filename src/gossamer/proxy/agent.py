@@ -19,6 +19,7 @@ import itertools
 import logging
 import random
 import shutil
+import socket
 import ssl
 import sys
 import tempfile
@@ -107,9 +108,16 @@ class AgentOptions:
     backoff_factor: float = 1.6
     backoff_max_s: float = 2.0
     """A control plane back from a restart hears from every proxy within this (jittered)."""
+    busy_backoff_max_s: float = 30.0
+    """After a control plane took too long to answer: it is there but busy (a few thousand
+    proxies joining at once), so the herd spreads out instead of coming back together."""
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 10.0
-    open_timeout_s: float = 5.0
+    connect_timeout_s: float = 5.0
+    """For the TCP connection: a host that is gone is given up on quickly (the next URL)."""
+    open_timeout_s: float = 30.0
+    """For TLS, the upgrade and the welcome, once connected: a busy control plane is waited
+    for, since a handshake given up on is work it did for nothing."""
     service_account: str = "default"
     """The identity asked for in the first CSR; the control plane says if it is another."""
     trust_domain: str = "cluster.local"
@@ -117,6 +125,29 @@ class AgentOptions:
     """Where the certificate and key are written for ssl to read (0700); None: a temp folder."""
     ca_file: Path | None = None
     """PEM roots to verify an https (wss) control plane with; None: the system's."""
+
+
+class ControlPlaneBusyError(Exception):
+    """The control plane took the connection but did not answer in time."""
+
+
+async def dial(url: str, timeout_s: float) -> socket.socket:
+    """A TCP connection to the host and port of `url`, within `timeout_s`."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout_s):
+        family, kind, proto, _, address = (
+            await loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+    return sock
 
 
 def stream_url(base: str, hello: Hello) -> str:
@@ -177,9 +208,13 @@ class ControlPlaneAgent:
         while True:
             url = self.options.urls[turn % len(self.options.urls)]
             turn += 1
+            busy = False
             try:
                 if await self._session(url):
                     failures = 0
+            except ControlPlaneBusyError as error:
+                busy = True
+                log.warning("control plane %s: %s", url, error)
             except InvalidStatus as error:
                 status = error.response.status_code
                 log.error("control plane %s refused the stream (HTTP %d)", url, status)
@@ -191,9 +226,8 @@ class ControlPlaneAgent:
                     log.warning("control plane %s: %s", url, error or type(error).__name__)
             self.connected_to = None
             options = self.options
-            delay = min(
-                options.backoff_max_s, options.backoff_initial_s * options.backoff_factor**failures
-            )
+            cap = options.busy_backoff_max_s if busy else options.backoff_max_s
+            delay = min(cap, options.backoff_initial_s * options.backoff_factor**failures)
             failures += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
@@ -207,62 +241,88 @@ class ControlPlaneAgent:
         """One connection; True when it got as far as a welcome (reset the backoff)."""
         options = self.options
         current = self.proxy.snapshot.version if self.proxy.snapshot else ""
-        async with connect(
+        sock = await dial(url, options.connect_timeout_s)
+        try:
+            async with asyncio.timeout(options.open_timeout_s):
+                websocket = await self._open(url, sock)
+        except TimeoutError:
+            sock.close()
+            raise ControlPlaneBusyError(
+                f"connected, but no TLS handshake and upgrade within {options.open_timeout_s:g}s"
+            ) from None
+        except BaseException:
+            sock.close()
+            raise
+        async with websocket:
+            return await self._stream(url, websocket, current)
+
+    async def _open(self, url: str, sock: socket.socket) -> ClientConnection:
+        options = self.options
+        return await connect(
             stream_url(url, options.hello),
+            sock=sock,
             additional_headers={"Authorization": f"Bearer {options.token}"},
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             ping_interval=options.ping_interval_s,
             ping_timeout=options.ping_timeout_s,
-            open_timeout=options.open_timeout_s,
+            open_timeout=None,  # the caller's deadline covers it
             max_size=64 * 1024 * 1024,
             compression=None,
             **self._tls(url),
-        ) as websocket:
-            identity = self.identity
-            hello = msgspec.structs.replace(
-                options.hello,
-                version=current,
-                csr=await self._hello_csr(),
-                ready=self._is_ready(),
-                identity=identity.spiffe if identity is not None else "",
-                certificate_expiry=identity.not_after if identity is not None else 0.0,
-            )
-            await websocket.send(encode(hello))
-            welcome = decode_from_control_plane(
-                await asyncio.wait_for(websocket.recv(), options.open_timeout_s)
-            )
-            if not isinstance(welcome, Welcome):
-                raise SnapshotError("the control plane did not answer with a welcome")
-            self.connected_to, self.proxy_id = url, welcome.proxy
-            self.unverified = ""
-            log.info("connected to %s (%s) as %s", url, welcome.control_plane, welcome.proxy)
-            await self._welcomed(websocket, welcome)
-            loop = asyncio.get_running_loop()
-            tasks = [
-                loop.create_task(self._report(websocket)),
-                loop.create_task(self._renew(websocket)),
-            ]
-            reassembly = Reassembly()
-            try:
-                async for piece in websocket:
-                    data = reassembly.feed(piece)
-                    if data is None:
+        )
+
+    async def _stream(self, url: str, websocket: ClientConnection, current: str) -> bool:
+        """Hello, welcome, then updates until the stream ends."""
+        options = self.options
+        identity = self.identity
+        hello = msgspec.structs.replace(
+            options.hello,
+            version=current,
+            csr=await self._hello_csr(),
+            ready=self._is_ready(),
+            identity=identity.spiffe if identity is not None else "",
+            certificate_expiry=identity.not_after if identity is not None else 0.0,
+        )
+        await websocket.send(encode(hello))
+        try:
+            answer = await asyncio.wait_for(websocket.recv(), options.open_timeout_s)
+        except TimeoutError:
+            raise ControlPlaneBusyError(
+                f"no welcome within {options.open_timeout_s:g}s of the hello"
+            ) from None
+        welcome = decode_from_control_plane(answer)
+        if not isinstance(welcome, Welcome):
+            raise SnapshotError("the control plane did not answer with a welcome")
+        self.connected_to, self.proxy_id = url, welcome.proxy
+        self.unverified = ""
+        log.info("connected to %s (%s) as %s", url, welcome.control_plane, welcome.proxy)
+        await self._welcomed(websocket, welcome)
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(self._report(websocket)),
+            loop.create_task(self._renew(websocket)),
+        ]
+        reassembly = Reassembly()
+        try:
+            async for piece in websocket:
+                data = reassembly.feed(piece)
+                if data is None:
+                    continue
+                message = decode_from_control_plane(data)
+                if isinstance(message, Update):
+                    if self._renewing is not None and self.identity is None:
+                        self._held.append(message)  # applied once the certificate is here
                         continue
-                    message = decode_from_control_plane(data)
-                    if isinstance(message, Update):
-                        if self._renewing is not None and self.identity is None:
-                            self._held.append(message)  # applied once the certificate is here
-                            continue
-                        await websocket.send(encode(await self._apply(message)))
-                    elif isinstance(message, Issued):
-                        await self._issued(websocket, message)
-            finally:
-                self._forget_renewal()
-                self._held.clear()
-                for task in tasks:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    await websocket.send(encode(await self._apply(message)))
+                elif isinstance(message, Issued):
+                    await self._issued(websocket, message)
+        finally:
+            self._forget_renewal()
+            self._held.clear()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return True
 
     def _tls(self, url: str) -> dict[str, Any]:
