@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import random
@@ -138,8 +139,9 @@ async def dial(url: str, timeout_s: float) -> socket.socket:
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout_s):
         family, kind, proto, _, address = (
-            await loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-        )[0]
+            _literal(parts.hostname or "", port)
+            or (await loop.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM))[0]
+        )
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)
         try:
@@ -148,6 +150,16 @@ async def dial(url: str, timeout_s: float) -> socket.socket:
             sock.close()
             raise
     return sock
+
+
+def _literal(host: str, port: int) -> tuple[int, int, int, str, tuple[str, int]] | None:
+    """An address given as an IP needs no resolver (whose lookups run in a thread)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    return family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port)
 
 
 def stream_url(base: str, hello: Hello) -> str:
