@@ -31,6 +31,9 @@ class Listen:
         # 40 ms added to every request (measured by the event broker: 42 ms -> 0.8 ms).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self.port))
-        sock.listen(1024)
+        # Thousands of proxies reconnect at once after a control-plane restart: a full accept
+        # queue drops their SYNs, and each then waits out its connect timeout (capped by the
+        # kernel's somaxconn).
+        sock.listen(8192)
         sock.setblocking(False)
         return sock
