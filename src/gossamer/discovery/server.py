@@ -40,22 +40,28 @@ class DnsServer:
         self.port = port
         self.counters: dict[str, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
+        self._replies: _UdpProtocol | None = None
         self._tcp: asyncio.Server | None = None
 
     async def start(self) -> None:
         """Bind UDP, then TCP on the same port."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
+        transport, protocol = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self), local_addr=(self.address, self.port)
         )
-        self._udp = transport
+        self._udp, self._replies = transport, protocol
         self.port = int(transport.get_extra_info("sockname")[1])
         self._tcp = await asyncio.start_server(self._serve_tcp, self.address, self.port)
 
     async def close(self) -> None:
-        """Stop serving."""
+        """Stop serving: replies still waiting (on a forwarder) are cancelled, not left behind."""
         if self._udp is not None:
             self._udp.close()
+        if self._replies is not None and self._replies.tasks:
+            pending = list(self._replies.tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(Exception):
