@@ -127,12 +127,16 @@ def wait_for(folder: Path, what: str, test: Any, timeout: float) -> dict[str, An
 def test_an_impostor_on_the_control_planes_port_gets_no_token_and_a_restart_fails_no_request(
     hello: Path,  # noqa: F811 - the fixture
 ) -> None:
-    result = gossamer("up", ".", "--detach", cwd=hello)
+    # A port of its own: while this control plane is down, another mesh on the host (a second
+    # test run) would otherwise be given the free default 15010 and take it.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    result = gossamer("up", ".", "--detach", "--control-plane-port", str(port), cwd=hello)
     assert result.returncode == 0, result.stdout + result.stderr
     state = hello / ".gossamer"
     up = json.loads((state / "up.json").read_text())
-    assert up["server"].startswith("https://127.0.0.1:")
-    port = int(up["server"].rsplit(":", 1)[1])
+    assert up["server"] == f"https://127.0.0.1:{port}"
     secrets = [(state / "control-plane" / "admin-token").read_text().strip()]
     secrets += [path.read_text().strip() for path in (state / "tokens").iterdir()]
     assert len(secrets) >= 4  # the admin, the gateway, the VIP proxy and each workload

@@ -34,6 +34,13 @@ def up(
             show_default=False,
         ),
     ] = None,
+    control_plane_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Control plane port; it must be free. Default: 15010, or any free port if taken.",
+            show_default=False,
+        ),
+    ] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 60.0,
     vip_network: Annotated[
         str, typer.Option(help="Where Services' virtual IPs are allocated.")
@@ -75,7 +82,14 @@ def up(
         _fail(f"a mesh from {path} is already up (PID {running['pid']}); `gossamer down` first")
     if detach:
         _detach(
-            path, state, gateway_port, ready_timeout, vip_network, dns_forward or [], lifetime_s
+            path,
+            state,
+            gateway_port,
+            ready_timeout,
+            vip_network,
+            dns_forward or [],
+            lifetime_s,
+            control_plane_port,
         )
         return
     resources = [loaded.resource for loaded in result.loaded.resources]
@@ -87,6 +101,7 @@ def up(
             resources=resources,
             documents=documents,
             gateway_port=gateway_port,
+            control_plane_port=control_plane_port,
             ready_timeout=ready_timeout,
             view=view,
             vip_network=vip_network,
@@ -242,6 +257,7 @@ async def _run(
     resources: list[Any],
     documents: list[Any],
     gateway_port: int | None,
+    control_plane_port: int | None,
     ready_timeout: float,
     view: bool,
     vip_network: str,
@@ -254,9 +270,17 @@ async def _run(
 
     ports = Ports()
     try:
-        if gateway_port is not None:
-            ports.check_free(gateway_port)
-        plan = plan_mesh(resources, ports, gateway_port or 8080, vip_network, dns_forward)
+        for port in (gateway_port, control_plane_port):
+            if port is not None:
+                ports.check_free(port)
+        plan = plan_mesh(
+            resources,
+            ports,
+            gateway_port or 8080,
+            vip_network,
+            dns_forward,
+            control_plane_port=control_plane_port or 15010,
+        )
     except (PlanError, PortInUseError) as error:
         typer.echo(f"error: {error}", err=True)
         return 1
@@ -322,6 +346,7 @@ def _detach(  # noqa: PLR0917 - the options of `up`, passed on to the background
     vip_network: str,
     dns_forward: list[str],
     certificate_lifetime_s: float,
+    control_plane_port: int | None,
 ) -> None:
     state.mkdir(parents=True, exist_ok=True)
     (state / "up.json").unlink(missing_ok=True)
@@ -332,6 +357,8 @@ def _detach(  # noqa: PLR0917 - the options of `up`, passed on to the background
         argv += ["--dns-forward", forwarder]
     if gateway_port is not None:
         argv += ["--gateway-port", str(gateway_port)]
+    if control_plane_port is not None:
+        argv += ["--control-plane-port", str(control_plane_port)]
     with (state / "up.log").open("ab") as log:
         process = subprocess.Popen(
             argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True

@@ -97,9 +97,11 @@ def plan_mesh(
     gateway_port: int = 8080,
     vip_network: str = "127.77.0.0/16",
     dns_forwarders: tuple[str, ...] = (),
+    *,
+    control_plane_port: int = 15010,
 ) -> MeshPlan:
     """Replicas for every Deployment, and a gateway when an Ingress or Gateway exists."""
-    control_plane_port = ports(15010)
+    control_plane_port = ports(control_plane_port)
     replicas: list[Replica] = []
     deployments: list[tuple[str, str]] = []
     for resource in resources:
