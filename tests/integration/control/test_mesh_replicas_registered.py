@@ -11,10 +11,10 @@ import ssl
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from ...component.control.test_mesh_push import deployment
 from ...component.proxy.backend import Backend
 from .etcd import EtcdServer
 from .test_mesh_replicas import ISTIO, Load, Replica, free_port, until
@@ -22,22 +22,6 @@ from .test_mesh_replicas import ISTIO, Load, Replica, free_port, until
 INSTANCE_TTL_S = 30.0
 """The control plane's default TTL of an instance whose proxy or replica is gone."""
 APPS = "/apis/apps/v1/namespaces/default/deployments"
-
-
-def deployment(name: str, app: str) -> dict[str, Any]:
-    labels = {"app": app}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "command": ["true"]}]},
-            },
-        },
-    }
 
 
 SERVICE = {
@@ -93,8 +77,8 @@ async def test_killing_each_replica_in_turn_keeps_registered_endpoints_and_fails
             verify=ssl.create_default_context(cafile=str(roots)),
         )
         for path, body in (
-            (APPS, deployment("productpage", "productpage")),
-            (APPS, deployment("reviews", "reviews")),
+            (APPS, deployment("productpage", app="productpage")),
+            (APPS, deployment("reviews", app="reviews")),
             ("/api/v1/namespaces/default/services", SERVICE),
         ):
             assert (await http.post(f"{first.url}{path}", json=body)).status_code == 201

@@ -7,8 +7,9 @@ import pytest
 
 from gossamer.control.mesh.views import sidecar_part
 from gossamer.control.mesh.workloads import WorkloadIndex
-from gossamer.resources import Resource, load_text
 from gossamer.snapshot.translate import SidecarSpec
+
+from .test_mesh_views import resources
 
 MESH = """\
 apiVersion: apps/v1
@@ -90,17 +91,11 @@ WORKLOADS = [
 ]
 
 
-def resources() -> list[Resource]:
-    loaded = load_text(MESH, "mesh.yaml")
-    assert not loaded.problems, loaded.problems
-    return [item.resource for item in loaded.resources]
-
-
 @pytest.mark.parametrize(("namespace", "workload", "labels"), WORKLOADS)
 def test_the_own_part_from_the_index_is_the_own_part_from_every_resource(
     namespace: str, workload: str, labels: dict[str, str]
 ) -> None:
-    everything = resources()
+    everything = resources(MESH)
     index = WorkloadIndex(everything)
     spec = SidecarSpec(workload=workload, namespace=namespace, service_account="default")
     found = index.own_resources(namespace, workload, labels)
@@ -109,7 +104,7 @@ def test_the_own_part_from_the_index_is_the_own_part_from_every_resource(
 
 
 def test_services_are_found_by_their_whole_selector() -> None:
-    index = WorkloadIndex(resources())
+    index = WorkloadIndex(resources(MESH))
     v1 = index.selecting("default", {"app": "reviews", "version": "v1"})
     assert [s.name for s in v1] == ["reviews", "reviews-v1", "hidden"]
     assert [s.name for s in index.selecting("default", {"app": "reviews"})] == ["reviews", "hidden"]
@@ -121,7 +116,7 @@ def test_services_are_found_by_their_whole_selector() -> None:
 
 
 def test_a_workloads_inbound_ports_come_from_every_service_and_entry_selecting_it() -> None:
-    index = WorkloadIndex(resources())
+    index = WorkloadIndex(resources(MESH))
     labels = {"app": "reviews", "version": "v1"}
     spec = SidecarSpec(workload="reviews-v1", namespace="default", service_account="default")
     part = sidecar_part(index.own_resources("default", "reviews-v1", labels), spec, labels)
