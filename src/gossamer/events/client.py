@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import threading
+import urllib.request
 import uuid
 from collections.abc import AsyncGenerator, Coroutine, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -67,6 +69,18 @@ def resolve_server(explicit: str | None = None) -> str:
     return (explicit or os.environ.get(SERVER_ENV) or DEFAULT_SERVER).rstrip("/")
 
 
+def environment_proxy(url: str) -> str | None:
+    """The proxy $HTTP_PROXY (or $HTTPS_PROXY) names for `url`, unless $NO_PROXY exempts it.
+
+    An app of the mesh reaches the broker through its sidecar this way; httpx would ignore
+    these variables because the client brings a transport of its own."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy is None or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    return proxy
+
+
 @dataclass(frozen=True, slots=True)
 class ClientTimeouts:
     """Seconds to connect, to wait for a reply (or the next line of a stream), to send, for a
@@ -101,7 +115,9 @@ class EventsClient:
             timeout=self.timeouts.httpx(),
             # httpx writes a request's head and body separately: without TCP_NODELAY the body
             # waits for the broker's delayed ACK of the head, 40 ms on Linux, on every publish.
-            transport=httpx.AsyncHTTPTransport(limits=limits, socket_options=_NO_DELAY),
+            transport=httpx.AsyncHTTPTransport(
+                limits=limits, socket_options=_NO_DELAY, proxy=environment_proxy(self.server)
+            ),
         )
 
     def __repr__(self) -> str:

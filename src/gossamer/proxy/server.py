@@ -145,6 +145,7 @@ class Proxy:
         self.mesh_tls: MeshTls | None = None
         """Contexts for mesh mTLS, from the identity and the snapshot's trust anchors."""
         self.jwks: JwksCache | None = None
+        self._own_outbound: str | None = None
         """Issuers' key sets, kept across snapshots; made when a snapshot first needs one."""
 
     def set_identity(self, cert_file: str, key_file: str, spiffe: str) -> None:
@@ -167,7 +168,7 @@ class Proxy:
         if self.jwks is None:
             from gossamer.security.jwks import JwksCache  # noqa: PLC0415
 
-            self.jwks = JwksCache()
+            self.jwks = JwksCache(proxy=self._own_outbound)
         return self.jwks
 
     def _mesh_tls(self, snapshot: Snapshot, force: bool = False) -> MeshTls | None:
@@ -196,6 +197,7 @@ class Proxy:
     async def apply(self, snapshot: Snapshot) -> None:
         """Make `snapshot` current; on any error nothing changes and the error is raised."""
         check(snapshot)
+        self._own_outbound = _outbound_url(snapshot) or self._own_outbound
         mesh_tls = self._mesh_tls(snapshot)
         for listener in snapshot.listeners:
             if listener.mtls is not None and accepts_tls(listener.mtls) and mesh_tls is None:
@@ -339,3 +341,11 @@ def _same_address(old: Listener, new: Listener) -> bool:
     # loses TLS needs a new socket (and, on the same port, a drain first: a NACK says so).
     same_kind = (old.tls is None) == (new.tls is None) and (old.mtls is None) == (new.mtls is None)
     return (old.address, old.port) == (new.address, new.port) and same_kind
+
+
+def _outbound_url(snapshot: Snapshot) -> str | None:
+    """A sidecar's own outbound listener as an HTTP proxy URL; None for a gateway."""
+    for listener in snapshot.listeners:
+        if listener.role == "outbound":
+            return f"http://{listener.address}:{listener.port}"
+    return None

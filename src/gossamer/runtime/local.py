@@ -34,6 +34,12 @@ from gossamer.proxy.agent import http_ok
 from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Deployment
 from gossamer.runtime.backoff import BackoffPolicy
+from gossamer.runtime.environment import (
+    app_environment,
+    data_folder,
+    dns_environment,
+    expand_references,
+)
 from gossamer.runtime.plan import (
     GATEWAY_NAMESPACE,
     GATEWAY_WORKLOAD,
@@ -441,41 +447,20 @@ class LocalMesh:
     def _app(self, replica: Replica) -> ProcessSpec:
         self.kinds[replica.name] = "app"
         workdir = self.workdir / replica.working_dir if replica.working_dir else self.workdir
+        env = {
+            **app_environment(replica, self.workdir, self.config.state / "data"),
+            **dns_environment(self.plan),
+        }
+        data_folder(self.config.state / "data", replica).mkdir(parents=True, exist_ok=True)
         return ProcessSpec(
             name=replica.name,
-            argv=replica.argv,
+            argv=expand_references(replica.argv, env),
             log_path=self.logs / f"{replica.name}.log",
-            env={**app_environment(replica, self.workdir), **dns_environment(self.plan)},
+            env=env,
             cwd=workdir,
             readiness=_app_readiness(replica),
             after=(f"{replica.name}.sidecar",),
         )
-
-
-def app_environment(replica: Replica, workdir: Path) -> dict[str, str]:
-    """What an app is told: where to listen, its sidecar as HTTP proxy, who it is."""
-    proxy = f"http://127.0.0.1:{replica.outbound_port}"
-    local = "127.0.0.1,localhost,::1"
-    python_path = os.pathsep.join(p for p in (str(workdir), os.environ.get("PYTHONPATH")) if p)
-    return {
-        **replica.env,
-        "PORT": str(replica.app_port),
-        "HTTP_PROXY": proxy,
-        "http_proxy": proxy,
-        "NO_PROXY": local,
-        "no_proxy": local,
-        "GOSSAMER_WORKLOAD": replica.deployment,
-        "GOSSAMER_SERVICE": replica.labels.get("app", replica.deployment),
-        "GOSSAMER_NAMESPACE": replica.namespace,
-        "GOSSAMER_IDENTITY": replica.identity,
-        "PYTHONPATH": python_path,
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def dns_environment(plan: MeshPlan) -> dict[str, str]:
-    """Where the mesh DNS is, for apps that resolve names through it."""
-    return {"GOSSAMER_DNS": f"127.0.0.1:{plan.dns_port}"}
 
 
 def _app_readiness(replica: Replica) -> ReadinessProbe | None:

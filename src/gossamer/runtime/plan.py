@@ -67,6 +67,11 @@ class Replica:
         return f"{prefix}{self.deployment}-{self.index}"
 
     @property
+    def service(self) -> str:
+        """The service the replica belongs to: its `app` label, else its Deployment."""
+        return self.labels.get("app", self.deployment)
+
+    @property
     def identity(self) -> str:
         """The SPIFFE id the replica's workload speaks as."""
         return f"spiffe://{TRUST_DOMAIN}/ns/{self.namespace}/sa/{self.service_account}"

@@ -149,11 +149,16 @@ class JwksCache:
     makes requests wait for a refetch, at most one per `min_refetch_interval_s` (counted from
     the end of the previous fetch) per URI, which is also the retry pace after a failure. A
     failed fetch keeps the last good set. `fetches` and `fetch_failures` count for /stats.
+
+    `proxy` is an HTTP proxy to fetch through: a sidecar gives its own outbound listener, so
+    that a `jwksUri` naming a service of the mesh is fetched as the app would call it (routed,
+    over mTLS), as Envoy fetches remote key sets through one of its clusters.
     """
 
     def __init__(
         self,
         *,
+        proxy: str | None = None,
         refresh_interval_s: float = 1200.0,
         min_refetch_interval_s: float = 1.0,
         fetch: Fetch | None = None,
@@ -162,6 +167,7 @@ class JwksCache:
         self.refresh_interval_s = refresh_interval_s
         self.min_refetch_interval_s = min_refetch_interval_s
         self._fetch = fetch if fetch is not None else self._http_get
+        self.proxy = proxy
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
         self._entries: dict[str, _RemoteJwks] = {}
@@ -264,7 +270,7 @@ class JwksCache:
 
     async def _http_get(self, uri: str, timeout: float) -> bytes:
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=True)
+            self._client = httpx.AsyncClient(follow_redirects=True, proxy=self.proxy)
         async with self._client.stream("GET", uri, timeout=timeout) as response:
             response.raise_for_status()
             body = bytearray()

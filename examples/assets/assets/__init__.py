@@ -1,0 +1,1 @@
+"""The predictive-maintenance asset solution: one package, one module per service."""

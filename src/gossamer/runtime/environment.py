@@ -1,0 +1,64 @@
+"""What an app process is told by `gossamer up`: its port, its sidecar, who it is, its data.
+
+Also Kubernetes' `$(VAR)` references in a container's command and args, expanded from the same
+environment, so that `--listen 127.0.0.1:$(PORT)` works in a manifest as it would in a pod.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from gossamer.runtime.plan import MeshPlan, Replica
+
+# `$$` is an escaped `$`; `$(NAME)` a reference (Kubernetes: dependent environment variables).
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def app_environment(replica: Replica, workdir: Path, data: Path) -> dict[str, str]:
+    """Where to listen, the sidecar as HTTP proxy, who the app is, and its data folder."""
+    proxy = f"http://127.0.0.1:{replica.outbound_port}"
+    local = "127.0.0.1,localhost,::1"
+    python_path = os.pathsep.join(p for p in (str(workdir), os.environ.get("PYTHONPATH")) if p)
+    return {
+        **replica.env,
+        "PORT": str(replica.app_port),
+        "HTTP_PROXY": proxy,
+        "http_proxy": proxy,
+        "NO_PROXY": local,
+        "no_proxy": local,
+        "GOSSAMER_WORKLOAD": replica.deployment,
+        "GOSSAMER_SERVICE": replica.service,
+        "GOSSAMER_NAMESPACE": replica.namespace,
+        "GOSSAMER_IDENTITY": replica.identity,
+        "GOSSAMER_REPLICA": replica.name,
+        "GOSSAMER_DATA": str(data_folder(data, replica)),
+        "PYTHONPATH": python_path,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def data_folder(data: Path, replica: Replica) -> Path:
+    """`DATA/NAMESPACE/SERVICE`: kept across restarts, shared by the replicas and versions of
+    one service (as a volume they all mount would be)."""
+    return data / replica.namespace / replica.service
+
+
+def dns_environment(plan: MeshPlan) -> dict[str, str]:
+    """Where the mesh DNS is, for apps that resolve names through it."""
+    return {"GOSSAMER_DNS": f"127.0.0.1:{plan.dns_port}"}
+
+
+def expand_references(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
+    """Kubernetes' rules: `$(NAME)` becomes its value when NAME is set and stays as written when
+    it is not; `$$` becomes `$`."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        return env.get(name, match.group(0))
+
+    return tuple(_REFERENCE.sub(replace, argument) for argument in argv)
