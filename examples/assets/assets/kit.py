@@ -291,6 +291,7 @@ async def _supervised(task: Background, stop: asyncio.Event) -> None:
 def serve(app: Starlette) -> None:
     """Serve on 127.0.0.1:$PORT until SIGTERM (uvicorn drains requests in flight first)."""
     logging.basicConfig(level=logging.INFO, format=f"{service_name()}: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise
     port = int(os.environ.get("PORT", "8080"))
     uvicorn.run(
         app,

@@ -397,6 +397,23 @@ def build() -> Any:
         kit.require_role(request, "admin")
         return JSONResponse({"users": users.list()})
 
+    async def add(request: Request) -> Response:
+        kit.require_role(request, "admin")
+        data = await kit.body(request)
+        roles = _string_list(data, "roles") or ["user"]
+        unknown = sorted(set(roles) - ROLES)
+        if unknown:
+            raise kit.Problem(400, f"roles: unknown role {unknown[0]}", field="roles")
+        created = users.register(
+            kit.field(data, "username"),
+            kit.field(data, "email"),
+            kit.field(data, "password"),
+            roles=roles,
+            permissions=_string_list(data, "permissions"),
+            status="active",
+        )
+        return JSONResponse(created, status_code=201)
+
     async def one(request: Request) -> Response:
         caller = kit.claims(request)
         user_id = request.path_params["user_id"]
@@ -424,6 +441,7 @@ def build() -> Any:
             Route("/users/me", me, methods=["GET"]),
             Route("/users/me/profile", profile, methods=["PUT"]),
             Route("/users", listing, methods=["GET"]),
+            Route("/users", add, methods=["POST"]),
             Route("/users/{user_id}", one, methods=["GET"]),
             Route("/users/{user_id}/permissions", permissions, methods=["PUT"]),
         ],
