@@ -96,6 +96,7 @@ class SagaRunner:
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._room = asyncio.Semaphore(self.settings.max_active)
         self._changed = asyncio.Event()
+        self._declaring = asyncio.Lock()
         self._stopping = False
 
     def __repr__(self) -> str:
@@ -153,19 +154,21 @@ class SagaRunner:
         run again (with the same idempotency keys) by the next runner.
         """
         follower = asyncio.create_task(self._follow(stop))
+        stopped = asyncio.create_task(stop.wait())
         try:
-            await stop.wait()
+            await asyncio.wait((follower, stopped), return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._stopping = True
+            stopped.cancel()
             follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
             drivers = list(self._drivers.values())
             if drivers:
                 _, late = await asyncio.wait(drivers, timeout=self.settings.graceful_s)
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*drivers, return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower  # raises what ended the follower, if it was not the stop
 
     async def _follow(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -182,8 +185,10 @@ class SagaRunner:
         """Fold the whole topic into states; once at its end, drive what is unfinished."""
         await self._ensure_topic()
         description = await self._events.describe(self.settings.topic)
-        behind = {p["partition"]: p["end"] for p in description["partitions"]}
-        behind = {p: end for p, end in behind.items() if end > 0}
+        # Read up to the ends as they are now before driving anything: a saga's later records
+        # (steps done by a runner before a crash) must be known before its next step is run.
+        partitions = description["partitions"]
+        behind = {p["partition"]: p["end"] for p in partitions if p["end"] > p["start"]}
         if not behind:
             self._caught_up()
         stream = self._events.tail(self.settings.topic, start="beginning")
@@ -232,6 +237,13 @@ class SagaRunner:
         task.add_done_callback(lambda _: self._drivers.pop(saga_id, None))
 
     async def _run_saga(self, saga_id: str) -> None:
+        try:
+            await self._drive_steps(saga_id)
+        except Exception:
+            # A bug or a log refusing a record for good: leave the saga for the next runner.
+            log.exception("saga %s: stopped driving it", saga_id)
+
+    async def _drive_steps(self, saga_id: str) -> None:
         async with self._room:
             with tracecontext.use(self._traces.get(saga_id)):
                 while not self._stopping:
@@ -281,6 +293,7 @@ class SagaRunner:
 
     async def _publish(self, record: SagaRecord, status: SagaStatus) -> None:
         failures = 0
+        declared = False
         while True:
             try:
                 await self._events.publish(
@@ -292,12 +305,14 @@ class SagaRunner:
                 )
                 return
             except BrokerError as error:
-                if error.status == 404:
-                    with contextlib.suppress(BrokerError, httpx.HTTPError):
-                        await self._ensure_topic()
-                elif error.status in REFUSED_FOR_GOOD:
+                if error.status in REFUSED_FOR_GOOD:
                     raise
                 problem: Exception = error
+                if error.status == 404 and not declared:  # the first saga: no topic yet
+                    declared = True
+                    with contextlib.suppress(BrokerError, httpx.HTTPError):
+                        await self._ensure_topic()
+                        continue
             except httpx.HTTPError as error:
                 problem = error
             failures += 1
@@ -305,12 +320,14 @@ class SagaRunner:
             await asyncio.sleep(self._backoff(failures))
 
     async def _ensure_topic(self) -> None:
-        try:
-            await self._events.describe(self.settings.topic)
-        except BrokerError as error:
-            if error.status != 404:
-                raise
-            await self._events.declare(self.settings.topic, self.settings.topic_spec())
+        # One declaration at a time: `start` and the follower may both find the topic missing.
+        async with self._declaring:
+            try:
+                await self._events.describe(self.settings.topic)
+            except BrokerError as error:
+                if error.status != 404:
+                    raise
+                await self._events.declare(self.settings.topic, self.settings.topic_spec())
 
     def _store(self, state: SagaState) -> None:
         if state.status in (SagaStatus.COMPLETED, SagaStatus.ABORTED):
