@@ -11,7 +11,7 @@ PROXY_SOURCES := $(wildcard src/gossamer/proxy/*.py)
 SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd
 SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server
 
-.PHONY: demo test lint unit bench docs clean system-deps native
+.PHONY: demo test lint unit bench docs clean system-deps native node
 
 # Create the virtual environment once, and reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -32,16 +32,24 @@ $(NATIVE): $(STAMP) $(PROXY_SOURCES)
 
 native: $(NATIVE)
 
-demo: $(STAMP) $(NATIVE)
+# The reference application's asset-consumer runs on Node.js (Debian's nodejs, no npm packages).
+node:
+	@command -v node >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nodejs (the asset-consumer of examples/assets)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; \
+	  else echo "missing: node; install: apt-get install nodejs"; exit 1; fi; }
+
+demo: $(STAMP) $(NATIVE) node
 	$(BIN)/gossamer validate -f examples/assets
-	$(BIN)/gossamer up examples/hello
+	$(BIN)/gossamer up examples/assets
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
 
-test: lint $(NATIVE)
+test: lint $(NATIVE) node
 	$(BIN)/pytest -q
 
 # Installs what is missing, once, when run as root on Debian; says what to install otherwise.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gossamer.events.client import (
+    SERVER_ENV,
     BrokerError,
     ClientTimeouts,
     Draft,
@@ -289,9 +291,22 @@ def lag_command(
     _console().print(table)
 
 
+def _broker(server: str | None) -> str:
+    """--server, then $GOSSAMER_EVENTS, then the broker a running `up` of this folder (or a
+    parent) started among its apps, then the local default."""
+    if server is None and not os.environ.get(SERVER_ENV):
+        from gossamer.cli.up import find_state, read_up_file
+
+        state = find_state(Path.cwd())
+        running = read_up_file(state) if state is not None else None
+        if running is not None and running.get("events"):
+            return str(running["events"])
+    return resolve_server(server)
+
+
 def _run(server: str | None, work: Any, *, streaming: bool = False) -> Any:
     """Run one client call (or a streaming loop) and turn failures into one line and exit 1."""
-    url = resolve_server(server)
+    url = _broker(server)
     # A stream waits for events as long as it takes; the broker's keepalives show it is alive.
     timeouts = ClientTimeouts(read=60.0) if streaming else ClientTimeouts()
 

@@ -320,9 +320,23 @@ async def _run(
 def _ready(mesh: LocalMesh, seconds: float) -> None:
     typer.echo(f"mesh ready in {seconds:.1f}s: {len(mesh.statuses())} processes")
     typer.echo(f"  control plane: {mesh.url}")
-    if mesh.gateway_url:
+    notes = _notes(mesh.workdir, mesh.gateway_url)
+    if notes:
+        typer.echo(notes)
+    elif mesh.gateway_url:
         typer.echo(f"  try: curl {mesh.gateway_url}/")
     typer.echo("  gossamer status | gossamer logs NAME | gossamer down")
+
+
+def _notes(folder: Path, gateway: str | None) -> str | None:
+    """The folder's NOTES.txt (what to try, as a Helm chart's notes say), with `{gateway}` (its
+    URL) and `{gateway_port}` filled in; None when there is none."""
+    path = folder / "NOTES.txt"
+    if gateway is None or not path.is_file():
+        return None
+    port = gateway.rsplit(":", 1)[-1]
+    text = path.read_text(errors="replace").rstrip()
+    return text.replace("{gateway}", gateway).replace("{gateway_port}", port)
 
 
 async def _live(mesh: LocalMesh, stop: asyncio.Event) -> None:
@@ -368,7 +382,11 @@ def _detach(  # noqa: PLR0917 - the options of `up`, passed on to the background
         running = read_up_file(state)
         if running is not None and running.get("ready"):
             typer.echo(f"mesh up (PID {process.pid}): control plane {running['server']}")
-            if running.get("gateway"):
+            folder = path if path.is_dir() else path.parent
+            notes = _notes(folder, running.get("gateway"))
+            if notes:
+                typer.echo(notes)
+            elif running.get("gateway"):
                 typer.echo(f"  try: curl {running['gateway']}/")
             return
         if process.poll() is not None:

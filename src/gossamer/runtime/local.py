@@ -137,6 +137,15 @@ class LocalMesh:
         return self.ca_folder / TRUST_BUNDLE
 
     @property
+    def events_url(self) -> str | None:
+        """The first event broker among the apps (`gossamer events serve`), for the CLI."""
+        for replica in self.plan.replicas:
+            words = " ".join(replica.argv)
+            if " events serve" in words:
+                return f"http://127.0.0.1:{replica.app_port}"
+        return None
+
+    @property
     def workdir(self) -> Path:
         """Where apps run: the manifests' folder."""
         source = self.config.source
@@ -330,6 +339,7 @@ class LocalMesh:
                     else None
                 ),
                 "dns": f"127.0.0.1:{self.plan.dns_port}",
+                "events": self.events_url,
                 "ready": ready,
             },
         )
