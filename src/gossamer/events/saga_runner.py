@@ -175,11 +175,13 @@ class SagaRunner:
         while not stop.is_set():
             try:
                 await self._follow_once()
+                problem = "the broker ended the stream"
             except (httpx.HTTPError, BrokerError) as error:
-                failures += 1
-                log.warning("saga log %s: %s; reading it again", self.settings.topic, error)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._backoff(failures))
+                problem = str(error) or type(error).__name__
+            failures += 1
+            log.warning("saga log %s: %s; reading it again", self.settings.topic, problem)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._backoff(failures))
 
     async def _follow_once(self) -> None:
         """Fold the whole topic into states; once at its end, drive what is unfinished."""
