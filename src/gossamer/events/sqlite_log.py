@@ -229,9 +229,11 @@ class SqliteLog:
 
     async def declare(self, config: TopicConfig) -> None:
         """Create a topic or apply a new configuration (partitions can only grow)."""
-        existing = self._topics.get(config.name)
 
         def run(conn: sqlite3.Connection, tally: PartitionTally) -> int:
+            # Read what the file holds inside the write: two declarations of a new topic at
+            # once are queued one after the other, and the second must find the first's.
+            existing = store.load_topic(conn, config.name)
             topic_id = store.declare(conn, existing, config)
             first = existing.config.partitions if existing else 0
             for partition in range(first, config.partitions):

@@ -97,6 +97,14 @@ def load_topics(conn: sqlite3.Connection) -> dict[str, StoredTopic]:
     return topics
 
 
+def load_topic(conn: sqlite3.Connection, name: str) -> StoredTopic | None:
+    """One topic as the file holds it now, or None."""
+    row = conn.execute("SELECT id, config FROM topics WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    return StoredTopic(row[0], TopicConfig.from_spec(name, json.loads(row[1])))
+
+
 def load_next_offsets(conn: sqlite3.Connection) -> dict[tuple[int, int], int]:
     """(topic id, partition) -> the next offset to write; the writer keeps this in memory."""
     rows = conn.execute("SELECT topic_id, partition, next_offset FROM partitions")

@@ -137,3 +137,14 @@ def test_the_sync_client_works_without_an_event_loop(broker_process: object) -> 
         with pytest.raises(BrokerError, match="no topic named users"):
             events.publish("users", {"userId": "u1"})
         assert events.topics() == []
+
+
+async def test_a_new_topic_declared_by_several_clients_at_once_is_created_once(
+    client: EventsClient,
+) -> None:
+    """Two services starting together may both declare the topic they need: none gets a 500."""
+    spec = {"partitions": 2, "description": "declared concurrently"}
+    answers = await asyncio.gather(*(client.declare("raced", spec) for _ in range(6)))
+    assert all(answer["name"] == "raced" for answer in answers)
+    described = await client.describe("raced")
+    assert len(described["partitions"]) == 2
