@@ -23,6 +23,7 @@ from assets import kit
 from assets.passwords import check_strength, hash_password
 from assets.tokens import digest, new_secret
 from gossamer.events.outbox import Outbox
+from gossamer.events.saga_runner import SagaRunner
 
 DB = "users.sqlite"
 CONFIRM_TTL_S = 24 * 3600
@@ -355,10 +356,62 @@ def _string_list(data: dict[str, Any], name: str) -> list[str]:
     return list(value)
 
 
+def _saga_routes(users: Users, runner: SagaRunner) -> list[Route]:
+    """Unsubscribing (a saga across users, auth and asset-mgr-ms) and where a saga is."""
+
+    async def unsubscribe(request: Request) -> Response:
+        caller = kit.claims(request)
+        user_id = request.path_params["user_id"]
+        if caller["sub"] != user_id and "admin" not in caller.get("roles", []):
+            raise kit.Problem(403, "only admins unsubscribe other users")
+        data = await kit.body(request) if await request.body() else {}
+        assets = kit.field(data, "assets", required=False, default="retire")
+        to = kit.field(data, "to", required=assets == "reassign", default="")
+        if assets not in ("retire", "reassign"):
+            raise kit.Problem(400, "assets: retire or reassign", field="assets")
+        user = users.get(user_id)
+        if user["status"] == "leaving":
+            raise kit.Problem(409, f"user {user_id} is already being unsubscribed")
+        if assets == "reassign" and (to == user_id or users.get(to)["status"] != "active"):
+            raise kit.Problem(400, "to: must be another active user", field="to")
+        await runner.ready.wait()
+        saga_id = await runner.start(NAME, {"userId": user_id, "assets": assets, "to": to})
+        return JSONResponse(
+            {"sagaId": saga_id, "status": "running"},
+            status_code=202,
+            headers={"location": f"/users/sagas/{saga_id}"},
+        )
+
+    async def saga(request: Request) -> Response:
+        kit.claims(request)
+        state = runner.status(request.path_params["saga_id"])
+        if state is None:
+            raise kit.Problem(404, "no such saga (yet)")
+        return JSONResponse(
+            {
+                "sagaId": state.saga_id,
+                "saga": state.saga,
+                "data": dict(state.data),
+                "status": state.status.value,
+                "done": list(state.done),
+                "compensated": list(state.compensated),
+                "failedStep": state.failed_step,
+                "error": state.error,
+            }
+        )
+
+    return [
+        Route("/users/{user_id}", unsubscribe, methods=["DELETE"]),
+        Route("/users/sagas/{saga_id}", saga, methods=["GET"]),
+    ]
+
+
 def build() -> Any:
     conn = kit.open_db(DB, SCHEMA)
     users = Users(conn)
     users.ensure_admin(os.environ.get("ADMIN_PASSWORD", "admin-demo-password"))
+    events = kit.events_client()
+    runner = SagaRunner(events, [unsubscribe_saga(users)])
 
     async def register(request: Request) -> Response:
         data = await kit.body(request)
@@ -444,11 +497,14 @@ def build() -> Any:
             Route("/users", add, methods=["POST"]),
             Route("/users/{user_id}", one, methods=["GET"]),
             Route("/users/{user_id}/permissions", permissions, methods=["PUT"]),
+            *_saga_routes(users, runner),
         ],
-        background=[kit.relay(DB)],
-        on_stop=[conn.close],
+        background=[kit.relay(DB), runner.run],
+        on_stop=[conn.close, runner.aclose, events.aclose],
     )
 
+
+from assets.unsubscribe import NAME, unsubscribe_saga  # noqa: E402 - it imports Users
 
 if __name__ == "__main__":
     kit.serve(build())
