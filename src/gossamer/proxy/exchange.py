@@ -27,8 +27,6 @@ from gossamer.proxy.headers import (
     TRACE_HEADER_NAMES,
     extra_hop_by_hop,
     last_chunk,
-    trace_headers,
-    trace_lines,
 )
 from gossamer.proxy.mirror import send_copies
 from gossamer.proxy.mtls import MeshIdentityError
@@ -42,6 +40,7 @@ from gossamer.proxy.retry_state import (
 )
 from gossamer.proxy.router import CompiledRoute, RequestFacts
 from gossamer.proxy.timers import Timeout
+from gossamer.proxy.tracing import IncomingTrace, TraceContext, continue_trace, trace_lines
 from gossamer.proxy.upstream import ResponseSink, UpstreamConnection
 from gossamer.security.authz import AuthzRequest
 from gossamer.snapshot import Mirror, RetryPolicy
@@ -149,6 +148,7 @@ class Exchange(ResponseSink):
         "status",
         "target_index",
         "timer",
+        "trace",
         "try_started",
         "try_timer",
         "upstream",
@@ -196,6 +196,8 @@ class Exchange(ResponseSink):
         """The AuthorizationPolicy that decided, for the access log."""
         self.upstream_identity = ""
         """The SPIFFE id the last upstream's mTLS handshake proved ("" for plaintext)."""
+        self.trace: TraceContext | None = None
+        """This request's span, when the listener traces (decided as the head goes upstream)."""
 
     # Request side: called by the downstream connection
 
@@ -831,10 +833,10 @@ class Exchange(ResponseSink):
     def _upstream_head(self, route: CompiledRoute, target: bytes) -> bytes:
         head = self.head
         runtime = self.runtime
-        (
-            headers, forwarded_for, request_id, dropped, has_proto, has_host,
-            traceparent, b3_trace, b3_span,
-        ) = _scan(head.headers)  # fmt: skip
+        headers, forwarded_for, request_id, dropped, has_proto, has_host, incoming = _scan(
+            head.headers
+        )
+        trace = self.trace = runtime.tracer.begin(incoming) if runtime.tracer else None
         peer = self.client.peer_bytes
         forwarded = forwarded_for + b", " + peer if forwarded_for else peer
         new_id = request_id is None
@@ -853,7 +855,7 @@ class Exchange(ResponseSink):
                 lines.append(runtime.proto_line)
             if new_id:
                 lines += (b"x-request-id: ", request_id, b"\r\n")
-            lines.append(trace_lines(traceparent, b3_trace, b3_span))
+            lines.append(trace_lines(incoming) if trace is None else trace.lines())
             if head.chunked:
                 lines.append(b"transfer-encoding: chunked\r\n")
             if not has_host and self.authority:
@@ -867,7 +869,7 @@ class Exchange(ResponseSink):
             headers.append((b"x-forwarded-proto", runtime.scheme))
         if new_id:
             headers.append((b"x-request-id", request_id))
-        headers.extend(trace_headers(traceparent, b3_trace, b3_span))
+        headers.extend((trace or continue_trace(incoming, 100.0)).headers())
         if head.chunked:
             headers.append((b"transfer-encoding", b"chunked"))
         if rewrite is not None and rewrite.authority:
@@ -977,14 +979,13 @@ def _scan(
     set[bytes] | None,
     bool,
     bool,
-    bytes | None,
-    bytes | None,
-    bytes | None,
+    IncomingTrace | None,
 ]:
     """One pass over the request headers: what to forward, and what the proxy must know."""
     special = _SPECIAL
     headers: list[tuple[bytes, bytes]] = []
-    forwarded_for = request_id = traceparent = b3_trace = b3_span = None
+    forwarded_for = request_id = None
+    incoming: IncomingTrace | None = None
     has_proto = has_host = False
     dropped: set[bytes] | None = None
     for pair in pairs:
@@ -1002,12 +1003,9 @@ def _scan(
         elif kind == _FORWARDED_FOR:
             forwarded_for = value
         elif kind == _TRACE:
-            if lower == b"traceparent":
-                traceparent = value
-            elif lower == b"x-b3-traceid":
-                b3_trace = value
-            elif lower == b"x-b3-spanid":
-                b3_span = value
+            if incoming is None:
+                incoming = IncomingTrace()
+            incoming.take(lower, value)
         else:
             if kind == _REQUEST_ID:
                 request_id = value
@@ -1016,10 +1014,7 @@ def _scan(
             else:
                 has_host = True
             headers.append(pair)
-    return (
-        headers, forwarded_for, request_id, dropped, has_proto, has_host,
-        traceparent, b3_trace, b3_span,
-    )  # fmt: skip
+    return headers, forwarded_for, request_id, dropped, has_proto, has_host, incoming
 
 
 def _connected(

@@ -13,6 +13,7 @@ import msgspec
 from gossamer.proxy.router import CompiledRoute, CompiledRouteTable
 from gossamer.proxy.stats import ProxyStats, RequestSeries
 from gossamer.proxy.timers import TimerWheel
+from gossamer.proxy.tracing import Tracer
 from gossamer.snapshot import Listener, ListenerLimits, Node, Rewrite, ServiceLabels, Telemetry
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class ListenerRuntime:
         "stats",
         "telemetry",
         "timers",
+        "tracer",
         "version",
     )
 
@@ -91,8 +93,11 @@ class ListenerRuntime:
         request_ids: Iterator[bytes],
         log: TextIO | None = None,
         guard: RequestGuard | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.routes = routes
+        self.tracer = tracer
+        """None when the snapshot has no tracing: trace headers are still continued."""
         self.guard = guard
         """mTLS per port, JWT and AuthorizationPolicy checks; None when there are none."""
         self.timers = timers
@@ -138,6 +143,8 @@ class ListenerRuntime:
             series = self.series[key] = self.stats.series_for(labels_key)
         duration = (time.monotonic() - exchange.started) * 1000.0
         series.observe(duration, exchange.body_size, exchange.response_bytes)
+        if self.tracer is not None:
+            self.tracer.end(exchange, duration)
         if self.log is not None:
             self._log(exchange, cluster_name, duration)
 

@@ -27,6 +27,7 @@ from typing import Literal
 MODULES = (
     "headers",
     "stats",
+    "tracing",
     "timers",
     "balancer",
     "router",

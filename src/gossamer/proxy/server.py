@@ -19,9 +19,11 @@ from gossamer.proxy.listener import ListenerRuntime
 from gossamer.proxy.mtls import MeshAcceptor, MeshTls, accepts_tls
 from gossamer.proxy.router import CompiledRouteTable
 from gossamer.proxy.sockets import serve
+from gossamer.proxy.span_export import ProxyIdentity, SpanExporter
 from gossamer.proxy.stats import ProxyStats
 from gossamer.proxy.timers import TimerWheel
 from gossamer.proxy.tls import ServerCertificates, listening_context
+from gossamer.proxy.tracing import SpanBuffer, Tracer
 from gossamer.snapshot import Listener, Snapshot, SnapshotError
 from gossamer.snapshot.codec import check
 
@@ -144,6 +146,10 @@ class Proxy:
         """(certificate chain file, key file, SPIFFE id) of the workload, once the CA signed it."""
         self.mesh_tls: MeshTls | None = None
         """Contexts for mesh mTLS, from the identity and the snapshot's trust anchors."""
+        self.spans: SpanBuffer | None = None
+        """Finished spans on their way out, kept across snapshots; made when tracing first
+        names a provider."""
+        self.exporter: SpanExporter | None = None
         self.jwks: JwksCache | None = None
         self._own_outbound: str | None = None
         """Issuers' key sets, kept across snapshots; made when a snapshot first needs one."""
@@ -207,6 +213,8 @@ class Proxy:
                 )
         clusters = {c.name: ClusterState(c, self.clusters.get(c.name)) for c in snapshot.clusters}
         tables = {t.name: CompiledRouteTable(t) for t in snapshot.route_tables}
+        tracing = snapshot.telemetry.tracing
+        spans = self._span_buffer() if tracing is not None and tracing.provider else None
         runtimes = {
             listener.name: ListenerRuntime(
                 listener,
@@ -223,6 +231,7 @@ class Proxy:
                     if listener.role != "outbound"
                     else None
                 ),
+                tracer=Tracer(tracing, listener.role, spans) if tracing is not None else None,
             )
             for listener in snapshot.listeners
         }
@@ -258,6 +267,7 @@ class Proxy:
         self.clusters = clusters
         self._use_mesh_tls(mesh_tls)
         self.health.watch(clusters)
+        self._export(snapshot)
         self.snapshot = snapshot
         self.applied_at = time.time()
         self.stats.gauges["gossamer_snapshot_applied_timestamp_seconds"] = self.applied_at
@@ -270,6 +280,23 @@ class Proxy:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         for callback in self.on_apply:
             callback(snapshot)
+
+    def _span_buffer(self) -> SpanBuffer:
+        if self.spans is None:
+            self.spans = SpanBuffer(self.stats, limit=0, batch_size=1)
+        return self.spans
+
+    def _export(self, snapshot: Snapshot) -> None:
+        """Point the exporter at the snapshot's provider; with none, what is buffered still goes
+        to the last one."""
+        tracing = snapshot.telemetry.tracing
+        if tracing is None or tracing.provider is None or self.spans is None:
+            return
+        if self.exporter is None:
+            self.exporter = SpanExporter(self.spans, self.stats)
+        router = any(listener.role == "gateway" for listener in snapshot.listeners)
+        address = next((x.address for x in snapshot.listeners if x.role != "outbound"), "127.0.0.1")
+        self.exporter.configure(tracing.provider, ProxyIdentity.of(snapshot.node, router, address))
 
     def _timers(self) -> TimerWheel:
         if self.timers is None:
@@ -299,6 +326,8 @@ class Proxy:
                 await self._sweeper
             self._sweeper = None
         await self.health.close()
+        if self.exporter is not None:
+            await self.exporter.close()
         if self.jwks is not None:
             await self.jwks.close()
         for handle in self.listeners.values():

@@ -38,6 +38,8 @@ from gossamer.snapshot.model import (
     Snapshot,
     StringMatch,
     Telemetry,
+    Tracing,
+    TracingProvider,
     VirtualHost,
     WeightedCluster,
 )
@@ -80,6 +82,8 @@ __all__ = [
     "SnapshotError",
     "StringMatch",
     "Telemetry",
+    "Tracing",
+    "TracingProvider",
     "VirtualHost",
     "WeightedCluster",
     "decode",

@@ -65,6 +65,7 @@ def check(snapshot: Snapshot) -> None:
                 f"listener {listener.name}: {listener.address}:{listener.port} is used twice"
             )
         seen.add((listener.address, listener.port))
+    _check_tracing(snapshot)
     for table in snapshot.route_tables:
         for host in table.virtual_hosts:
             for route in host.routes:
@@ -102,3 +103,19 @@ def _check_route(route: Route, clusters: set[str], where: str) -> None:
             re.compile(route.rewrite.regex)
         except re.error as error:
             raise SnapshotError(f"{where}: bad rewrite regex: {error}") from None
+
+
+def _check_tracing(snapshot: Snapshot) -> None:
+    tracing = snapshot.telemetry.tracing
+    if tracing is None:
+        return
+    if not 0.0 <= tracing.sampling <= 100.0:
+        raise SnapshotError("telemetry.tracing.sampling: a percentage, 0 to 100")
+    provider = tracing.provider
+    if provider is not None:
+        if not provider.url.startswith(("http://", "https://")):
+            raise SnapshotError(f"tracing provider {provider.name}: url must be http(s)://")
+        if provider.batch_size < 1 or provider.max_buffered_spans < 1:
+            raise SnapshotError(f"tracing provider {provider.name}: batches and buffer hold spans")
+        if provider.flush_interval <= 0 or provider.timeout <= 0:
+            raise SnapshotError(f"tracing provider {provider.name}: intervals must be positive")

@@ -21,6 +21,8 @@ AuthzAction = Literal["ALLOW", "DENY", "AUDIT"]
 # What a listener does with request header names that contain "_" (as Envoy's
 # headers_with_underscores_action): a backend that reads "_" as "-" would see a second header.
 UnderscoreHeaders = Literal["drop", "allow"]
+# Span encodings a proxy exports: Zipkin v2 JSON, or OTLP/HTTP with the JSON encoding.
+TraceFormat = Literal["zipkin", "otlp"]
 
 
 class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -422,12 +424,40 @@ class Security(Struct, frozen=True):
     jwt: tuple[JwtProvider, ...] = ()
 
 
+class TracingProvider(Struct, frozen=True):
+    """Where a proxy sends its spans (a TelemetryProvider), and the bounds of its batching."""
+
+    name: str
+    format: TraceFormat
+    url: str
+    """Zipkin: `http://HOST:9411/api/v2/spans`; OTLP over HTTP: `http://HOST:4318/v1/traces`."""
+    batch_size: int = 256
+    """Spans per POST; a batch this full is sent at once, without waiting for the interval."""
+    flush_interval: float = 1.0
+    """Seconds between sends of what the buffer holds."""
+    timeout: float = 5.0
+    """How long one POST may take, connection included; then its spans count as failed."""
+    max_buffered_spans: int = 4096
+    """Spans waiting to be sent; past it new spans are dropped (and counted)."""
+
+
+class Tracing(Struct, frozen=True):
+    """Spans of this proxy's requests (Istio's Telemetry `tracing`, resolved for the workload)."""
+
+    sampling: float = 1.0
+    """Percent of new traces sampled (Istio's randomSamplingPercentage, 1 by default); a
+    request that comes with a sampling decision keeps it."""
+    provider: TracingProvider | None = None
+    """None: trace headers are continued and the sampling decided, but no span is reported."""
+
+
 class Telemetry(Struct, frozen=True):
     """Access log and tracing settings."""
 
     access_log: bool = False
     access_log_path: str = "-"
-    trace_sampling: float = 1.0
+    tracing: Tracing | None = None
+    """None: tracing off; the proxy still continues trace headers (a new trace is sampled)."""
 
 
 class Snapshot(Struct, frozen=True):
