@@ -16,8 +16,12 @@ and the account are restored: the user is as they were, nothing half-done.
 
 from __future__ import annotations
 
-from assets.users import Users
+from typing import TYPE_CHECKING
+
 from gossamer.events.saga import RetryPolicy, Saga, Step, StepContext, call, http
+
+if TYPE_CHECKING:  # users.py imports this module
+    from assets.users import Users
 
 AUTH = "http://auth-svc:8080/auth/users/{userId}"
 ASSETS = "http://asset-mgr-ms-svc:8080/assetmgrms/owners/{userId}"

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from assets import kit
 from assets.passwords import check_strength, hash_password
 from assets.tokens import digest, new_secret
+from assets.unsubscribe import NAME, unsubscribe_saga
 from gossamer.events.outbox import Outbox
 from gossamer.events.saga_runner import SagaRunner
 
@@ -503,8 +504,6 @@ def build() -> Any:
         on_stop=[conn.close, runner.aclose, events.aclose],
     )
 
-
-from assets.unsubscribe import NAME, unsubscribe_saga  # noqa: E402 - it imports Users
 
 if __name__ == "__main__":
     kit.serve(build())
