@@ -19,6 +19,7 @@ from gossamer.resources.kinds.istio_security import (
     PeerAuthentication,
     RequestAuthentication,
 )
+from gossamer.resources.kinds.telemetry import Telemetry, TelemetryProvider
 
 MODELS: tuple[type[Resource], ...] = (
     Service,
@@ -33,8 +34,10 @@ MODELS: tuple[type[Resource], ...] = (
     PeerAuthentication,
     AuthorizationPolicy,
     RequestAuthentication,
+    Telemetry,
     Topic,
     ApiProduct,
+    TelemetryProvider,
 )
 
 # Older API groups that serve the same schema as a model above.

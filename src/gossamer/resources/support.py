@@ -269,6 +269,16 @@ _REQUEST_AUTHENTICATION = (
     | _at("spec.jwtRules.outputClaimToHeaders", ("header", "claim"))
 )
 
+_TELEMETRY = (
+    _at("spec", ("selector", "selector.matchLabels", "tracing"))
+    | _at("spec.tracing", ("providers", "providers.name", "randomSamplingPercentage"))
+    | _at("spec.tracing", ("disableSpanReporting",))
+)
+_TELEMETRY_PROVIDER = _at(
+    "spec",
+    ("zipkin", "zipkin.url", "opentelemetry", "opentelemetry.url", "batchSize", "flushInterval"),
+) | _at("spec", ("timeout", "maxBufferedSpans"))
+
 # Field paths (camelCase, no list indices) that some part of Gossamer acts on, by kind: `gossamer
 # up`, the snapshots the proxies run, or the DNS. A field is listed with every field above it,
 # since `--strict` names only the outermost field not listed; a list's pattern covers each of its
@@ -288,6 +298,8 @@ ENFORCED: dict[str, frozenset[str]] = {
     "PeerAuthentication": _PEER_AUTHENTICATION,
     "AuthorizationPolicy": _AUTHORIZATION_POLICY,
     "RequestAuthentication": _REQUEST_AUTHENTICATION,
+    "Telemetry": _TELEMETRY,
+    "TelemetryProvider": _TELEMETRY_PROVIDER,
 }
 
 # Fields that identify an object, describe it for people, or are written by a cluster: never

@@ -22,6 +22,7 @@ from gossamer.snapshot.model import (
     RouteTable,
     ServiceLabels,
     Snapshot,
+    Telemetry,
     VirtualHost,
     WeightedCluster,
 )
@@ -44,6 +45,7 @@ from gossamer.snapshot.translate_clusters import (
 )
 from gossamer.snapshot.translate_gateway import gateway_virtual_hosts
 from gossamer.snapshot.translate_routes import RouteContext, default_route, virtual_service_routes
+from gossamer.snapshot.translate_telemetry import telemetry_for
 
 __all__ = [
     "EndpointIndex",
@@ -182,11 +184,16 @@ def sidecar_snapshot(
     labels = pod_labels(resources, sidecar.workload, sidecar.namespace)
     catalog = sidecar_catalog(resources, sidecar.namespace, labels)
     return assemble_sidecar(
-        outbound_view(catalog, endpoints), sidecar_own(catalog, sidecar, labels), version
+        outbound_view(catalog, endpoints),
+        sidecar_own(catalog, sidecar, labels),
+        version,
+        telemetry_for(resources, sidecar.namespace, labels),
     )
 
 
-def assemble_sidecar(view: OutboundView, own: SidecarOwn, version: str) -> Snapshot:
+def assemble_sidecar(
+    view: OutboundView, own: SidecarOwn, version: str, telemetry: Telemetry | None = None
+) -> Snapshot:
     """One sidecar's snapshot from its shared view and its own part."""
     return Snapshot(
         version=version,
@@ -194,6 +201,7 @@ def assemble_sidecar(view: OutboundView, own: SidecarOwn, version: str) -> Snaps
         listeners=own.listeners,
         route_tables=(RouteTable(name="outbound", virtual_hosts=view.virtual_hosts), own.inbound),
         clusters=tuple(sorted((*view.clusters, *own.clusters), key=lambda cluster: cluster.name)),
+        telemetry=telemetry or Telemetry(),
     )
 
 
@@ -227,6 +235,7 @@ def gateway_snapshot(
         listeners=tuple(listeners),
         route_tables=(table,),
         clusters=_complete(list(outbound_clusters(catalog, endpoints)), (table,)),
+        telemetry=telemetry_for(resources, gateway.namespace, gateway.labels),
     )
 
 
@@ -262,6 +271,7 @@ def vip_snapshot(
         listeners=tuple(listeners),
         route_tables=tuple(tables),
         clusters=_complete(list(outbound_clusters(catalog, endpoints)), tables),
+        telemetry=telemetry_for(resources, node.namespace, {}),
     )
 
 

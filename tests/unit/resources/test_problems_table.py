@@ -158,7 +158,8 @@ spec:
         [
             "m.yaml:2: Servise a: kind: unknown kind Servise (Gossamer reads ApiProduct, "
             "AuthorizationPolicy, Deployment, DestinationRule, Gateway, Ingress, PeerAuthentication, "
-            "RequestAuthentication, Service, ServiceEntry, Topic, VirtualService, WorkloadEntry)"
+            "RequestAuthentication, Service, ServiceEntry, Telemetry, TelemetryProvider, Topic, "
+            "VirtualService, WorkloadEntry)"
         ],
     ),
     (

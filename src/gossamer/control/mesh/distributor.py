@@ -42,6 +42,7 @@ from gossamer.snapshot.model import Node, Security
 from gossamer.snapshot.protocol import Ack, Hello
 from gossamer.snapshot.translate import EndpointIndex, GatewaySpec, SidecarSpec, view_label_keys
 from gossamer.snapshot.translate_security import SecurityIndex
+from gossamer.snapshot.translate_telemetry import is_telemetry, telemetry_for
 from gossamer.snapshot.vips import assign_vips, services_of
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,21 @@ SECURITY_KINDS = frozenset(
         ResourceType("security.istio.io", "requestauthentications"),
     }
 )
+# Tracing settings: each proxy's own part carries those that apply to its workload.
+TELEMETRY_KINDS = frozenset(
+    {
+        ResourceType("telemetry.istio.io", "telemetries"),
+        ResourceType("gossamer.dev", "telemetryproviders"),
+    }
+)
 # Kinds a sidecar's own part reads (its ports come from the Services selecting its Deployment).
 OWN_KINDS = frozenset(
-    {ResourceType("apps", "deployments"), ResourceType("", "services"), *SECURITY_KINDS}
+    {
+        ResourceType("apps", "deployments"),
+        ResourceType("", "services"),
+        *SECURITY_KINDS,
+        *TELEMETRY_KINDS,
+    }
 )
 # What the workload index holds: a change to any of these rebuilds it.
 INDEXED_KINDS = frozenset(
@@ -157,6 +170,8 @@ class Distributor:
         self._label_keys_stale = True
         self._workloads: WorkloadIndex | None = None
         """Built on first use after a change to its kinds: a hello reads it, never the mesh."""
+        self._telemetry: list[Resource] | None = None
+        """The Telemetry and TelemetryProvider resources, until one of them changes."""
         self.recomputes = 0
         self._ids = itertools.count(1)
         self._dirty_views = False
@@ -196,6 +211,8 @@ class Distributor:
                     self._security_stale = True
                 if key.type in INDEXED_KINDS:
                     self._workloads = None
+                if key.type in TELEMETRY_KINDS:
+                    self._telemetry = None
                 self._label_keys_stale = True
                 self._dirty_views = True
                 if key.type in OWN_KINDS:
@@ -436,7 +453,11 @@ class Distributor:
 
     def _own_part(self, stream: ProxyStream, resources: Sequence[Resource]) -> Own:
         own = self._own_routes(stream, resources)
-        return dataclasses.replace(own, security=self._security_of(stream))
+        if self._telemetry is None:
+            self._telemetry = [resource for resource in resources if is_telemetry(resource)]
+        hello = stream.hello
+        telemetry = telemetry_for(self._telemetry, hello.namespace, stream.labels)
+        return dataclasses.replace(own, security=self._security_of(stream), telemetry=telemetry)
 
     def _own_routes(self, stream: ProxyStream, resources: Sequence[Resource]) -> Own:
         hello = stream.hello
