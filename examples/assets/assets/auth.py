@@ -107,11 +107,17 @@ class Auth:
             ).fetchone()
             if token is None or token["expires_ms"] < now:
                 raise kit.Problem(401, "the refresh token is unknown or expired")
-            if token["used"]:
-                # Someone replays a token already exchanged: end the whole session.
+            reused = bool(token["used"])
+            if reused:
+                # Someone replays a token already exchanged: end the whole session (committed
+                # before the refusal, so that the thief's newer token dies too).
                 self.conn.execute("DELETE FROM refresh_tokens WHERE family = ?", (token["family"],))
-                raise kit.Problem(401, "the refresh token was already used; log in again")
-            self.conn.execute("UPDATE refresh_tokens SET used = 1 WHERE hash = ?", (token["hash"],))
+            else:
+                self.conn.execute(
+                    "UPDATE refresh_tokens SET used = 1 WHERE hash = ?", (token["hash"],)
+                )
+        if reused:
+            raise kit.Problem(401, "the refresh token was already used; log in again")
         row = self.conn.execute(
             "SELECT * FROM credentials WHERE user_id = ?", (token["user_id"],)
         ).fetchone()
