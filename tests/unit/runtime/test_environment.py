@@ -1,0 +1,70 @@
+"""What an app is told, and Kubernetes' `$(VAR)` references in its command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gossamer.events.client import environment_proxy
+from gossamer.runtime.environment import app_environment, expand_references
+from gossamer.runtime.plan import Replica
+
+
+def _replica(**labels: str) -> Replica:
+    return Replica(
+        deployment="asset-mgr-ms-v2",
+        namespace="greencompute",
+        index=0,
+        argv=("python", "-m", "app"),
+        env={"MODE": "fast"},
+        service_account="asset-mgr-ms",
+        labels=labels,
+        app_port=4100,
+        outbound_port=4101,
+        inbound_port=4102,
+        admin_port=4103,
+        readiness=None,
+    )
+
+
+def test_references_expand_from_the_environment_and_unknown_ones_stay() -> None:
+    env = {"PORT": "4100", "GOSSAMER_DATA": "/state/data"}
+    argv = ["serve", "--listen", "127.0.0.1:$(PORT)", "--data=$(GOSSAMER_DATA)/log", "$(NOPE)"]
+    assert expand_references(argv, env) == (
+        "serve",
+        "--listen",
+        "127.0.0.1:4100",
+        "--data=/state/data/log",
+        "$(NOPE)",
+    )
+
+
+def test_a_doubled_dollar_escapes_a_reference() -> None:
+    assert expand_references(["$$(PORT)", "cost: $$5", "$PORT"], {"PORT": "1"}) == (
+        "$(PORT)",
+        "cost: $5",
+        "$PORT",
+    )
+
+
+def test_every_version_of_a_service_shares_its_data_folder(tmp_path: Path) -> None:
+    env = app_environment(_replica(app="asset-mgr-ms", version="v2"), tmp_path, tmp_path / "d")
+    assert env["GOSSAMER_DATA"] == str(tmp_path / "d" / "greencompute" / "asset-mgr-ms")
+    assert env["GOSSAMER_SERVICE"] == "asset-mgr-ms"
+    assert env["GOSSAMER_REPLICA"] == "greencompute.asset-mgr-ms-v2-0"
+    assert env["PORT"] == "4100" and env["MODE"] == "fast"
+    alone = app_environment(_replica(), tmp_path, tmp_path / "d")
+    assert alone["GOSSAMER_DATA"].endswith("greencompute/asset-mgr-ms-v2")
+
+
+def test_the_event_client_takes_the_sidecar_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:4101")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    assert environment_proxy("http://event-broker-svc:8080") == "http://127.0.0.1:4101"
+    assert environment_proxy("http://127.0.0.1:15070") is None
+    monkeypatch.delenv("http_proxy")
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    assert environment_proxy("http://event-broker-svc:8080") is None
