@@ -1,6 +1,7 @@
 """The proxy's own work per request, without sockets: what the hot path costs in Python.
 
 Usage: python bench/hotpath_bench.py [--requests 20000] [--rounds 7] [--profile] [--markdown FILE]
+                                     [--tracing PERCENT]
 
 A proxy runs the snapshot of bench/proxy_bench.py (10 routes, 3 clusters, retries and metrics
 on). Its downstream and upstream connections get in-memory transports, so a request costs
@@ -13,7 +14,10 @@ by a 1 KB response from nginx's usual headers:
 
 The reference, in the same run, is httptools alone parsing the same request and response with
 callbacks that do nothing: the floor for any proxy built on it. The table gives the best
-round's microseconds per request and the ratio to that floor. Use it to see a hot-path change
+round's microseconds per request and the ratio to that floor. With `--tracing PERCENT`, the
+proxy traces (new traces sampled at PERCENT) into its usual span buffer (4,096 spans), which a
+stand-in exporter empties, a batch of 256 at a time, the moment a batch is full: the request path's
+cost of tracing, without the export's. Use it to see a hot-path change
 in isolation (the socket benchmarks vary by more than such a change between runs); with
 `--profile`, cProfile's top functions follow the table.
 """
@@ -121,15 +125,35 @@ def best_of(rounds: int, requests: int, one: Callable[[], None]) -> float:
     return min(times)
 
 
+def traced(config: dict[str, Any], percent: float) -> dict[str, Any]:
+    """The snapshot with tracing on, its spans kept for the length of a run."""
+    provider = {
+        "name": "bench", "format": "zipkin", "url": "http://127.0.0.1:9/api/v2/spans",
+        "flush_interval": 3600.0, "max_buffered_spans": 4096, "batch_size": 256,
+    }  # fmt: skip
+    return {**config, "telemetry": {"tracing": {"sampling": percent, "provider": provider}}}
+
+
+async def started_proxy(backend_port: int, tracing: float | None) -> Proxy:
+    """The benchmark's proxy; with tracing, its span buffer emptied whenever a batch is full."""
+    proxy = Proxy()
+    config = gossamer_snapshot(0, backend_port)
+    if tracing is not None:
+        config = traced(config, tracing)
+    await proxy.apply(decode(json.dumps(config)))
+    if proxy.spans is not None:
+        proxy.spans.wake = proxy.spans.spans.clear
+    return proxy
+
+
 async def through_proxy(
-    request: bytes, requests: int, rounds: int, profile: bool
+    request: bytes, requests: int, rounds: int, profile: bool, tracing: float | None = None
 ) -> tuple[float, pstats.Stats | None]:
     """Time requests through a real Proxy whose two connections have memory transports."""
     loop = asyncio.get_running_loop()
     backend = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
     backend_port = int(backend.sockets[0].getsockname()[1])
-    proxy = Proxy()
-    await proxy.apply(decode(json.dumps(gossamer_snapshot(0, backend_port))))
+    proxy = await started_proxy(backend_port, tracing)
     handle = next(iter(proxy.listeners.values()))
     client = DownstreamConnection(handle)
     to_client = MemoryTransport()
@@ -173,6 +197,8 @@ async def through_proxy(
     if answered != len(to_upstream.written) or answered < rounds * requests:
         raise RuntimeError(f"{answered} answers for {rounds * requests} requests")
     upstream.transport = socket_transport
+    if proxy.spans is not None:
+        proxy.spans.spans.clear()  # not to be sent to the stand-in address as the proxy closes
     await proxy.close()
     backend.close()
     return micros, stats
@@ -197,19 +223,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="cProfile one more round")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--tracing", type=float, metavar="PERCENT", help="trace, sampling this")
     options = parser.parse_args()
     rows = []
     profiles = []
     for name, request in REQUESTS.items():
         floor = parsing_floor(request, options.requests, options.rounds)
         micros, stats = uvloop.run(
-            through_proxy(request, options.requests, options.rounds, options.profile)
+            through_proxy(
+                request, options.requests, options.rounds, options.profile, options.tracing
+            )
         )
         rows.append((name, floor, micros))
         if stats is not None:
             profiles.append((name, stats))
-    print(f"Python {sys.version.split()[0]}; hot path {native.describe()}; best of "
-          f"{options.rounds} rounds of {options.requests} requests\n")  # fmt: skip
+    tracing = "off" if options.tracing is None else f"on, {options.tracing:g} % sampled"
+    print(f"Python {sys.version.split()[0]}; hot path {native.describe()}; tracing {tracing}; "
+          f"best of {options.rounds} rounds of {options.requests} requests\n")  # fmt: skip
     table = [
         "| request | httptools alone, µs | Gossamer, µs | Gossamer / httptools |",
         "| --- | ---: | ---: | ---: |",

@@ -310,12 +310,16 @@ class SpanBuffer:
         """Keep a span, or drop it when the buffer is full."""
         spans = self.spans
         if len(spans) >= self.limit:
-            self.dropped += 1
-            self.stats.incr(SPANS_DROPPED)
+            self.drop()
             return
         spans.append(span)
         if len(spans) == self.batch_size and self.wake is not None:
             self.wake()
+
+    def drop(self) -> None:
+        """Count a span that did not fit."""
+        self.dropped += 1
+        self.stats.incr(SPANS_DROPPED)
 
     def take(self, most: int) -> list[Span]:
         """Up to `most` of the oldest spans, removed from the buffer."""
@@ -354,5 +358,9 @@ class Tracer:
             # Answered by the proxy before a head went upstream (no route, denied, ...).
             context = continue_trace(incoming_trace(exchange.head.headers), self.percent)
             exchange.trace = context
-        if context.sampled:
-            buffer.add(Span(self.kind, context, duration_ms).describe(exchange))
+        if not context.sampled:
+            return
+        if len(buffer.spans) >= buffer.limit:
+            buffer.drop()  # before making a span that could not be kept
+            return
+        buffer.add(Span(self.kind, context, duration_ms).describe(exchange))
