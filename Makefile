@@ -11,7 +11,7 @@ PROXY_SOURCES := $(wildcard src/gossamer/proxy/*.py)
 SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd
 SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server
 
-.PHONY: demo test lint unit bench docs clean system-deps native node
+.PHONY: demo test lint unit bench docs clean system-deps native node browser
 
 # Create the virtual environment once, and reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -40,6 +40,14 @@ node:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; \
 	  else echo "missing: node; install: apt-get install nodejs"; exit 1; fi; }
 
+# The browser tests drive Debian's chromium.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (the browser tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "missing: chromium; install: apt-get install chromium"; exit 1; fi; }
+
 demo: $(STAMP) $(NATIVE) node
 	$(BIN)/gossamer validate -f examples/assets
 	$(BIN)/gossamer up examples/assets
@@ -49,7 +57,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
 
-test: lint $(NATIVE) node
+test: lint $(NATIVE) node browser
 	$(BIN)/pytest -q
 
 # Installs what is missing, once, when run as root on Debian; says what to install otherwise.

@@ -82,9 +82,10 @@ def apply_risk(conn: sqlite3.Connection, event: ReceivedEvent) -> None:
            assessed_ms = excluded.assessed_ms""",
         (risk["assetId"], risk.get("band"), risk.get("score"), event.time_ms),
     )
-    site = conn.execute(
+    # The consumer's connection has no row factory: rows are tuples here.
+    (site,) = conn.execute(
         "SELECT site FROM assets WHERE asset_id = ?", (risk["assetId"],)
-    ).fetchone()["site"]
+    ).fetchone()
     day = time.strftime("%Y-%m-%d", time.gmtime(event.time_ms / 1000))
     conn.execute(
         """INSERT INTO band_changes VALUES (?, ?, ?, 1) ON CONFLICT (day, site, band)

@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gossamer.events import tracecontext
-from gossamer.events.client import ClientTimeouts, EventsClient, environment_proxy
+from gossamer.events.client import BrokerError, ClientTimeouts, EventsClient, environment_proxy
 from gossamer.events.idempotency import ProcessedEvents
 from gossamer.events.outbox import OutboxRelay, RelaySettings
 from gossamer.events.wire import ReceivedEvent
@@ -282,6 +282,11 @@ async def _supervised(task: Background, stop: asyncio.Event) -> None:
             return
         except asyncio.CancelledError:
             raise
+        except (BrokerError, httpx.HTTPError) as error:
+            # Expected while the mesh starts or the broker restarts: one line, not a traceback.
+            log.warning("%s: %s; again in 1 s", getattr(task, "__name__", task), error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
         except Exception:
             log.exception("%s failed; starting it again in 1 s", getattr(task, "__name__", task))
             with contextlib.suppress(TimeoutError):

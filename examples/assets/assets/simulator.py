@@ -37,7 +37,7 @@ FLEET = [
     for site in SITES
     for n, kind in enumerate(("pump", "turbine", "compressor", "motor"))
 ]
-BASELINE = {"temperature": (60.0, 1.5), "vibration": (2.0, 0.2), "pressure": (6.0, 0.1)}
+BASELINE = {"temperature": (60.0, 2.0), "vibration": (2.0, 0.4), "pressure": (5.0, 0.15)}
 
 
 @dataclass

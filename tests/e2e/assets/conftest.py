@@ -95,7 +95,9 @@ class AssetsApp:
         """Log in; waits while the account's credentials travel to the auth service."""
 
         def attempt() -> Tokens | None:
-            answer = self.http.post("/auth/login", json={"username": username, "password": password})
+            answer = self.http.post(
+                "/auth/login", json={"username": username, "password": password}
+            )
             if answer.status_code != 200:
                 return None
             body = answer.json()
@@ -106,13 +108,26 @@ class AssetsApp:
     def admin(self) -> Tokens:
         return self.login("admin", ADMIN_PASSWORD)
 
-    def new_user(self, *, roles: list[str] | None = None, permissions: list[str] | None = None,
-                 password: str = "a-long-password-1") -> tuple[str, str, Tokens]:
+    def new_user(
+        self,
+        *,
+        roles: list[str] | None = None,
+        permissions: list[str] | None = None,
+        password: str = "a-long-password-1",
+    ) -> tuple[str, str, Tokens]:
         """An active account made by the admin: (username, password, tokens)."""
         name = f"user-{uuid.uuid4().hex[:8]}"
-        made = self.http.post("/users", headers=self.admin().headers, json={
-            "username": name, "email": f"{name}@example.com", "password": password,
-            "roles": roles or ["user"], "permissions": permissions or ["assets:write"]})
+        made = self.http.post(
+            "/users",
+            headers=self.admin().headers,
+            json={
+                "username": name,
+                "email": f"{name}@example.com",
+                "password": password,
+                "roles": roles or ["user"],
+                "permissions": permissions or ["assets:write"],
+            },
+        )
         assert made.status_code == 201, made.text
         return name, password, self.login(name, password)
 
@@ -120,10 +135,14 @@ class AssetsApp:
         """A sensor gateway's account, which may post readings."""
         return self.new_user(roles=["device"], permissions=["readings:write"])[2]
 
-    def add_asset(self, owner: Tokens, name: str, site: str = "rotterdam",
-                  kind: str = "pump") -> dict[str, Any]:
-        answer = self.http.post("/assetdashboard/api/assets", headers=owner.headers,
-                                json={"name": name, "type": kind, "site": site})
+    def add_asset(
+        self, owner: Tokens, name: str, site: str = "rotterdam", kind: str = "pump"
+    ) -> dict[str, Any]:
+        answer = self.http.post(
+            "/assetdashboard/api/assets",
+            headers=owner.headers,
+            json={"name": name, "type": kind, "site": site},
+        )
         assert answer.status_code == 201, answer.text
         return dict(answer.json())
 

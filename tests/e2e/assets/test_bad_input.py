@@ -16,8 +16,11 @@ def test_malformed_json_and_missing_fields_are_refused_naming_the_field(
     assets_app: AssetsApp,
 ) -> None:
     app = assets_app
-    broken = app.http.post("/users/register", content=b'{"username": "x",',
-                           headers={"content-type": "application/json"})
+    broken = app.http.post(
+        "/users/register",
+        content=b'{"username": "x",',
+        headers={"content-type": "application/json"},
+    )
     assert broken.status_code == 400 and "not JSON" in broken.json()["error"]
     missing = app.http.post("/users/register", json={"username": "someone"})
     assert missing.status_code == 400 and missing.json()["field"] == "email"
@@ -25,20 +28,29 @@ def test_malformed_json_and_missing_fields_are_refused_naming_the_field(
     assert wrong_type.status_code == 400 and wrong_type.json()["field"] == "username"
 
     _, _, owner = app.new_user()
-    bad_asset = app.http.post("/assetdashboard/api/assets", headers=owner.headers,
-                              json={"name": "p1", "type": "spaceship", "site": "lyon"})
+    bad_asset = app.http.post(
+        "/assetdashboard/api/assets",
+        headers=owner.headers,
+        json={"name": "p1", "type": "spaceship", "site": "lyon"},
+    )
     assert bad_asset.status_code == 400 and bad_asset.json()["field"] == "type"
-    unknown = app.http.get(f"/assetdashboard/api/assets/nope-{uuid.uuid4().hex[:6]}",
-                           headers=owner.headers)
+    unknown = app.http.get(
+        f"/assetdashboard/api/assets/nope-{uuid.uuid4().hex[:6]}", headers=owner.headers
+    )
     assert unknown.status_code == 404
 
 
 def test_forged_expired_and_missing_tokens_are_refused(assets_app: AssetsApp) -> None:
     app = assets_app
     _, _, user = app.new_user()
-    claims = {"iss": "http://auth-svc.greencompute.svc.cluster.local", "aud": ["asset-dashboard"],
-              "sub": user.user_id, "roles": ["admin"], "iat": int(time.time()),
-              "exp": int(time.time()) + 300}
+    claims = {
+        "iss": "http://auth-svc.greencompute.svc.cluster.local",
+        "aud": ["asset-dashboard"],
+        "sub": user.user_id,
+        "roles": ["admin"],
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 300,
+    }
     header = jwt.get_unverified_header(user.access)
 
     # Signed by someone else's key under the real key's id: the signature does not verify.
@@ -50,8 +62,12 @@ def test_forged_expired_and_missing_tokens_are_refused(assets_app: AssetsApp) ->
     # Signed by the real key (read from the auth service's data), but expired.
     pem = (app.state / "data" / "greencompute" / "auth" / "signing-key.pem").read_bytes()
     key = serialization.load_pem_private_key(pem, password=None)
-    expired = jwt.encode({**claims, "exp": int(time.time()) - 600, "iat": int(time.time()) - 900},
-                         key, algorithm="ES256", headers={"kid": header["kid"]})
+    expired = jwt.encode(
+        {**claims, "exp": int(time.time()) - 600, "iat": int(time.time()) - 900},
+        key,
+        algorithm="ES256",
+        headers={"kid": header["kid"]},
+    )
     answer = app.http.get("/users/me", headers={"authorization": f"Bearer {expired}"})
     assert answer.status_code == 401 and "expired" in answer.headers["x-gossamer-reason"]
 
@@ -68,23 +84,32 @@ def test_a_reading_batch_with_one_bad_row_is_refused_whole(assets_app: AssetsApp
     before = app.query(f"SELECT count(*) FROM readings WHERE key = '{asset['assetId']}'")
     rows = [{"assetId": asset["assetId"], "sensor": "temperature", "value": 61.5}] * 3
     bad = [*rows, {"assetId": asset["assetId"], "sensor": "temperature", "value": "hot"}]
-    answer = app.http.post("/assetconsumer/readings", headers=device.headers,
-                           json={"readings": bad})
+    answer = app.http.post(
+        "/assetconsumer/readings", headers=device.headers, json={"readings": bad}
+    )
     assert answer.status_code == 400, answer.text
     assert answer.json()["row"] == 3 and answer.json()["field"] == "value"
 
     unknown = [*rows, {"assetId": "no-such-asset", "sensor": "vibration", "value": 2.0}]
-    answer = app.http.post("/assetconsumer/readings", headers=device.headers,
-                           json={"readings": unknown})
+    answer = app.http.post(
+        "/assetconsumer/readings", headers=device.headers, json={"readings": unknown}
+    )
     assert answer.status_code == 422, answer.text
     assert answer.json()["row"] == 3
 
-    broken = app.http.post("/assetconsumer/readings", headers={
-        **device.headers, "content-type": "application/json"}, content=b"{not json")
+    broken = app.http.post(
+        "/assetconsumer/readings",
+        headers={**device.headers, "content-type": "application/json"},
+        content=b"{not json",
+    )
     assert broken.status_code == 400
     # An operator without the device role may not post readings.
-    assert app.http.post("/assetconsumer/readings", headers=owner.headers,
-                         json={"readings": rows}).status_code == 403
+    assert (
+        app.http.post(
+            "/assetconsumer/readings", headers=owner.headers, json={"readings": rows}
+        ).status_code
+        == 403
+    )
 
     after = app.query(f"SELECT count(*) FROM readings WHERE key = '{asset['assetId']}'")
     assert after == before

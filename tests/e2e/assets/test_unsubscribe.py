@@ -75,8 +75,9 @@ def test_an_unsubscribed_user_is_gone_from_every_service(assets_app: AssetsApp) 
     assets = [app.add_asset(user, f"leaving-{n}-{name}") for n in range(2)]
     admin = app.admin()
 
-    started = app.http.request("DELETE", f"/users/{user.user_id}", headers=admin.headers,
-                               json={"assets": "retire"})
+    started = app.http.request(
+        "DELETE", f"/users/{user.user_id}", headers=admin.headers, json={"assets": "retire"}
+    )
     assert started.status_code == 202, started.text
     saga = _saga(app, started.json()["sagaId"], admin, "completed", "aborted", "stuck")
     assert saga["status"] == "completed", saga
@@ -86,8 +87,10 @@ def test_an_unsubscribed_user_is_gone_from_every_service(assets_app: AssetsApp) 
     for asset in assets:
         assert _asset(app, asset["assetId"], admin)["status"] == "retired"
     eventually(
-        lambda: app.http.post("/auth/login", json={"username": name, "password": password})
-        .status_code == 401,
+        lambda: (
+            app.http.post("/auth/login", json={"username": name, "password": password}).status_code
+            == 401
+        ),
         what="auth forgets the account",
     )
 
@@ -98,7 +101,8 @@ def test_an_unsubscribed_user_is_gone_from_every_service(assets_app: AssetsApp) 
 
     eventually(view_agrees, what="the dashboard's view shows the assets retired")
     [[deleted]] = app.query(
-        f"SELECT count(*) FROM users WHERE type = 'UserDeleted' AND key = '{user.user_id}'")
+        f"SELECT count(*) FROM users WHERE type = 'UserDeleted' AND key = '{user.user_id}'"
+    )
     assert deleted == 1
 
 
@@ -107,11 +111,18 @@ def test_when_releasing_the_assets_fails_the_user_is_restored(assets_app: Assets
     name, password, user = app.new_user()
     asset = app.add_asset(user, f"kept-{name}")
     admin = app.admin()
-    _with_faults(app, {"/assetmgrms/owners/[^/]+/release": {
-        "abort": {"httpStatus": 503, "percentage": {"value": 100}}}})
+    _with_faults(
+        app,
+        {
+            "/assetmgrms/owners/[^/]+/release": {
+                "abort": {"httpStatus": 503, "percentage": {"value": 100}}
+            }
+        },
+    )
     try:
-        started = app.http.request("DELETE", f"/users/{user.user_id}", headers=admin.headers,
-                                   json={"assets": "retire"})
+        started = app.http.request(
+            "DELETE", f"/users/{user.user_id}", headers=admin.headers, json={"assets": "retire"}
+        )
         assert started.status_code == 202, started.text
         saga = _saga(app, started.json()["sagaId"], admin, "aborted", "completed", "stuck")
     finally:
@@ -122,7 +133,8 @@ def test_when_releasing_the_assets_fails_the_user_is_restored(assets_app: Assets
     assert saga["compensated"] == ["release-assets", "revoke-tokens", "mark-leaving"]
 
     assert app.http.get(f"/users/{user.user_id}", headers=admin.headers).json()["status"] == (
-        "active")
+        "active"
+    )
     kept = _asset(app, asset["assetId"], admin)
     assert kept["status"] == "active" and kept["owner"] == user.user_id
     tokens = app.login(name, password)
@@ -136,15 +148,21 @@ def test_a_saga_runner_killed_while_compensating_finishes_and_undoes_each_step_o
     name, password, user = app.new_user()
     asset = app.add_asset(user, f"killed-{name}")
     admin = app.admin()
-    _with_faults(app, {
-        "/assetmgrms/owners/[^/]+/release": {
-            "abort": {"httpStatus": 503, "percentage": {"value": 100}}},
-        "/assetmgrms/owners/[^/]+/restore": {
-            "delay": {"fixedDelay": "3s", "percentage": {"value": 100}}},
-    })
+    _with_faults(
+        app,
+        {
+            "/assetmgrms/owners/[^/]+/release": {
+                "abort": {"httpStatus": 503, "percentage": {"value": 100}}
+            },
+            "/assetmgrms/owners/[^/]+/restore": {
+                "delay": {"fixedDelay": "3s", "percentage": {"value": 100}}
+            },
+        },
+    )
     try:
-        started = app.http.request("DELETE", f"/users/{user.user_id}", headers=admin.headers,
-                                   json={"assets": "retire"})
+        started = app.http.request(
+            "DELETE", f"/users/{user.user_id}", headers=admin.headers, json={"assets": "retire"}
+        )
         assert started.status_code == 202, started.text
         saga_id = started.json()["sagaId"]
         _saga(app, saga_id, admin, "compensating")
@@ -156,8 +174,8 @@ def test_a_saga_runner_killed_while_compensating_finishes_and_undoes_each_step_o
     assert saga["status"] == "aborted", saga
     assert saga["compensated"] == ["release-assets", "revoke-tokens", "mark-leaving"]
     restored = app.query(
-        "SELECT count(*) FROM users "
-        f"WHERE type = 'UserRestored' AND key = '{user.user_id}'")
+        f"SELECT count(*) FROM users WHERE type = 'UserRestored' AND key = '{user.user_id}'"
+    )
     assert restored == [[1]]
     kept = _asset(app, asset["assetId"], admin)
     assert kept["status"] == "active" and kept["owner"] == user.user_id
