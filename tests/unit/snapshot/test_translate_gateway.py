@@ -64,13 +64,17 @@ def paths(host: VirtualHost) -> list[tuple[str | None, str | None, str]]:
     ]
 
 
-def test_the_assets_ingress_routes_its_three_paths_longest_first() -> None:
+def test_the_assets_ingress_routes_its_paths_longest_first() -> None:
     text = (ASSETS / "services.yaml").read_text() + "---\n" + (ASSETS / "ingress.yaml").read_text()
     snapshot = gateway(text)
     assert snapshot.listeners == (Listener("gateway", "0.0.0.0", 8080, "gateway", "gateway"),)
-    (host,) = hosts(snapshot).values()
+    served = hosts(snapshot)
+    assert sorted(served) == ["assets.greencompute.local", "assets.localhost"]
+    host = served["assets.greencompute.local"]
     assert host.domains == ("assets.greencompute.local", "assets.greencompute.local:8080")
-    # v1beta1 paths without a pathType are ImplementationSpecific: a plain prefix.
+    # The note's Ingress (v1beta1 paths without a pathType are ImplementationSpecific: a plain
+    # prefix) and the accounts Ingress on the same host (pathType Prefix: whole segments) make
+    # one host, longest prefix first.
     assert paths(host) == [
         (
             "prefix",
@@ -83,8 +87,11 @@ def test_the_assets_ingress_routes_its_three_paths_longest_first() -> None:
             "outbound|8080||asset-consumer-svc.greencompute.svc.cluster.local",
         ),
         ("prefix", "/assetmgrms", "outbound|8080||asset-mgr-ms-svc.greencompute.svc.cluster.local"),
+        ("path_prefix", "/users", "outbound|8080||users-svc.greencompute.svc.cluster.local"),
+        ("path_prefix", "/auth", "outbound|8080||auth-svc.greencompute.svc.cluster.local"),
     ]
     assert host.routes[2].name == "ingress/greencompute/assetmanagement/rules/0/paths/2"
+    assert paths(served["assets.localhost"]) == paths(host)
     assert all(route.retries is not None for route in host.routes)
 
 
