@@ -109,6 +109,14 @@ async function summary() {
   }
 }
 
+// Counts per site follow the rows, at most twice a second.
+let summaryTimer = null;
+function summarySoon() {
+  if (summaryTimer === null) {
+    summaryTimer = setTimeout(() => { summaryTimer = null; summary().catch(() => {}); }, 500);
+  }
+}
+
 // Server-sent events over fetch (EventSource cannot send the bearer token); reconnects.
 async function follow(cursor) {
   if (streamAbort) streamAbort.abort();
@@ -132,7 +140,7 @@ async function follow(cursor) {
           const data = message.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("");
           const id = message.split("\n").find((l) => l.startsWith("id: "));
           if (id) cursor = Number(id.slice(4));
-          if (data) { render(JSON.parse(data), true); }
+          if (data) { render(JSON.parse(data), true); summarySoon(); }
         }
       }
     } catch (error) {
