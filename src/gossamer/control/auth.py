@@ -18,6 +18,8 @@ from pathlib import Path
 
 ANY = "*"
 ADMIN_TOKEN_FILE = "admin-token"
+PROMETHEUS_TOKEN_FILE = "prometheus-token"
+"""A token that may only list the mesh's scrape targets: what a Prometheus server holds."""
 
 
 class Verb(StrEnum):
@@ -91,6 +93,24 @@ STREAMS = "meshstreams"
 """What a proxy's config stream is, to authorization: `watch` one workload's `meshstreams`."""
 
 
+SCRAPE_TARGETS = "scrapetargets"
+"""What Prometheus' discovery of the proxies' admin endpoints is, to authorization: `list`
+`scrapetargets`."""
+
+PROMETHEUS = Principal(
+    "prometheus",
+    (
+        Rule(
+            verbs=frozenset({Verb.LIST.value}),
+            groups=frozenset({MESH_GROUP}),
+            plurals=frozenset({SCRAPE_TARGETS}),
+        ),
+    ),
+)
+"""The discovery token's principal: it reads the scrape targets and nothing else, so a
+Prometheus server's configuration holds no key to the mesh."""
+
+
 def workload_principal(namespace: str, workload: str) -> Principal:
     """A workload's token: it may open its own workload's config stream and nothing else."""
     rule = Rule(
@@ -142,8 +162,16 @@ class TokenFileError(Exception):
 
 def load_admin_token(state_dir: Path) -> str:
     """The admin token in `state_dir`, created (mode 0600, folder 0700) on first start."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = state_dir / ADMIN_TOKEN_FILE
+    return _load_or_create_token(state_dir / ADMIN_TOKEN_FILE)
+
+
+def load_prometheus_token(state_dir: Path) -> str:
+    """The scrape-target discovery token in `state_dir`, created as the admin token is."""
+    return _load_or_create_token(state_dir / PROMETHEUS_TOKEN_FILE)
+
+
+def _load_or_create_token(path: Path) -> str:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

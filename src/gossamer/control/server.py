@@ -24,7 +24,13 @@ from gossamer.control.api.app import create_app
 from gossamer.control.api.catalog import Catalog
 from gossamer.control.api.mesh import MeshEndpoints
 from gossamer.control.api.resources import ApiSettings, ResourceEndpoints
-from gossamer.control.auth import ADMIN, TokenRegistry, load_admin_token
+from gossamer.control.auth import (
+    ADMIN,
+    PROMETHEUS,
+    TokenRegistry,
+    load_admin_token,
+    load_prometheus_token,
+)
 from gossamer.control.mesh.service import Mesh, MeshSettings
 from gossamer.control.store.location import (
     SqliteLocation,
@@ -149,6 +155,7 @@ class ControlPlane:
     async def start(self) -> str:
         """Open the store, then accept connections; returns the URL."""
         self.tokens.add(load_admin_token(self.config.state_dir), ADMIN)
+        self.tokens.add(load_prometheus_token(self.config.state_dir), PROMETHEUS)
         self.store = await open_store(self.config.store_location, self.config.store_settings)
         try:
             await self._serve_http(self.store)

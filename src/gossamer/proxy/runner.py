@@ -12,10 +12,11 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
 import uvloop
 
 from gossamer.proxy import native
@@ -73,7 +74,7 @@ async def run(options: RunOptions) -> int:
     if options.agent is not None:
         from gossamer.proxy.agent import ControlPlaneAgent  # noqa: PLC0415
 
-        agent = ControlPlaneAgent(proxy, options.agent)
+        agent = ControlPlaneAgent(proxy, _announcing_admin(options.agent, options, admin.port))
         tasks.append(loop.create_task(agent.run()))
         tasks.append(loop.create_task(_announce(proxy, agent, admin, options)))
     else:
@@ -89,6 +90,17 @@ async def run(options: RunOptions) -> int:
     await proxy.drain(options.drain_timeout)
     await admin.close()
     return 0
+
+
+def _announcing_admin(agent: AgentOptions, options: RunOptions, port: int) -> AgentOptions:
+    """The agent's hello with the admin endpoint as bound (port 0 is known only now), so that
+    the control plane can list it as a scrape target; an admin on every interface is announced
+    at the proxy's own address."""
+    host = options.admin_address
+    if host in ("", "0.0.0.0", "::"):
+        host = agent.hello.address
+    admin = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return replace(agent, hello=msgspec.structs.replace(agent.hello, admin=admin))
 
 
 async def _announce(

@@ -100,6 +100,9 @@ class Hello(Struct, frozen=True, tag="hello"):
     certificate_expiry: float = 0.0
     """The SPIFFE id and expiry (seconds since the epoch) of the certificate the proxy holds,
     so that a restarted control plane can show what it did not sign itself."""
+    admin: str = ""
+    """HOST:PORT of the proxy's admin endpoint (its /stats/prometheus), for the control plane's
+    scrape-target discovery; empty: not announced."""
 
 
 class Welcome(Struct, frozen=True, tag="welcome"):

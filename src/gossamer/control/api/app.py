@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from gossamer.control.api.discovery_sd import PATH as SD_PATH
+from gossamer.control.api.discovery_sd import ScrapeTargets
 from gossamer.control.api.guard import BearerAuthentication
 from gossamer.control.api.mesh import MeshEndpoints
 from gossamer.control.api.openapi import OpenApi
@@ -39,6 +41,7 @@ def create_app(
         routes += [
             WebSocketRoute(STREAM_PATH, mesh.stream),
             Route("/debug/v1/proxies", mesh.proxies, methods=["GET"]),
+            Route(SD_PATH, ScrapeTargets(mesh.mesh).prometheus, methods=["GET"]),
             Route("/auth/v1/namespaces/{namespace}/workloadtokens", mesh.mint, methods=["POST"]),
         ]
     for base in ("/api/{version}", "/apis/{group}/{version}"):

@@ -403,6 +403,9 @@ class Distributor:
                     if stream.hello.instance
                     else ""
                 ),
+                "admin": stream.hello.admin,
+                "address": stream.hello.address,
+                "labels": dict(stream.labels),
             }
             for stream in self.streams.values()
         ]
