@@ -469,7 +469,8 @@ class LocalMesh:
             env=env,
             cwd=workdir,
             readiness=_app_readiness(replica),
-            after=(f"{replica.name}.sidecar",),
+            # As in Istio, the app starts with its sidecar unless the pod asks to be held.
+            after=(f"{replica.name}.sidecar",) if replica.hold_until_proxy_starts else (),
         )
 
 

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import yaml
+
 from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Container, Deployment, Probe
 from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
@@ -59,6 +61,9 @@ class Replica:
     admin_port: int
     readiness: Readiness | None
     working_dir: str | None = None
+    hold_until_proxy_starts: bool = False
+    """Start the app only once its sidecar is ready (Istio's holdApplicationUntilProxyStarts);
+    by default both start at once, as in Istio."""
 
     @property
     def name(self) -> str:
@@ -164,7 +169,33 @@ def replica_of(deployment: Deployment, index: int, ports: PortAllocator) -> Repl
         admin_port=ports(0),
         readiness=_readiness(container.readiness_probe, where),
         working_dir=container.working_dir,
+        hold_until_proxy_starts=_holds_app(deployment.spec.template.metadata.annotations, where),
     )
+
+
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
+
+def _holds_app(annotations: Mapping[str, str], where: str) -> bool:
+    """`holdApplicationUntilProxyStarts` of Istio's per-pod ProxyConfig annotation (YAML)."""
+    text = annotations.get(PROXY_CONFIG_ANNOTATION)
+    if text is None:
+        return False
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PlanError(
+            f"{where}: annotation {PROXY_CONFIG_ANNOTATION}: not YAML: {error}"
+        ) from None
+    if not isinstance(config, dict):
+        raise PlanError(f"{where}: annotation {PROXY_CONFIG_ANNOTATION}: must be a mapping")
+    hold = config.get("holdApplicationUntilProxyStarts", False)
+    if not isinstance(hold, bool):
+        raise PlanError(
+            f"{where}: annotation {PROXY_CONFIG_ANNOTATION}: holdApplicationUntilProxyStarts "
+            "must be true or false"
+        )
+    return hold
 
 
 def _argv(container: Container) -> tuple[str, ...]:

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from gossamer.events.client import environment_proxy
+from gossamer.resources.kinds.apps import Deployment
+from gossamer.resources.loader import load_text
 from gossamer.runtime.environment import app_environment, expand_references
-from gossamer.runtime.plan import Replica
+from gossamer.runtime.plan import PlanError, Replica, replica_of
 
 
 def _replica(**labels: str) -> Replica:
@@ -68,3 +70,39 @@ def test_the_event_client_takes_the_sidecar_from_the_environment(
     monkeypatch.delenv("http_proxy")
     monkeypatch.delenv("HTTP_PROXY", raising=False)
     assert environment_proxy("http://event-broker-svc:8080") is None
+
+
+def _deployment(annotations: str) -> Deployment:
+    text = f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata:
+      labels: {{app: web}}
+{annotations}
+    spec:
+      containers: [{{name: web, command: [python, -m, web]}}]
+"""
+    loaded = load_text(text, "web.yaml")
+    [loaded_deployment] = loaded.resources
+    deployment = loaded_deployment.resource
+    assert isinstance(deployment, Deployment)
+    return deployment
+
+
+def test_an_app_starts_with_its_sidecar_unless_its_pod_asks_to_be_held() -> None:
+    ports = iter(range(20000, 20100))
+    assert not replica_of(_deployment(""), 0, lambda _: next(ports)).hold_until_proxy_starts
+    held = _deployment(
+        "      annotations:\n"
+        "        proxy.istio.io/config: '{\"holdApplicationUntilProxyStarts\": true}'"
+    )
+    assert replica_of(held, 0, lambda _: next(ports)).hold_until_proxy_starts
+    broken = _deployment(
+        "      annotations:\n        proxy.istio.io/config: 'holdApplicationUntilProxyStarts: 1'"
+    )
+    with pytest.raises(PlanError, match="holdApplicationUntilProxyStarts must be true or false"):
+        replica_of(broken, 0, lambda _: next(ports))
