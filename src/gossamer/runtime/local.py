@@ -42,6 +42,7 @@ from gossamer.runtime.environment import (
 )
 from gossamer.runtime.plan import (
     GATEWAY_NAMESPACE,
+    GATEWAY_SERVICE_ACCOUNT,
     GATEWAY_WORKLOAD,
     MeshPlan,
     PlanError,
@@ -423,6 +424,8 @@ class LocalMesh:
             GATEWAY_WORKLOAD, GATEWAY_NAMESPACE, token, self.plan.gateway_admin_port
         )
         argv += ["--role", "gateway", "--gateway-port", str(self.plan.gateway_port)]
+        # The account its certificate names; asking for `default` first costs a refusal.
+        argv += ["--service-account", GATEWAY_SERVICE_ACCOUNT]
         if self.plan.gateway_https_port is not None:
             argv += ["--gateway-https-port", str(self.plan.gateway_https_port)]
             argv += ["--secrets-dir", str(self.workdir / "secrets")]

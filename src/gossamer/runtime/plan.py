@@ -24,6 +24,7 @@ PortAllocator = Callable[[int], int]
 
 GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_WORKLOAD = "istio-ingressgateway"
+GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
 TRUST_DOMAIN = "cluster.local"
 
 
