@@ -64,6 +64,12 @@ def current() -> TraceContext | None:
     return _current.get()
 
 
+def bind(context: TraceContext | None) -> None:
+    """Handle work under a trace from here on, in this thread or task: a server sets the trace of
+    the request it handles when the request arrives (a task's context ends with the task)."""
+    _current.set(context)
+
+
 @contextmanager
 def use(context: TraceContext | None) -> Iterator[None]:
     """Handle work under a trace: events published inside continue it."""

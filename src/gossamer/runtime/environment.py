@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from gossamer import tracehook
 from gossamer.runtime.plan import MeshPlan, Replica
 
 # `$$` is an escaped `$`; `$(NAME)` a reference (Kubernetes: dependent environment variables).
@@ -21,7 +22,11 @@ def app_environment(replica: Replica, workdir: Path, data: Path) -> dict[str, st
     """Where to listen, the sidecar as HTTP proxy, who the app is, and its data folder."""
     proxy = f"http://127.0.0.1:{replica.outbound_port}"
     local = "127.0.0.1,localhost,::1"
-    python_path = os.pathsep.join(p for p in (str(workdir), os.environ.get("PYTHONPATH")) if p)
+    # The trace hook's folder comes first: its sitecustomize must run, and runs the next one.
+    hook = tracehook.STARTUP_FOLDER if tracehook.enabled(replica.env) else None
+    python_path = os.pathsep.join(
+        p for p in (hook, str(workdir), os.environ.get("PYTHONPATH")) if p
+    )
     return {
         **replica.env,
         "PORT": str(replica.app_port),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,15 @@ def test_an_app_starts_with_its_sidecar_unless_its_pod_asks_to_be_held() -> None
     )
     with pytest.raises(PlanError, match="holdApplicationUntilProxyStarts must be true or false"):
         replica_of(broken, 0, lambda _: next(ports))
+
+
+def test_python_apps_get_the_trace_hook_first_unless_switched_off(tmp_path: Path) -> None:
+    env = app_environment(_replica(), tmp_path, tmp_path / "d")
+    hook, workdir = env["PYTHONPATH"].split(os.pathsep)[:2]
+    assert (Path(hook) / "sitecustomize.py").is_file()
+    assert workdir == str(tmp_path)
+    replica = _replica()
+    off = dataclasses.replace(replica, env={**replica.env, "GOSSAMER_TRACE_PROPAGATION": "off"})
+    env = app_environment(off, tmp_path, tmp_path / "d")
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
+    assert env["GOSSAMER_TRACE_PROPAGATION"] == "off"
