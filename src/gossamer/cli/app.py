@@ -16,6 +16,7 @@ from gossamer.cli.dns import dns
 from gossamer.cli.events import events_app
 from gossamer.cli.get import get
 from gossamer.cli.mesh import proxy_status, token_app
+from gossamer.cli.prometheus import prometheus_config_command
 from gossamer.cli.proxy import proxy
 from gossamer.cli.up import down, logs, status, up
 from gossamer.cli.validate import validate
@@ -34,6 +35,7 @@ app.command("control-plane")(control_plane)
 app.command()(up)
 app.command()(dns)
 app.command("proxy-status")(proxy_status)
+app.command("prometheus-config")(prometheus_config_command)
 app.add_typer(token_app, name="token")
 app.command()(down)
 app.command()(status)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import os
 import socket
@@ -367,15 +366,8 @@ class SyncEventsClient:
         return self._call(self._client.lag(topic, group))
 
     def _call(self, work: Coroutine[Any, Any, T]) -> T:
-        # The work runs in the caller's context: a publish made while handling a traced request
-        # continues its trace (the trace is a ContextVar, which another thread does not see).
-        in_context = _in_context(work, contextvars.copy_context())
-        future: ThreadFuture[T] = asyncio.run_coroutine_threadsafe(in_context, self._loop)
+        future: ThreadFuture[T] = asyncio.run_coroutine_threadsafe(work, self._loop)
         return future.result(self._call_timeout_s)
-
-
-async def _in_context(work: Coroutine[Any, Any, T], context: contextvars.Context) -> T:
-    return await asyncio.get_running_loop().create_task(work, context=context)
 
 
 async def _make_client(server: str | None, timeouts: ClientTimeouts | None) -> EventsClient:
