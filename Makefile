@@ -8,8 +8,8 @@ NATIVE := src/gossamer/proxy/hotpath.digest
 PROXY_SOURCES := $(wildcard src/gossamer/proxy/*.py)
 
 # Debian packages that benchmarks and some tests run against (real servers, not mocks).
-SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd
-SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server
+SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd prometheus
+SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server prometheus
 
 .PHONY: demo test lint unit bench docs clean system-deps native node browser
 
