@@ -35,6 +35,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from gossamer.proxy.server import Proxy
+from gossamer.proxy.span_export import ExportCredentials, origin
+from gossamer.proxy.tap import ProxyTaps
 from gossamer.security.files import write_file_atomically
 from gossamer.security.spiffe import spiffe_id
 from gossamer.security.trust import client_context, describe_failure, tls_failure
@@ -49,6 +51,8 @@ from gossamer.snapshot.protocol import (
     Reassembly,
     Renew,
     StaleBaseError,
+    TapStart,
+    TapStop,
     Update,
     Welcome,
     apply_update,
@@ -196,6 +200,8 @@ class ControlPlaneAgent:
         self._api_context: ssl.SSLContext | None = None
         self.unverified = ""
         """Why the last control plane tried could not be verified ("" once one was)."""
+        self.taps = ProxyTaps(proxy.stats)
+        proxy.on_apply.append(self._credit_exporter)
 
     def __repr__(self) -> str:
         where = self.connected_to or "disconnected"
@@ -294,6 +300,7 @@ class ControlPlaneAgent:
             ready=self._is_ready(),
             identity=identity.spiffe if identity is not None else "",
             certificate_expiry=identity.not_after if identity is not None else 0.0,
+            taps=True,
         )
         await websocket.send(encode(hello))
         try:
@@ -313,6 +320,7 @@ class ControlPlaneAgent:
         tasks = [
             loop.create_task(self._report(websocket)),
             loop.create_task(self._renew(websocket)),
+            loop.create_task(self.taps.run(lambda events: websocket.send(encode(events)))),
         ]
         reassembly = Reassembly()
         try:
@@ -328,6 +336,10 @@ class ControlPlaneAgent:
                     await websocket.send(encode(await self._apply(message)))
                 elif isinstance(message, Issued):
                     await self._issued(websocket, message)
+                elif isinstance(message, TapStart):
+                    self.taps.start(message)
+                elif isinstance(message, TapStop):
+                    self.taps.stop(message.id)
         finally:
             self._forget_renewal()
             self._held.clear()
@@ -336,6 +348,18 @@ class ControlPlaneAgent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         return True
+
+    def _credit_exporter(self, snapshot: object) -> None:
+        """Let the span exporter show this proxy's token to its control planes (and only to
+        them), verifying them as the stream does: `gossamer up` points tracing at the control
+        plane's built-in receiver."""
+        exporter = self.proxy.exporter
+        if exporter is None or exporter.credentials is not None:
+            return
+        urls = self.options.urls
+        context = self._tls(urls[0]).get("ssl") if urls[0].startswith("https://") else None
+        origins = tuple(origin(url) for url in urls)
+        exporter.credentials = ExportCredentials(origins, self.options.token, context)
 
     def _tls(self, url: str) -> dict[str, Any]:
         """The context that verifies an https control plane (with the mesh CA's roots)."""

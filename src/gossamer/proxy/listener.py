@@ -145,6 +145,9 @@ class ListenerRuntime:
         series.observe(duration, exchange.body_size, exchange.response_bytes)
         if self.tracer is not None:
             self.tracer.end(exchange, duration)
+        tap = self.stats.tap
+        if tap is not None:
+            tap(self, exchange, duration)
         if self.log is not None:
             self._log(exchange, cluster_name, duration)
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -33,6 +34,29 @@ _OTLP_KIND = {"SERVER": 2, "CLIENT": 3}
 _OTLP_STATUS_ERROR = 2
 
 _encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class ExportCredentials:
+    """What the proxy shows its own control plane when that is where spans go (its built-in
+    receiver): the workload token, and the context that verifies the control plane. They are
+    used only for a provider URL at one of `origins`: a token never goes to another backend."""
+
+    origins: tuple[str, ...]
+    """`scheme://host:port` of each control plane the proxy knows."""
+    token: str
+    context: ssl.SSLContext | None = None
+
+    def covers(self, url: str) -> bool:
+        """Whether `url` is at one of the control planes."""
+        return origin(url) in self.origins
+
+
+def origin(url: str) -> str:
+    """`scheme://host:port` of a URL, the port made explicit."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
 class ProxyIdentity(msgspec.Struct, frozen=True):
@@ -168,9 +192,18 @@ def _attributes(values: dict[str, str]) -> list[dict[str, Any]]:
     return [{"key": key, "value": {"stringValue": value}} for key, value in values.items()]
 
 
-async def post(url: str, body: bytes, content_type: str, timeout: float) -> int:
-    """POST `body` on a connection of its own; the response's status. Raises OSError,
-    TimeoutError or ValueError when there is none within `timeout`."""
+async def post(
+    url: str,
+    body: bytes,
+    content_type: str,
+    timeout: float,
+    *,
+    token: str = "",
+    context: ssl.SSLContext | None = None,
+) -> int:
+    """POST `body` on a connection of its own (with `token` as a bearer token, and `context`
+    for https); the response's status. Raises OSError, TimeoutError or ValueError when there
+    is none within `timeout`."""
     parts = urlsplit(url)
     https = parts.scheme == "https"
     host = parts.hostname or "127.0.0.1"
@@ -180,13 +213,15 @@ async def post(url: str, body: bytes, content_type: str, timeout: float) -> int:
         path += "?" + parts.query
     head = (
         f"POST {path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: {content_type}\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\nuser-agent: gossamer-proxy\r\n\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\nuser-agent: gossamer-proxy\r\n"
+        + (f"authorization: Bearer {token}\r\n" if token else "")
+        + "\r\n"
     ).encode("latin-1")
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(
             host,
             port,
-            ssl=ssl.create_default_context() if https else None,
+            ssl=(context or ssl.create_default_context()) if https else None,
             limit=_MAX_RESPONSE_HEAD,
         )
         try:
@@ -212,6 +247,8 @@ class SpanExporter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self.credentials: ExportCredentials | None = None
+        """Set by the agent: used when spans go to the control plane's receiver."""
         buffer.wake = self._wake.set
 
     def __repr__(self) -> str:
@@ -268,8 +305,17 @@ class SpanExporter:
             body = zipkin_body(batch, self.identity)
         else:
             body = otlp_body(batch, self.identity)
+        credentials = self.credentials
+        mine = credentials is not None and credentials.covers(provider.url)
         try:
-            status = await post(provider.url, body, "application/json", provider.timeout)
+            status = await post(
+                provider.url,
+                body,
+                "application/json",
+                provider.timeout,
+                token=credentials.token if credentials is not None and mine else "",
+                context=credentials.context if credentials is not None and mine else None,
+            )
             error = "" if 200 <= status < 300 else f"answered {status}"
         except TimeoutError:
             error = f"no answer within {provider.timeout} s"

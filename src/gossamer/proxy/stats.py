@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 # Istio's default buckets, so that existing Istio dashboards and alerts read these unchanged.
 DURATION_BUCKETS_MS = (
@@ -105,6 +106,9 @@ class ProxyStats:
         self.series: dict[tuple[str, ...], RequestSeries] = {}
         self.counters: dict[str, int] = {}
         self.gauges: dict[str, float] = {}
+        self.tap: Callable[[Any, Any, float], None] | None = None
+        """Called with (listener runtime, exchange, duration ms) for each finished request
+        while a tap runs (gossamer/proxy/tap.py); None, one check per request, otherwise."""
 
     def series_for(self, labels: tuple[str, ...]) -> RequestSeries:
         """The series of one combination of labels, made on first use and kept."""

@@ -100,6 +100,8 @@ class Hello(Struct, frozen=True, tag="hello"):
     certificate_expiry: float = 0.0
     """The SPIFFE id and expiry (seconds since the epoch) of the certificate the proxy holds,
     so that a restarted control plane can show what it did not sign itself."""
+    taps: bool = False
+    """Whether the proxy takes `TapStart` (sends request summaries while a tap runs)."""
     admin: str = ""
     """HOST:PORT of the proxy's admin endpoint (its /stats/prometheus), for the control plane's
     scrape-target discovery; empty: not announced."""
@@ -190,8 +192,71 @@ class Health(Struct, frozen=True, tag="health"):
     message: str = ""
 
 
-ToControlPlane = Hello | Ack | Health | Renew
-ToProxy = Welcome | Update | Issued
+class TapFilter(Struct, frozen=True):
+    """Which finished requests a tap wants: those to one service, optionally narrowed."""
+
+    service: str
+    """The destination service's name (its `app`, as `destination_service_name`)."""
+    namespace: str = "default"
+    path_prefix: str = ""
+    method: str = ""
+    reporter: str = ""
+    """`source` (callers' outbound and gateway listeners), `destination` (the service's
+    inbound ones), or "" for both."""
+
+
+class TapStart(Struct, frozen=True, tag="tap_start"):
+    """Send summaries of matching requests until `max_events` or `duration_s`, whichever
+    comes first; the proxy ends the tap by itself then, with or without a `TapStop`."""
+
+    id: str
+    filter: TapFilter
+    max_events: int = 100
+    duration_s: float = 30.0
+
+
+class TapStop(Struct, frozen=True, tag="tap_stop"):
+    """End a tap now."""
+
+    id: str
+
+
+class TapEvent(Struct, frozen=True):
+    """One finished request, as a proxy saw it."""
+
+    timestamp: float
+    reporter: str
+    proxy: str
+    """The reporting proxy's workload, `NAME.NAMESPACE`."""
+    method: str
+    authority: str
+    path: str
+    status: int
+    duration_ms: float
+    flags: str = ""
+    request_id: str = ""
+    source: str = ""
+    """The caller: its workload (outbound) or the principal its certificate proved (inbound)."""
+    destination: str = ""
+    """The destination service, `NAME.NAMESPACE`."""
+    request_bytes: int = 0
+    response_bytes: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    """Request headers, with credentials (authorization, cookie, ...) redacted."""
+
+
+class TapEvents(Struct, frozen=True, tag="tap_events"):
+    """What a tap matched since the last message; `ended` when the proxy ended the tap."""
+
+    id: str
+    events: tuple[TapEvent, ...] = ()
+    ended: bool = False
+    dropped: int = 0
+    """Matches not sent because the proxy's tap buffer was full."""
+
+
+ToControlPlane = Hello | Ack | Health | Renew | TapEvents
+ToProxy = Welcome | Update | Issued | TapStart | TapStop
 
 _to_control_plane = msgspec.json.Decoder(ToControlPlane)
 _to_proxy = msgspec.json.Decoder(ToProxy)
