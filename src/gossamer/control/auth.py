@@ -111,8 +111,13 @@ PROMETHEUS = Principal(
 Prometheus server's configuration holds no key to the mesh."""
 
 
+SPANS = "spans"
+"""What a proxy's spans are, to authorization: `create` `spans` in its own namespace."""
+
+
 def workload_principal(namespace: str, workload: str) -> Principal:
-    """A workload's token: it may open its own workload's config stream and nothing else."""
+    """A workload's token: it may open its own workload's config stream and report spans of
+    its namespace to the built-in receiver, nothing else."""
     rule = Rule(
         verbs=frozenset({Verb.WATCH.value}),
         groups=frozenset({MESH_GROUP}),
@@ -120,7 +125,13 @@ def workload_principal(namespace: str, workload: str) -> Principal:
         namespaces=frozenset({namespace}),
         names=frozenset({workload}),
     )
-    return Principal(f"workload {namespace}/{workload}", (rule,))
+    spans = Rule(
+        verbs=frozenset({Verb.CREATE.value}),
+        groups=frozenset({MESH_GROUP}),
+        plurals=frozenset({SPANS}),
+        namespaces=frozenset({namespace}),
+    )
+    return Principal(f"workload {namespace}/{workload}", (rule, spans))
 
 
 class TokenRegistry:

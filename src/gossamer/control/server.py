@@ -24,6 +24,7 @@ from gossamer.control.api.app import create_app
 from gossamer.control.api.catalog import Catalog
 from gossamer.control.api.mesh import MeshEndpoints
 from gossamer.control.api.resources import ApiSettings, ResourceEndpoints
+from gossamer.control.api.telemetry import TelemetryEndpoints
 from gossamer.control.auth import (
     ADMIN,
     PROMETHEUS,
@@ -39,6 +40,8 @@ from gossamer.control.store.location import (
     parse_location,
 )
 from gossamer.control.store.model import Store, StoreSettings
+from gossamer.control.telemetry.service import Telemetry, TelemetrySettings
+from gossamer.control.telemetry.wiring import mesh_inventory, scrape_targets
 from gossamer.listen import Listen
 from gossamer.security.ca import CertificateAuthority
 from gossamer.security.files import make_private_directory, write_file_atomically
@@ -64,6 +67,7 @@ class ControlPlaneConfig:
     api: ApiSettings = field(default_factory=ApiSettings)
     store_settings: StoreSettings = field(default_factory=StoreSettings)
     mesh: MeshSettings = field(default_factory=MeshSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     graceful_s: float = 5.0
     start_timeout_s: float = 30.0
     tls: bool = True
@@ -128,6 +132,7 @@ class ControlPlane:
         self.tokens = TokenRegistry()
         self.endpoints: ResourceEndpoints | None = None
         self.mesh: Mesh | None = None
+        self.telemetry: Telemetry | None = None
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
@@ -184,7 +189,17 @@ class ControlPlane:
         mesh_ca = ca if settings.mtls else None
         self.mesh = Mesh(store, catalog, self.tokens, settings, url=self.url, ca=mesh_ca)
         await self.mesh.start()
-        app = create_app(self.endpoints, self.tokens, MeshEndpoints(self.mesh, self.tokens))
+        mesh = self.mesh
+        self.telemetry = Telemetry(
+            self.config.telemetry, scrape_targets(mesh), lambda: mesh_inventory(mesh)
+        )
+        self.telemetry.start()
+        app = create_app(
+            self.endpoints,
+            self.tokens,
+            MeshEndpoints(self.mesh, self.tokens, self.telemetry.taps),
+            TelemetryEndpoints(self.telemetry),
+        )
         config = uvicorn.Config(
             app,
             log_level="warning",
@@ -255,6 +270,9 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), self.config.graceful_s + 10)
         self._server = self._task = None
+        if self.telemetry is not None:
+            telemetry, self.telemetry = self.telemetry, None
+            await telemetry.close()
         if self.mesh is not None:
             mesh, self.mesh = self.mesh, None
             await mesh.close()

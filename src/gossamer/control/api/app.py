@@ -18,6 +18,7 @@ from gossamer.control.api.mesh import MeshEndpoints
 from gossamer.control.api.openapi import OpenApi
 from gossamer.control.api.resources import ResourceEndpoints
 from gossamer.control.api.status import ApiError, from_store
+from gossamer.control.api.telemetry import TelemetryEndpoints
 from gossamer.control.auth import TokenRegistry
 from gossamer.control.store.errors import StoreError
 from gossamer.snapshot.protocol import PATH as STREAM_PATH
@@ -28,7 +29,10 @@ _NAMESPACED = "/namespaces/{namespace}/{plural}"
 
 
 def create_app(
-    endpoints: ResourceEndpoints, tokens: TokenRegistry, mesh: MeshEndpoints | None = None
+    endpoints: ResourceEndpoints,
+    tokens: TokenRegistry,
+    mesh: MeshEndpoints | None = None,
+    telemetry: TelemetryEndpoints | None = None,
 ) -> Starlette:
     """The API of `endpoints` (and the mesh's routes), requiring one of `tokens` on each request."""
     openapi = OpenApi(endpoints.catalog)
@@ -44,6 +48,8 @@ def create_app(
             Route(SD_PATH, ScrapeTargets(mesh.mesh).prometheus, methods=["GET"]),
             Route("/auth/v1/namespaces/{namespace}/workloadtokens", mesh.mint, methods=["POST"]),
         ]
+    if telemetry is not None:
+        routes += telemetry.routes()
     for base in ("/api/{version}", "/apis/{group}/{version}"):
         routes += [
             Route(base + _NAMESPACED, endpoints.list_or_watch, methods=["GET"]),

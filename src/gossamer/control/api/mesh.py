@@ -32,6 +32,7 @@ from gossamer.control.mesh.distributor import ProxyStream
 from gossamer.control.mesh.registry import Registration
 from gossamer.control.mesh.service import WORKLOAD_TOKENS, Mesh, new_workload_token
 from gossamer.control.store import ObjectKey
+from gossamer.control.telemetry.taps import TapHub
 from gossamer.snapshot import SnapshotError
 from gossamer.snapshot.protocol import (
     SUBPROTOCOL,
@@ -40,6 +41,7 @@ from gossamer.snapshot.protocol import (
     Hello,
     Issued,
     Renew,
+    TapEvents,
     Welcome,
     decode_from_proxy,
     encode,
@@ -62,9 +64,10 @@ FIRST_UPDATE_ANSWER_S = 10.0
 class MeshEndpoints:
     """Handlers of the mesh routes of one replica."""
 
-    def __init__(self, mesh: Mesh, tokens: TokenRegistry) -> None:
+    def __init__(self, mesh: Mesh, tokens: TokenRegistry, taps: TapHub | None = None) -> None:
         self.mesh = mesh
         self.tokens = tokens
+        self.taps = taps or TapHub()
         self._guard = BearerAuthentication(_refuse, tokens)
         self._streams: set[asyncio.Task[None]] = set()
         self._first_updates = asyncio.Semaphore(FIRST_UPDATES_IN_FLIGHT)
@@ -101,10 +104,13 @@ class MeshEndpoints:
         # The first update does not wait for the registration's write to the store.
         writer = asyncio.get_running_loop().create_task(self._write(websocket, stream))
         entry: ObjectKey | None = None
+        if hello.taps:
+            self.taps.attach(stream.id, websocket.send_bytes)
         try:
             entry = await self._register(stream)
             await self._read(websocket, stream, entry)
         finally:
+            self.taps.detach(stream.id)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
@@ -193,6 +199,8 @@ class MeshEndpoints:
                 await self.mesh.registry.set_health(entry, message.ready, message.message)
             elif isinstance(message, Renew):
                 await websocket.send_bytes(encode(self._sign(stream, message.csr)))
+            elif isinstance(message, TapEvents):
+                self.taps.receive(stream.id, message)
 
     def _sign(self, stream: ProxyStream, csr: str) -> Issued:
         """Sign a CSR for the identity of the stream's workload (its service account)."""
