@@ -16,6 +16,7 @@ from gossamer.cli.dns import dns
 from gossamer.cli.events import events_app
 from gossamer.cli.get import get
 from gossamer.cli.mesh import proxy_status, token_app
+from gossamer.cli.observe import edges, stat, tap, top, trace
 from gossamer.cli.prometheus import prometheus_config_command
 from gossamer.cli.proxy import proxy
 from gossamer.cli.up import down, logs, status, up
@@ -45,6 +46,11 @@ app.command()(get)
 app.command()(delete)
 app.command()(describe)
 app.command()(analyze)
+app.command()(stat)
+app.command()(edges)
+app.command()(top)
+app.command()(tap)
+app.command()(trace)
 
 
 def _print_version(value: bool) -> None:

@@ -30,6 +30,7 @@ import pydantic
 from gossamer.control.auth import load_admin_token
 from gossamer.control.seed import seed_store
 from gossamer.control.server import CA_DIR, STORE_FILE
+from gossamer.control.telemetry.defaults import builtin_tracing
 from gossamer.proxy.agent import http_ok
 from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Deployment
@@ -169,6 +170,7 @@ class LocalMesh:
             workloads.append((GATEWAY_NAMESPACE, GATEWAY_WORKLOAD))
         workloads += sorted({(r.namespace, r.deployment) for r in self.plan.replicas})
         seeded = list(zip(self.resources, self.documents, strict=True))
+        seeded += builtin_tracing(self.resources, self.url)
         tokens = await seed_store(self.store_file, seeded, workloads)
         for key, token in tokens.items():
             self._tokens[key] = self._write_token(*key, token)
