@@ -65,6 +65,14 @@ def proxy(
         Path | None,
         typer.Option(help="Write the bound ports here once serving (for supervisors and tests)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Run this many proxies sharing the listening ports (SO_REUSEPORT); worker 0 "
+            "keeps --admin, the others take free admin ports.",
+        ),
+    ] = 1,
 ) -> None:
     """Run a proxy until SIGTERM, then drain gracefully."""
     host, _, port = admin.rpartition(":")
@@ -102,5 +110,7 @@ def proxy(
     argv += ["--admin", admin, "--drain-timeout", str(drain_timeout)]
     if ready_file is not None:
         argv += ["--ready-file", str(ready_file)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     sys.stdout.flush()
     os.execv(sys.executable, argv)

@@ -50,6 +50,9 @@ class RunOptions:
     identity: tuple[Path, Path, str] | None = None
     """(certificate chain, key, SPIFFE id) for mesh mTLS of a bootstrap-file proxy; a proxy
     on a control plane gets its certificate from the mesh CA instead."""
+    workers: int = 1
+    """More than 1: this process starts that many proxies sharing the listening ports
+    (gossamer.proxy.workers) instead of serving itself."""
 
 
 async def run(options: RunOptions) -> int:
@@ -199,7 +202,10 @@ def _parse(argv: list[str]) -> RunOptions:
     parser.add_argument("--service-account", default="default")
     parser.add_argument("--ca-file", type=Path, help="PEM roots to verify an https control plane")
     parser.add_argument("--no-register", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="proxies sharing the ports")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers: at least 1")
     host, _, port = args.admin.rpartition(":")
     agent = _agent_options(args, parser) if args.control_plane else None
     identity = None
@@ -215,6 +221,7 @@ def _parse(argv: list[str]) -> RunOptions:
         args.ready_file,
         agent=agent,
         identity=identity,
+        workers=args.workers,
     )
 
 
@@ -258,5 +265,15 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     )
 
 
+def entry(argv: list[str]) -> int:
+    """The command line: one proxy, or with `--workers N` a parent of N."""
+    options = _parse(argv)
+    if options.workers > 1:
+        from gossamer.proxy import workers  # noqa: PLC0415
+
+        return workers.main(argv, options.workers)
+    return main(options)
+
+
 if __name__ == "__main__":
-    sys.exit(main(_parse(sys.argv[1:])))
+    sys.exit(entry(sys.argv[1:]))

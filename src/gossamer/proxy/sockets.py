@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 from collections.abc import Callable
+
+REUSE_PORT_ENV = "GOSSAMER_REUSE_PORT"
+"""Set to 1 by `gossamer proxy --workers N` in each worker's environment."""
 
 
 def listening_socket(address: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -14,9 +18,16 @@ def listening_socket(address: str, port: int, backlog: int = 1024) -> socket.soc
     uvloop's `create_server` passes every host through the `idna` codec, whose first use loads
     `encodings.idna`, `stringprep` and `unicodedata`: 0.45 MB for each proxy. The socket module
     takes an ASCII address as it is.
+
+    A worker of `gossamer proxy --workers N` (gossamer.proxy.workers) binds with SO_REUSEPORT,
+    so that its siblings share the port. The parent says so in the worker's environment rather
+    than through the proxy's objects: the hot path (server.py, compiled) stays as it is.
     """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.create_server((address, port), family=family, backlog=backlog)
+    reuse_port = os.environ.get(REUSE_PORT_ENV) == "1"
+    sock = socket.create_server(
+        (address, port), family=family, backlog=backlog, reuse_port=reuse_port
+    )
     sock.setblocking(False)
     return sock
 

@@ -428,6 +428,8 @@ class LocalMesh:
         argv += ["--role", "gateway", "--gateway-port", str(self.plan.gateway_port)]
         # The account its certificate names; asking for `default` first costs a refusal.
         argv += ["--service-account", GATEWAY_SERVICE_ACCOUNT]
+        if self.plan.gateway_workers > 1:
+            argv += ["--workers", str(self.plan.gateway_workers)]
         if self.plan.gateway_https_port is not None:
             argv += ["--gateway-https-port", str(self.plan.gateway_https_port)]
             argv += ["--secrets-dir", str(self.workdir / "secrets")]

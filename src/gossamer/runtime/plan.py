@@ -93,6 +93,9 @@ class MeshPlan:
     gateway_https_port: int | None = None
     """Set when an Ingress has `tls`: its hosts are served over TLS there."""
     gateway_admin_port: int | None = None
+    gateway_workers: int = 1
+    """Gateway processes sharing its ports (`gossamer proxy --workers`), from the
+    `gossamer.dev/gateway-workers` annotation of an Ingress or Gateway (the highest wins)."""
     dns_port: int = 15053
     vip_admin_port: int = 0
     vip_network: str = "127.77.0.0/16"
@@ -130,6 +133,7 @@ def plan_mesh(
         gateway_port=ports(gateway_port) if wants_gateway else None,
         gateway_https_port=ports(8443) if wants_tls else None,
         gateway_admin_port=ports(0) if wants_gateway else None,
+        gateway_workers=_gateway_workers(resources),
         dns_port=ports(15053),
         vip_admin_port=ports(0),
         vip_network=vip_network,
@@ -175,6 +179,25 @@ def replica_of(deployment: Deployment, index: int, ports: PortAllocator) -> Repl
 
 
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+GATEWAY_WORKERS_ANNOTATION = "gossamer.dev/gateway-workers"
+
+
+def _gateway_workers(resources: Sequence[Resource]) -> int:
+    """The most gateway workers any Ingress or Gateway asks for with its annotation; 1 if none."""
+    workers = 1
+    for resource in resources:
+        if not isinstance(resource, Ingress | IngressV1Beta1 | Gateway):
+            continue
+        text = resource.metadata.annotations.get(GATEWAY_WORKERS_ANNOTATION)
+        if text is None:
+            continue
+        where = f"{resource.kind} {resource.namespace}/{resource.name}"
+        if not text.isdigit() or not 1 <= int(text) <= 64:
+            raise PlanError(
+                f"{where}: annotation {GATEWAY_WORKERS_ANNOTATION}: a number from 1 to 64"
+            )
+        workers = max(workers, int(text))
+    return workers
 
 
 def _holds_app(annotations: Mapping[str, str], where: str) -> bool:
