@@ -25,7 +25,10 @@ late it sent (p99), to show that it is not the bottleneck.
 
 After `--warmup` seconds (not counted), `--seconds` are measured: latency of the requests due in
 the window, responses completed in it, and each sidecar's CPU (its run time from
-/proc/PID/task/*/schedstat) over it, given as vCPU per 1,000 requests per second. Any response
+/proc/PID/task/*/schedstat) over it, given as vCPU per 1,000 requests per second and, its
+inverse, as requests per CPU-second of the pair (the throughput figure of bench/proxy_bench.py
+and bench/chain_bench.py; at 1,000 rps every request wakes each proxy, where under full load
+one wake-up serves several, so it is lower than those benchmarks' figures for the same code). Any response
 other than a 2xx with the 1 KB body, a lost connection, or no answer within 5 s after the last
 request is an error. With `--profile DIR`, py-spy records both mTLS sidecars for 10 s of the
 window (collapsed stacks in DIR, and the top functions by own time printed); the figures of such
@@ -649,8 +652,9 @@ def render(rows: list[Row], rate: float) -> str:
     lines = [
         "| path | rps | p50 ms | p90 ms | p99 ms | added p50 ms | added p90 ms | added p99 ms "
         "| client sidecar vCPU / 1k rps | server sidecar vCPU / 1k rps | both vCPU / 1k rps "
-        "| errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| req per CPU-s of the pair | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
     ]
     for row in rows:
         if row is direct:
@@ -663,10 +667,11 @@ def render(rows: list[Row], rate: float) -> str:
                 )
             )
         if row.client_cpu is None or row.server_cpu is None:
-            cpu = "- | - | -"
+            cpu = "- | - | - | -"
         else:
             both = row.client_cpu + row.server_cpu
-            cpu = f"{row.client_cpu:.3f} | {row.server_cpu:.3f} | {both:.3f}"
+            # vCPU per 1,000 rps is CPU-seconds per 1,000 requests: its inverse is throughput.
+            cpu = f"{row.client_cpu:.3f} | {row.server_cpu:.3f} | {both:.3f} | {1000 / both:.0f}"
         lines.append(
             f"| {row.path} | {row.rps:.0f} | {row.p50:.3f} | {row.p90:.3f} | {row.p99:.3f} "
             f"| {added} | {cpu} | {sum(row.errors.values())} |"

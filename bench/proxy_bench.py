@@ -5,8 +5,16 @@ Usage: python bench/proxy_bench.py [--duration 3] [--rounds 3] [--markdown FILE]
 
 Every target proxies to the same nginx backend (1 worker). Each proxy runs on one core (taskset
 -c 0); the backend and wrk share the other. The same wrk load (100 B and 1 KB bodies, 1 and 50
-connections) runs against each, and the table gives requests per second, p50 and p99 latency,
-the proxy's CPU and peak RSS, and Gossamer's ratios to nginx and haproxy.
+connections) runs against each, and the table gives requests per CPU-second of the proxy (its
+utime+stime from /proc/PID/stat before and after each window, all its processes), requests per
+second, p50 and p99 latency, the proxy's CPU and peak RSS, and Gossamer's ratios to nginx and
+haproxy, per CPU-second first.
+
+Requests per second alone overstate a slower proxy: wrk and the backend share one core, and when
+that core is full every proxy's rate is capped by it. So each window also measures the load
+core (wrk's CPU from getrusage of the finished child, the backend's from /proc): above
+`LOAD_CORE_BUSY` of a core the row is marked `load-bound` and its rps says more about the load
+generator than about the proxy; its per-CPU-second figure still holds.
 
 Each target gets `--rounds` runs of `--duration` seconds at each load, taken in turn with the
 other targets' (nginx, haproxy, ..., Gossamer, then again), and the table gives each figure's
@@ -28,6 +36,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -45,6 +54,8 @@ PROXY_CORE = "0"
 LOAD_CORE = "1"
 BODIES = {"100B": 100, "1KB": 1024}
 CONNECTIONS = (1, 50)
+LOAD_CORE_BUSY = 90.0
+"""Percent of the load core used by wrk and the backend beyond which a window is load-bound."""
 
 
 @dataclass
@@ -52,6 +63,10 @@ class Result:
     """One wrk run against one target."""
 
     rps: float
+    per_cpu_s: float | None
+    """Requests per CPU-second of the proxy (rps / the proxy's CPU share of one core)."""
+    load_cpu_percent: float
+    """wrk's and the backend's CPU over the window, percent of one core (they share core 1)."""
     p50_ms: float
     p99_ms: float
     cpu_percent: float | None
@@ -309,9 +324,19 @@ def warm(port: int, path: str, connections: int) -> None:
     )  # fmt: skip
 
 
-def wrk(port: int, path: str, connections: int, duration: int, pids: list[int]) -> Result:
+def children_cpu() -> float:
+    """User+system seconds of this process's finished children (wrk, once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wrk(
+    port: int, path: str, connections: int, duration: int, pids: list[int], *, load: list[int]
+) -> Result:
+    """One window of wrk; `pids` are the proxy's processes, `load` the backend's."""
     threads = 1 if connections == 1 else 2
     before = cpu_seconds(pids)
+    load_before = cpu_seconds(load) + children_cpu()
     started = time.monotonic()
     out = subprocess.run(
         [
@@ -331,6 +356,7 @@ def wrk(port: int, path: str, connections: int, duration: int, pids: list[int]) 
     ).stdout
     elapsed = time.monotonic() - started
     used = cpu_seconds(pids) - before
+    load_used = cpu_seconds(load) + children_cpu() - load_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
@@ -339,6 +365,8 @@ def wrk(port: int, path: str, connections: int, duration: int, pids: list[int]) 
     errors += int(non2xx.group(1)) if non2xx else 0
     return Result(
         rps,
+        rps * elapsed / used if pids and used > 0 else None,
+        100.0 * load_used / elapsed,
         p50,
         p99,
         100.0 * used / elapsed if pids else None,
@@ -351,8 +379,11 @@ def median(results: list[Result]) -> Result:
     """Each figure's median over the rounds; the peak RSS is the highest, errors add up."""
     cpus = [r.cpu_percent for r in results if r.cpu_percent is not None]
     rss = [r.rss_mb for r in results if r.rss_mb is not None]
+    per_cpu = [r.per_cpu_s for r in results if r.per_cpu_s is not None]
     return Result(
         statistics.median(r.rps for r in results),
+        statistics.median(per_cpu) if per_cpu else None,
+        statistics.median(r.load_cpu_percent for r in results),
         statistics.median(r.p50_ms for r in results),
         statistics.median(r.p99_ms for r in results),
         statistics.median(cpus) if cpus else None,
@@ -396,6 +427,7 @@ def main() -> int:
     targets: dict[str, tuple[int, list[int]]] = {"direct": (backend_port, [])}
     try:
         wait_port(backend_port)
+        load = family(processes[0].pid)
         starts = (
             ("nginx", nginx_proxy),
             ("haproxy", haproxy),
@@ -421,17 +453,21 @@ def main() -> int:
                 runs: dict[str, list[Result]] = {name: [] for name in chosen}
                 for _ in range(args.rounds):
                     for name, (port, pids) in chosen.items():
-                        runs[name].append(wrk(port, path, connections, args.duration, pids))
+                        runs[name].append(
+                            wrk(port, path, connections, args.duration, pids, load=load)
+                        )
                 for name, results in runs.items():
                     result = median(results)
                     rows.append((body, name, connections, result))
+                    per_cpu = f"{result.per_cpu_s:>8.0f}" if result.per_cpu_s else "       -"
                     print(
-                        f"{body:>5} c{connections:<3} {name:<9} {result.rps:>10.0f} rps  "
+                        f"{body:>5} c{connections:<3} {name:<9} {per_cpu} req/CPU-s "
+                        f"{result.rps:>8.0f} rps  load core {result.load_cpu_percent:3.0f}%  "
                         f"p50 {result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.3f} ms  "
                         f"(median of {len(results)})",
                         flush=True,
                     )
-        table = f"Gossamer's hot path: {hot_path}\n\n{render(rows)}"
+        table = f"Gossamer's hot path: {hot_path}\n\nmachine: {machine()}\n\n{render(rows)}"
         print()
         print(table)
         if args.markdown:
@@ -441,27 +477,43 @@ def main() -> int:
     return 0
 
 
+def machine() -> str:
+    """The CPU model and core count (as lscpu names them) and the load average now."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?"
+    )
+    load = ", ".join(f"{n:.2f}" for n in os.getloadavg())
+    return f"{os.cpu_count()} x {model}; load average {load}"
+
+
+def ratio(mine: float | None, theirs: float | None) -> str:
+    return f"{mine / theirs:.2f}" if mine and theirs else "-"
+
+
 def render(rows: list[tuple[str, str, int, Result]]) -> str:
     lines = [
-        "| body | conns | target | rps | p50 ms | p99 ms | proxy CPU % | proxy peak RSS MB "
-        "| errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| body | conns | target | req per proxy CPU-s | rps | p50 ms | p99 ms | proxy CPU % "
+        "| load core CPU % | proxy peak RSS MB | errors |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     by_key = {(b, c, n): r for b, n, c, r in rows}
     for body, name, connections, r in rows:
+        per_cpu = f"{r.per_cpu_s:.0f}" if r.per_cpu_s is not None else "-"
         cpu = f"{r.cpu_percent:.0f}" if r.cpu_percent is not None else "-"
         rss = f"{r.rss_mb:.1f}" if r.rss_mb is not None else "-"
+        bound = " load-bound" if r.load_cpu_percent > LOAD_CORE_BUSY else ""
         lines.append(
-            f"| {body} | {connections} | {name} | {r.rps:.0f} | {r.p50_ms:.3f} | "
-            f"{r.p99_ms:.3f} | {cpu} | {rss} | {r.errors} |"
+            f"| {body} | {connections} | {name} | {per_cpu} | {r.rps:.0f} | {r.p50_ms:.3f} | "
+            f"{r.p99_ms:.3f} | {cpu} | {r.load_cpu_percent:.0f}{bound} | {rss} | {r.errors} |"
         )
     lines.append("")
     lines.append(
-        "| body | conns | gossamer/nginx rps | gossamer/haproxy rps | bare/nginx rps "
-        "| gossamer/bare rps "
+        "| body | conns | gossamer/nginx per CPU-s | gossamer/haproxy per CPU-s "
+        "| bare/nginx per CPU-s | gossamer/bare per CPU-s | gossamer/nginx rps "
         "| added p50 at c1 vs direct, µs: relay / nginx / haproxy / bare / gossamer |"
     )
-    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for body in BODIES:
         for connections in CONNECTIONS:
             g = by_key.get((body, connections, "gossamer"))
@@ -471,10 +523,11 @@ def render(rows: list[tuple[str, str, int, Result]]) -> str:
             b = by_key.get((body, connections, "bare"))
             if g is None:
                 continue
-            ratio_n = f"{g.rps / n.rps:.2f}" if n else "-"
-            ratio_h = f"{g.rps / h.rps:.2f}" if h else "-"
-            bare_n = f"{b.rps / n.rps:.2f}" if b and n else "-"
-            ratio_b = f"{g.rps / b.rps:.2f}" if b else "-"
+            per_cpu = " | ".join(
+                ratio(x.per_cpu_s if x else None, y.per_cpu_s if y else None)
+                for x, y in ((g, n), (g, h), (b, n), (g, b))
+            )
+            rps = ratio(g.rps, n.rps if n else None)
             # At 50 connections the p50 is queueing, not a hop's latency: compared at 1 only.
             added = " / ".join(
                 f"{(r.p50_ms - d.p50_ms) * 1000:.0f}"
@@ -485,10 +538,7 @@ def render(rows: list[tuple[str, str, int, Result]]) -> str:
                     for name in ("relay", "nginx", "haproxy", "bare", "gossamer")
                 )
             )
-            lines.append(
-                f"| {body} | {connections} | {ratio_n} | {ratio_h} | {bare_n} | {ratio_b} "
-                f"| {added} |"
-            )
+            lines.append(f"| {body} | {connections} | {per_cpu} | {rps} | {added} |")
     return "\n".join(lines)
 
 
