@@ -314,11 +314,11 @@ def _ms(text: str) -> float:
     return float(found.group(1)) * _UNITS[found.group(2)]
 
 
-def warm(port: int, path: str, connections: int) -> None:
+def warm(port: int, path: str, connections: int, host: str | None = None) -> None:
     """A second of the load before the measured runs: connections open, caches filled."""
     subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", "-d1s",
-         f"http://127.0.0.1:{port}{path}"],
+         *(("-H", f"Host: {host}") if host else ()), f"http://127.0.0.1:{port}{path}"],
         capture_output=True,
         check=True,
     )  # fmt: skip
@@ -331,7 +331,14 @@ def children_cpu() -> float:
 
 
 def wrk(
-    port: int, path: str, connections: int, duration: int, pids: list[int], *, load: list[int]
+    port: int,
+    path: str,
+    connections: int,
+    duration: int,
+    pids: list[int],
+    *,
+    load: list[int],
+    host: str | None = None,
 ) -> Result:
     """One window of wrk; `pids` are the proxy's processes, `load` the backend's."""
     threads = 1 if connections == 1 else 2
@@ -348,6 +355,7 @@ def wrk(
             f"-c{connections}",
             f"-d{duration}s",
             "--latency",
+            *(("-H", f"Host: {host}") if host else ()),
             f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
