@@ -1,0 +1,215 @@
+"""What tracing costs the proxy: requests per CPU-second with tracing off, at 1% and at 100%.
+
+Usage: python bench/tracing_bench.py [--duration 5] [--rounds 3] [--connections 50]
+                                     [--markdown FILE]
+
+Three `gossamer proxy --bootstrap` processes run the snapshot of bench/proxy_bench.py (10 routes,
+3 clusters, retries, metrics) in front of the same nginx backend (1 worker, a 1 KB file), and
+differ only in their telemetry: none (tracing off: trace headers are still continued), Istio's
+default 1% sampling, and 100%, the last two exporting Zipkin v2 JSON to a receiver that reads
+each POST and answers 202 (bench's own, a few lines of asyncio: a real socket, a real HTTP
+exchange, no storage). wrk sends no trace headers, so every request starts a trace and the
+proxy draws its sampling decision.
+
+The proxies are pinned to core 0; wrk, nginx and the receiver to core 1. They take turns,
+`--rounds` windows of `--duration` seconds each; the table gives medians of requests per
+CPU-second of the proxy (utime+stime from /proc/PID/stat over each window) and their ratios to
+tracing off, with the load core's CPU (wrk, nginx and the receiver) to show it is not the
+limit, and the spans each proxy sent and dropped (its own counters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from proxy_bench import (
+    LOAD_CORE,
+    LOAD_CORE_BUSY,
+    PROXY_CORE,
+    Result,
+    family,
+    free_port,
+    gossamer_snapshot,
+    machine,
+    median,
+    nginx_backend,
+    stop,
+    wait_port,
+    warm,
+    wrk,
+)
+
+from gossamer.proxy import native
+
+PATH = "/body1KB"
+TARGET = 0.97
+"""Tracing at 1% keeps at least this share of the throughput per CPU-second of tracing off."""
+
+RECEIVER = """
+import asyncio, sys
+
+ACCEPTED = b"HTTP/1.1 202 Accepted\\r\\ncontent-length: 0\\r\\nconnection: close\\r\\n\\r\\n"
+
+async def serve(reader, writer):
+    try:
+        head = await reader.readuntil(b"\\r\\n\\r\\n")
+        length = 0
+        for line in head.split(b"\\r\\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        writer.write(ACCEPTED)
+        await writer.drain()
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        pass
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]), limit=1 << 24)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def receiver(port: int) -> subprocess.Popen[bytes]:
+    """The Zipkin receiver that discards what it is sent, on the load core."""
+    return subprocess.Popen(
+        ["taskset", "-c", LOAD_CORE, sys.executable, "-c", RECEIVER, str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def traced_proxy(
+    workdir: Path, name: str, backend: int, sampling: float | None, zipkin: int
+) -> tuple[int, int, subprocess.Popen[bytes]]:
+    """A Gossamer proxy with the benchmark's snapshot; tracing at `sampling` % (None: off)."""
+    port, admin = free_port(), free_port()
+    config = gossamer_snapshot(port, backend)
+    if sampling is not None:
+        config["telemetry"] = {
+            "tracing": {
+                "sampling": sampling,
+                "provider": {
+                    "name": "zipkin",
+                    "format": "zipkin",
+                    "url": f"http://127.0.0.1:{zipkin}/api/v2/spans",
+                },
+            }
+        }
+    bootstrap = workdir / f"{name}.json"
+    bootstrap.write_text(json.dumps(config))
+    exe = str(Path(sys.executable).parent / "gossamer")
+    process = subprocess.Popen(
+        ["taskset", "-c", PROXY_CORE, exe, "proxy", "--bootstrap", str(bootstrap),
+         "--admin", f"127.0.0.1:{admin}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_port(port)
+    return port, admin, process
+
+
+def span_counters(admin: int) -> dict[str, float]:
+    """The proxy's gossamer_tracing_* series, summed over labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats/prometheus", timeout=5) as r:
+        text = r.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("gossamer_tracing_"):
+            name, value = line.split("{", 1)[0].split(" ", 1)[0], line.rsplit(" ", 1)[1]
+            found[name] = found.get(name, 0.0) + float(value)
+    return found
+
+
+def render(rows: dict[str, Result], spans: dict[str, dict[str, float]]) -> str:
+    off = rows["off"]
+    lines = [
+        "| tracing | req per proxy CPU-s | / off | rps | / off | p99 ms | proxy CPU % "
+        "| load core CPU % | spans sent | spans dropped | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in rows.items():
+        counters = spans.get(name, {})
+        bound = " load-bound" if r.load_cpu_percent > LOAD_CORE_BUSY else ""
+        lines.append(
+            f"| {name} | {r.per_cpu_s or 0:.0f} | {(r.per_cpu_s or 0) / (off.per_cpu_s or 1):.3f} "
+            f"| {r.rps:.0f} | {r.rps / off.rps:.3f} | {r.p99_ms:.3f} | {r.cpu_percent or 0:.0f} "
+            f"| {r.load_cpu_percent:.0f}{bound} "
+            f"| {counters.get('gossamer_tracing_spans_sent_total', 0):.0f} "
+            f"| {counters.get('gossamer_tracing_spans_dropped_total', 0):.0f} | {r.errors} |"
+        )
+    one = (rows["1%"].per_cpu_s or 0) / (off.per_cpu_s or 1)
+    lines += [
+        "",
+        f"- 1% sampling keeps {one:.3f} of tracing off's requests per CPU-second; target >= "
+        f"{TARGET}: {'met' if one >= TARGET else 'NOT met'}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per window")
+    parser.add_argument("--rounds", type=int, default=3, help="windows per setting")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"error: {tool} is not installed")
+            return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    print(f"machine: {machine()}; hot path {native.describe()}", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="gossamer-tracing-bench-"))
+    workdir.chmod(0o755)
+    backend_port, zipkin_port = free_port(), free_port()
+    processes = [nginx_backend(workdir, backend_port), receiver(zipkin_port)]
+    try:
+        wait_port(backend_port)
+        wait_port(zipkin_port)
+        load = [*family(processes[0].pid), processes[1].pid]
+        proxies: dict[str, tuple[int, int, list[int]]] = {}
+        for name, sampling in (("off", None), ("1%", 1.0), ("100%", 100.0)):
+            port, admin, process = traced_proxy(workdir, name, backend_port, sampling, zipkin_port)
+            processes.append(process)
+            proxies[name] = (port, admin, family(process.pid))
+        for port, _, _ in proxies.values():
+            warm(port, PATH, args.connections)
+        runs: dict[str, list[Result]] = {name: [] for name in proxies}
+        for _ in range(args.rounds):
+            for name, (port, _, pids) in proxies.items():
+                result = wrk(port, PATH, args.connections, args.duration, pids, load=load)
+                runs[name].append(result)
+                print(
+                    f"{name:<5} {result.per_cpu_s or 0:8.0f} req/CPU-s {result.rps:8.0f} rps  "
+                    f"proxy CPU {result.cpu_percent or 0:3.0f}%  "
+                    f"load core {result.load_cpu_percent:3.0f}%",
+                    flush=True,
+                )
+        rows = {name: median(results) for name, results in runs.items()}
+        spans = {name: span_counters(admin) for name, (_, admin, _) in proxies.items()}
+        table = (
+            f"machine: {machine()}; hot path {native.describe()}; {args.rounds} windows of "
+            f"{args.duration} s per setting, {args.connections} connections, medians\n\n"
+            + render(rows, spans)
+        )
+        print()
+        print(table)
+        if args.markdown:
+            args.markdown.write_text(table + "\n", encoding="utf-8")
+    finally:
+        stop(processes, workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
