@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
+from email.message import Message
 
 from gossamer.events import tracecontext
 
@@ -71,6 +72,15 @@ def outgoing() -> Headers:
 def from_pairs(pairs: Iterable[tuple[str, str]]) -> Headers:
     """The trace headers among `(name, value)` pairs of any case (an http.server message)."""
     return tuple((key, value) for name, value in pairs if (key := name.lower()) in FORWARDED_NAMES)
+
+
+def from_message(message: Message) -> Headers:
+    """The trace headers of an http.server request (an email.message.Message).
+
+    Names are looked at first: they are plain strings, where each value costs a parse."""
+    if FORWARDED_NAMES.isdisjoint(name.lower() for name in message.keys()):  # noqa: SIM118
+        return ()
+    return from_pairs(message.items())
 
 
 def from_asgi(pairs: Iterable[tuple[bytes, bytes]]) -> Headers:

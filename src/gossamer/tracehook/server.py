@@ -66,7 +66,7 @@ def _parse_request(parse: Callable[[Any], bool]) -> Callable[[Any], bool]:
     def traced_parse_request(handler: Any) -> bool:
         parsed = parse(handler)
         if parsed:
-            context.handle(context.from_pairs(handler.headers.items()))
+            context.handle(context.from_message(handler.headers))
         return parsed
 
     return traced_parse_request
