@@ -194,3 +194,26 @@ def test_a_wsgiref_app_forwards_too(hook: tracehook.Installation, recorder: Reco
         thread.join(5)
     assert forwarded(recorder.headers("/wsgi-traced")) == INCOMING
     assert forwarded(recorder.headers("/wsgi-untraced")) == {}
+
+
+def test_a_werkzeug_app_forwards_too(hook: tracehook.Installation, recorder: Recorder) -> None:
+    serving = pytest.importorskip("werkzeug.serving")
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        call_with_requests(f"{recorder.url}/{environ['QUERY_STRING']}", {})
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = serving.make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        httpx.get(url + "?werkzeug-traced", headers=INCOMING, timeout=10)
+        httpx.get(url + "?werkzeug-untraced", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert forwarded(recorder.headers("/werkzeug-traced")) == INCOMING
+    assert forwarded(recorder.headers("/werkzeug-untraced")) == {}
