@@ -3,9 +3,10 @@ behind `gossamer stat`, `edges`, `top`, `trace` and `tap`.
 
 - `POST /telemetry/v1/zipkin/spans` (Zipkin v2 JSON): a workload token, for spans of its own
   namespace, or the admin.
-- `GET /telemetry/v1/stat?kind=service|workload&namespace=NS&window=SECONDS`, `/edges`,
-  `/graph` (same parameters), `/traces?service=NAME.NS&errors=true&order=recent|slowest&limit=N`,
-  `/traces/{id}`, `/status`: the admin.
+- `GET /telemetry/v1/stat?kind=service|workload&namespace=NS&window=SECONDS`, `/history`
+  (the same per slot, for sparklines), `/edges`, `/graph` (same parameters),
+  `/traces?service=NAME.NS&errors=true&order=recent|slowest&limit=N`, `/traces/{id}`,
+  `/status`: the admin.
 - `GET /telemetry/v1/tap?service=NAME&namespace=NS&path=P&method=M&reporter=R&count=N&duration=S`:
   the admin only, since taps show paths and headers.
 """
@@ -50,6 +51,7 @@ class TelemetryEndpoints:
             Route(f"{base}/stat", self.stat, methods=["GET"]),
             Route(f"{base}/edges", self.edges, methods=["GET"]),
             Route(f"{base}/graph", self.graph, methods=["GET"]),
+            Route(f"{base}/history", self.history, methods=["GET"]),
             Route(f"{base}/traces", self.traces, methods=["GET"]),
             Route(f"{base}/traces/{{trace_id}}", self.trace, methods=["GET"]),
             Route(f"{base}/tap", self.tap, methods=["GET"]),
@@ -106,6 +108,15 @@ class TelemetryEndpoints:
         authorize(request, Access(Verb.LIST, MESH_GROUP, "metrics"))
         namespace = request.query_params.get("namespace") or None
         return JSONResponse(self.telemetry.graph(namespace, _window(request)))
+
+    async def history(self, request: Request) -> Response:
+        """Golden metrics per service or workload and per slot of the store (sparklines)."""
+        authorize(request, Access(Verb.LIST, MESH_GROUP, "metrics"))
+        kind = request.query_params.get("kind", "service")
+        if kind not in ("service", "workload"):
+            raise ApiError(400, "BadRequest", "kind must be service or workload")
+        namespace = request.query_params.get("namespace") or None
+        return JSONResponse(self.telemetry.history(kind, namespace, _window(request)))
 
     async def traces(self, request: Request) -> Response:
         """Recent, slowest or failed traces, of one service or all."""

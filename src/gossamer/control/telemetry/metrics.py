@@ -257,6 +257,34 @@ class MetricsStore:
         covered = max(min(window_s, now - self.started), self.settings.resolution_s)
         return out, covered
 
+    def history(
+        self, window_s: float, group: Callable[[Key], str | None]
+    ) -> tuple[list[float], dict[str, list[Golden]]]:
+        """Golden metrics per group and slot over the last `window_s`: the start of each slot
+        (oldest first, one every `resolution_s`, empty ones included) and each group's slots in
+        the same order. What a dashboard's sparklines draw."""
+        resolution = self.settings.resolution_s
+        now = self.clock()
+        last = math.floor(now / resolution) * resolution
+        count = max(
+            1, min(math.ceil(window_s / resolution), 1 + int(self.settings.window_s / resolution))
+        )
+        starts = [last - resolution * (count - 1 - index) for index in range(count)]
+        out: dict[str, list[Golden]] = {}
+        for slot in self.slots:
+            index = round((slot.start - starts[0]) / resolution)
+            if not 0 <= index < count:
+                continue
+            for key, entry in slot.entries.items():
+                name = group(key)
+                if name is None:
+                    continue
+                row = out.get(name)
+                if row is None:
+                    row = out[name] = [Golden() for _ in starts]
+                row[index].add(entry[0], key[-1].startswith("5"), entry[1:])
+        return starts, out
+
     def status(self) -> Mapping[str, int | float]:
         """Figures about the store itself, for /telemetry/v1/status."""
         return {

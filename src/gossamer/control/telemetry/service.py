@@ -92,6 +92,35 @@ class Telemetry:
             )
         return {"kind": "StatList", "window": window_s, "covered": covered, "items": items}
 
+    def history(self, kind: str, namespace: str | None, window_s: float) -> dict[str, Any]:
+        """Golden metrics per service or workload (grouped as `stat` groups them) and per slot
+        of the store: requests per second, success rate (None without requests) and p95."""
+        if kind == "service":
+            group = _group(_SVC, _SVC_NS, "source", namespace)
+        else:
+            group = _group(_DST_WL, _DST_NS, "destination", namespace)
+        starts, found = self.metrics.history(window_s, group)
+        resolution = self.metrics.settings.resolution_s
+        items = []
+        for name, slots in sorted(found.items()):
+            workload, _, space = name.rpartition(".")
+            items.append(
+                {
+                    "name": workload,
+                    "namespace": space,
+                    "rps": [golden.requests / resolution for golden in slots],
+                    "successRate": [golden.success_rate() for golden in slots],
+                    "latencyP95": [golden.quantile(0.95) for golden in slots],
+                }
+            )
+        return {
+            "kind": "History",
+            "window": window_s,
+            "resolution": resolution,
+            "starts": starts,
+            "items": items,
+        }
+
     def edges(self, namespace: str | None, window_s: float) -> dict[str, Any]:
         """Golden metrics per edge, caller workload -> destination service, as callers saw them."""
 
@@ -133,7 +162,23 @@ class Telemetry:
             "covered": edges["covered"],
             "nodes": sorted(nodes.values(), key=lambda node: str(node["id"])),
             "edges": out,
+            "serves": self._serves(namespace, window_s),
         }
+
+    def _serves(self, namespace: str | None, window_s: float) -> list[dict[str, str]]:
+        """Which workload answered for which service in the window: what joins a service's
+        node to its workloads' calls (frontend the service -> frontend the Deployment)."""
+
+        def group(key: Key) -> str | None:
+            if UNKNOWN in (key[_SVC], key[_DST_WL]):
+                return None
+            if namespace is not None and namespace not in (key[_DST_NS], key[_SVC_NS]):
+                return None
+            return f"{key[_DST_WL]}.{key[_DST_NS]}\t{key[_SVC]}.{key[_SVC_NS]}"
+
+        found, _ = self.metrics.query(window_s, group)
+        pairs = (name.split("\t") for name in sorted(found))
+        return [{"workload": workload, "service": service} for workload, service in pairs]
 
     def status(self) -> dict[str, Any]:
         """The stores' figures and the scraper's, for operators and tests."""

@@ -1,0 +1,72 @@
+"""What the dashboard reads besides `stat`: golden metrics per slot (its sparklines) and which
+workload serves which service (what joins the graph's nodes), fed with a virtual clock."""
+
+from __future__ import annotations
+
+from gossamer.control.telemetry.metrics import MetricsSettings
+from gossamer.control.telemetry.prometheus import Sample
+from gossamer.control.telemetry.service import Telemetry, TelemetrySettings
+
+SOURCE = ("source", "web", "default", "api-v1", "default", "api", "default")
+GATEWAY = ("source", "gw", "istio-system", "web", "default", "web", "default")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def telemetry_at(clock: Clock) -> Telemetry:
+    telemetry = Telemetry(TelemetrySettings(metrics=MetricsSettings(window_s=120)), list)
+    telemetry.metrics.clock = clock
+    return telemetry
+
+
+def test_history_has_one_point_per_slot_oldest_first_empty_slots_included() -> None:
+    clock = Clock()
+    telemetry = telemetry_at(clock)
+    store = telemetry.metrics
+    # Cumulative counters, as scrapes give them: 20 ok in the first slot, none in the next,
+    # then 10 failures.
+    store.ingest("p", [Sample("ok", (*SOURCE, "200"), 20, tuple([20] * 20))])
+    clock.now += 20
+    store.ingest("p", [Sample("ok", (*SOURCE, "200"), 20, tuple([20] * 20))])
+    store.ingest("p", [Sample("bad", (*SOURCE, "503"), 10, tuple([10] * 20))])
+    history = telemetry.history("service", None, 30)
+    assert history["resolution"] == 10
+    assert len(history["starts"]) == 3
+    assert history["starts"] == sorted(history["starts"])
+    [api] = history["items"]
+    assert (api["name"], api["namespace"]) == ("api", "default")
+    assert api["rps"] == [2.0, 0.0, 1.0]
+    assert api["successRate"] == [1.0, None, 0.0]
+    assert api["latencyP95"][1] is None
+
+
+def test_history_never_reaches_past_the_store_window() -> None:
+    clock = Clock()
+    telemetry = telemetry_at(clock)
+    history = telemetry.history("workload", None, 3600)
+    assert len(history["starts"]) == 13  # 120 s of 10 s slots, and the current one
+    assert history["items"] == []
+
+
+def test_the_graph_says_which_workload_serves_which_service() -> None:
+    clock = Clock()
+    telemetry = telemetry_at(clock)
+    telemetry.metrics.ingest(
+        "p",
+        [
+            Sample("a", (*SOURCE, "200"), 5, tuple([5] * 20)),
+            Sample("b", (*GATEWAY, "200"), 5, tuple([5] * 20)),
+        ],
+    )
+    graph = telemetry.graph(None, 60)
+    assert graph["serves"] == [
+        {"workload": "api-v1.default", "service": "api.default"},
+        {"workload": "web.default", "service": "web.default"},
+    ]
+    assert telemetry.graph("istio-system", 60)["serves"] == []
