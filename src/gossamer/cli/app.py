@@ -10,6 +10,7 @@ from gossamer import __version__
 from gossamer.cli.analyze import analyze
 from gossamer.cli.apply import apply
 from gossamer.cli.control import control_plane
+from gossamer.cli.dashboard import dashboard
 from gossamer.cli.delete import delete
 from gossamer.cli.describe import describe
 from gossamer.cli.dns import dns
@@ -51,6 +52,7 @@ app.command()(edges)
 app.command()(top)
 app.command()(tap)
 app.command()(trace)
+app.command()(dashboard)
 
 
 def _print_version(value: bool) -> None:

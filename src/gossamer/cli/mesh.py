@@ -19,7 +19,7 @@ def proxy_status(
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
 ) -> None:
     """Each connected proxy: SYNCED, STALE or NACKED, the version it runs, the last error."""
-    items = _call(server, token, "GET", "/debug/v1/proxies")["items"]
+    items = call_api(server, token, "GET", "/debug/v1/proxies")["items"]
     if output == "json":
         typer.echo(json.dumps(items, indent=2))
         return
@@ -78,7 +78,7 @@ def create_token(
 ) -> None:
     """Mint a token that opens WORKLOAD's config stream and nothing else."""
     space = namespace_or_default(namespace)
-    minted = _call(
+    minted = call_api(
         server,
         token,
         "POST",
@@ -94,13 +94,14 @@ def create_token(
     typer.echo(f"token for {space}/{workload} written to {file}")
 
 
-def _call(
+def call_api(
     server: str | None,
     token: str | None,
     method: str,
     path: str,
     body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One request to the control plane the options name; a refusal ends the command."""
     import httpx
 
     from gossamer.control.connection import ConnectionSettingsError, resolve_connection

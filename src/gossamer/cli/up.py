@@ -320,12 +320,22 @@ async def _run(
 def _ready(mesh: LocalMesh, seconds: float) -> None:
     typer.echo(f"mesh ready in {seconds:.1f}s: {len(mesh.statuses())} processes")
     typer.echo(f"  control plane: {mesh.url}")
+    typer.echo(_dashboard_line(mesh.url, str(mesh.admin_token_file)))
     notes = _notes(mesh.workdir, mesh.gateway_url)
     if notes:
         typer.echo(notes)
     elif mesh.gateway_url:
         typer.echo(f"  try: curl {mesh.gateway_url}/")
     typer.echo("  gossamer status | gossamer logs NAME | gossamer down")
+
+
+def _dashboard_line(server: str, token_file: str) -> str:
+    """Where the dashboard is and how to log in: the token's file, never the token, since this
+    output lands in terminals and logs."""
+    return (
+        f"  dashboard: {server}/dashboard/ (`gossamer dashboard` prints a one-time login link; "
+        f"or paste the admin token: `cat {token_file}`)"
+    )
 
 
 def _notes(folder: Path, gateway: str | None) -> str | None:
@@ -382,6 +392,7 @@ def _detach(  # noqa: PLR0917 - the options of `up`, passed on to the background
         running = read_up_file(state)
         if running is not None and running.get("ready"):
             typer.echo(f"mesh up (PID {process.pid}): control plane {running['server']}")
+            typer.echo(_dashboard_line(running["server"], running["token_file"]))
             folder = path if path.is_dir() else path.parent
             notes = _notes(folder, running.get("gateway"))
             if notes:

@@ -12,6 +12,8 @@ import hashlib
 import os
 import secrets
 import stat
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -134,12 +136,25 @@ def workload_principal(namespace: str, workload: str) -> Principal:
     return Principal(f"workload {namespace}/{workload}", (rule, spans))
 
 
+DASHBOARD_LOGINS = "dashboardlogins"
+"""What minting a one-time dashboard login is, to authorization: `create` `dashboardlogins`."""
+
+DASHBOARD_SESSION = Principal(
+    "dashboard session",
+    (Rule(verbs=frozenset({Verb.GET.value, Verb.LIST.value})),),
+)
+"""What a dashboard signed in by a one-time link may do: read, and nothing else (no writes, no
+taps, no config streams), so a browser tab holds no key that changes the mesh."""
+
+
 class TokenRegistry:
     """Bearer tokens -> principals."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._by_digest: dict[bytes, Principal] = {}
         self._workloads: dict[bytes, Principal] = {}
+        self._expiring: dict[bytes, tuple[Principal, float]] = {}
+        self._clock = clock
 
     def __repr__(self) -> str:
         return f"<TokenRegistry {len(self._by_digest)} tokens, {len(self._workloads)} workload>"
@@ -156,10 +171,26 @@ class TokenRegistry:
         """The workload tokens, all at once, as the store holds them now (revoked ones go)."""
         self._workloads = tokens
 
+    def add_expiring(self, token: str, principal: Principal, lifetime_s: float) -> None:
+        """Accept `token` as `principal` for `lifetime_s` seconds."""
+        self._expiring[token_digest(token)] = (principal, self._clock() + lifetime_s)
+
+    def expiring(self) -> int:
+        """How many expiring tokens are still valid (the expired ones are dropped here)."""
+        now = self._clock()
+        for digest in [d for d, (_, end) in self._expiring.items() if end <= now]:
+            del self._expiring[digest]
+        return len(self._expiring)
+
     def authenticate(self, token: str) -> Principal | None:
-        """The token's principal, or None for a token nobody issued."""
+        """The token's principal, or None for a token nobody issued (or one that expired)."""
         digest = token_digest(token)
-        return self._by_digest.get(digest) or self._workloads.get(digest)
+        found = self._by_digest.get(digest) or self._workloads.get(digest)
+        if found is None and digest in self._expiring:
+            principal, end = self._expiring[digest]
+            if self._clock() < end:
+                return principal
+        return found
 
 
 def token_digest(token: str) -> bytes:

@@ -22,6 +22,7 @@ import uvicorn
 
 from gossamer.control.api.app import create_app
 from gossamer.control.api.catalog import Catalog
+from gossamer.control.api.dashboard import DashboardEndpoints
 from gossamer.control.api.mesh import MeshEndpoints
 from gossamer.control.api.resources import ApiSettings, ResourceEndpoints
 from gossamer.control.api.telemetry import TelemetryEndpoints
@@ -199,6 +200,7 @@ class ControlPlane:
             self.tokens,
             MeshEndpoints(self.mesh, self.tokens, self.telemetry.taps),
             TelemetryEndpoints(self.telemetry),
+            DashboardEndpoints(self.tokens, catalog),
         )
         config = uvicorn.Config(
             app,

@@ -9,6 +9,8 @@ import pytest
 
 from gossamer.control.auth import (
     ADMIN,
+    DASHBOARD_SESSION,
+    MESH_GROUP,
     Access,
     Principal,
     Rule,
@@ -65,3 +67,22 @@ def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
     (tmp_path / "admin-token").chmod(0o644)
     with pytest.raises(TokenFileError, match="chmod 600"):
         load_admin_token(tmp_path)
+
+
+def test_an_expiring_token_stands_for_its_principal_until_it_expires() -> None:
+    now = [100.0]
+    tokens = TokenRegistry(clock=lambda: now[0])
+    tokens.add_expiring("session", DASHBOARD_SESSION, 60)
+    assert tokens.authenticate("session") is DASHBOARD_SESSION
+    assert tokens.expiring() == 1
+    now[0] += 60
+    assert tokens.authenticate("session") is None
+    assert tokens.expiring() == 0
+
+
+def test_a_dashboard_session_reads_and_cannot_write_tap_or_stream() -> None:
+    read = Access(Verb.LIST, "networking.istio.io", "virtualservices", "default")
+    assert DASHBOARD_SESSION.allows(read)
+    assert DASHBOARD_SESSION.allows(Access(Verb.GET, MESH_GROUP, "traces"))
+    for verb in (Verb.CREATE, Verb.UPDATE, Verb.PATCH, Verb.DELETE, Verb.WATCH):
+        assert not DASHBOARD_SESSION.allows(Access(verb, "", "services", "default", "web"))

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from gossamer.control.api.dashboard import DashboardEndpoints, is_public
 from gossamer.control.api.discovery_sd import PATH as SD_PATH
 from gossamer.control.api.discovery_sd import ScrapeTargets
 from gossamer.control.api.guard import BearerAuthentication
@@ -19,6 +20,7 @@ from gossamer.control.api.openapi import OpenApi
 from gossamer.control.api.resources import ResourceEndpoints
 from gossamer.control.api.status import ApiError, from_store
 from gossamer.control.api.telemetry import TelemetryEndpoints
+from gossamer.control.apikeys.keys import ApiKeyEndpoints
 from gossamer.control.auth import TokenRegistry
 from gossamer.control.store.errors import StoreError
 from gossamer.snapshot.protocol import PATH as STREAM_PATH
@@ -33,6 +35,7 @@ def create_app(
     tokens: TokenRegistry,
     mesh: MeshEndpoints | None = None,
     telemetry: TelemetryEndpoints | None = None,
+    dashboard: DashboardEndpoints | None = None,
 ) -> Starlette:
     """The API of `endpoints` (and the mesh's routes), requiring one of `tokens` on each request."""
     openapi = OpenApi(endpoints.catalog)
@@ -47,9 +50,12 @@ def create_app(
             Route("/debug/v1/proxies", mesh.proxies, methods=["GET"]),
             Route(SD_PATH, ScrapeTargets(mesh.mesh).prometheus, methods=["GET"]),
             Route("/auth/v1/namespaces/{namespace}/workloadtokens", mesh.mint, methods=["POST"]),
+            *ApiKeyEndpoints(mesh.mesh).routes(),
         ]
     if telemetry is not None:
         routes += telemetry.routes()
+    if dashboard is not None:
+        routes += dashboard.routes()
     for base in ("/api/{version}", "/apis/{group}/{version}"):
         routes += [
             Route(base + _NAMESPACED, endpoints.list_or_watch, methods=["GET"]),
@@ -62,7 +68,13 @@ def create_app(
         ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BearerAuthentication, tokens=tokens)],
+        middleware=[
+            Middleware(
+                BearerAuthentication,
+                tokens=tokens,
+                public=is_public if dashboard is not None else lambda path: False,
+            )
+        ],
         exception_handlers={
             ApiError: _api_error,
             StoreError: _store_error,

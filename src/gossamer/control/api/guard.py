@@ -1,10 +1,13 @@
 """The bearer-token check in front of every route: no token 401, a token nobody issued 403.
+Paths the app declares public (the dashboard's page) pass without one.
 
 It authenticates only; each handler then asks the principal whether it may do what the request
 does (`authorize`), since only the handler knows the resource, namespace and name.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -20,14 +23,21 @@ _CHALLENGE = 'Bearer realm="gossamer"'
 
 
 class BearerAuthentication:
-    """ASGI middleware: requires `Authorization: Bearer TOKEN` on every HTTP request."""
+    """ASGI middleware: requires `Authorization: Bearer TOKEN` on every HTTP request but those
+    to a path that `public` accepts (their handlers get no principal)."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenRegistry) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: TokenRegistry,
+        public: Callable[[str], bool] = lambda path: False,
+    ) -> None:
         self.app = app
         self.tokens = tokens
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.public(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
