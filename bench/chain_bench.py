@@ -9,8 +9,9 @@ all up at once and loaded in turn:
 - mesh, mTLS: `gossamer up` of a small manifest folder made here (two Deployments whose
   container is nginx, their Services, an Ingress routing by host), so the gateway and the
   sidecar run the snapshots the mesh really makes (security policy, telemetry labels, trace
-  headers, the built-in span receiver at 1% sampling, the control plane's scrapes) with their
-  agents and certificates. The gateway originates mTLS to the sidecar of `app-mtls`.
+  headers, every span sent to the control plane's built-in receiver as `up` does by default, or
+  `--sampling` percent of them, the control plane's scrapes) with their agents and
+  certificates. The gateway originates mTLS to the sidecar of `app-mtls`.
 - mesh, plaintext: the same mesh's `app-plain`, whose PeerAuthentication is DISABLE.
 - nginx, TLS: nginx A (proxy_pass https, proxy_ssl_certificate: a client certificate,
   proxy_ssl_verify against the CA, session reuse, upstream keepalive) -> nginx B (ssl_verify_client
@@ -65,6 +66,8 @@ READY_DEADLINE_S = 90.0
 PROFILE_SECONDS = 10
 PROFILE_RATE = 500
 GATEWAY_WORKERS_ANNOTATION = "gossamer.dev/gateway-workers"
+RECEIVER_PATH = "/telemetry/v1/zipkin/spans"
+"""The control plane's built-in span receiver (gossamer.control.telemetry.defaults)."""
 
 
 @dataclass
@@ -181,8 +184,12 @@ http {{
 """
 
 
-def manifests(folder: Path, workdir: Path, gateway_workers: int) -> None:
-    """Two nginx apps, their Services, an Ingress by host, and DISABLE for `app-plain`."""
+def manifests(
+    folder: Path, workdir: Path, gateway_workers: int, sampling: tuple[int, float] | None
+) -> None:
+    """Two nginx apps, their Services, an Ingress by host, and DISABLE for `app-plain`; with
+    `sampling` (the control plane's port, a percentage) a Telemetry that samples that share
+    into the built-in receiver instead of `up`'s default of every request."""
     folder.mkdir()
     template = workdir / "app.conf.in"
     template.write_text(APP_CONF.format(workdir=workdir))
@@ -230,6 +237,19 @@ def manifests(folder: Path, workdir: Path, gateway_workers: int) -> None:
         "metadata": {"name": "app-plain"},
         "spec": {"selector": {"matchLabels": {"app": "app-plain"}}, "mtls": {"mode": "DISABLE"}},
     })  # fmt: skip
+    if sampling is not None:
+        port, percent = sampling
+        docs.append({
+            "apiVersion": "gossamer.dev/v1alpha1", "kind": "TelemetryProvider",
+            "metadata": {"name": "builtin", "namespace": "istio-system"},
+            "spec": {"zipkin": {"url": f"https://127.0.0.1:{port}{RECEIVER_PATH}"}},
+        })  # fmt: skip
+        docs.append({
+            "apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+            "metadata": {"name": "mesh-default", "namespace": "istio-system"},
+            "spec": {"tracing": [{"providers": [{"name": "builtin"}],
+                                  "randomSamplingPercentage": percent}]},
+        })  # fmt: skip
     # JSON is YAML: one document per file.
     for i, doc in enumerate(docs):
         (folder / f"{i:02d}.yaml").write_text(json.dumps(doc))
@@ -239,11 +259,11 @@ def gossamer_exe() -> str:
     return str(Path(sys.executable).parent / "gossamer")
 
 
-def mesh_up(folder: Path, gateway_port: int) -> dict[str, dict[str, object]]:
+def mesh_up(folder: Path, gateway_port: int, control_port: int) -> dict[str, dict[str, object]]:
     """`gossamer up --detach` of the folder; its processes by name, from status.json."""
     command = [
         *(gossamer_exe(), "up", str(folder), "--detach", "--gateway-port", str(gateway_port)),
-        *("--control-plane-port", str(free_port()), "--vip-network", "127.79.0.0/24"),
+        *("--control-plane-port", str(control_port), "--vip-network", "127.79.0.0/24"),
         *("--ready-timeout", str(READY_DEADLINE_S)),
     ]
     done = subprocess.run(
@@ -270,9 +290,9 @@ def pin(pids: list[int], core: str) -> None:
         )
 
 
-def mesh_chains(folder: Path, gateway_port: int) -> tuple[dict[str, Chain], int]:
+def mesh_chains(folder: Path, gateway_port: int, control_port: int) -> tuple[dict[str, Chain], int]:
     """The two mesh chains, their proxies pinned to the proxies' core; the mTLS sidecar's pid."""
-    processes = mesh_up(folder, gateway_port)
+    processes = mesh_up(folder, gateway_port, control_port)
     gateway = next(int(str(r["pid"])) for r in processes.values() if r["kind"] == "gateway")
     chains: dict[str, Chain] = {}
     sidecar_of_mtls = 0
@@ -400,7 +420,7 @@ ORDER = ("nginx, TLS", "mesh, mTLS", "nginx, plain", "mesh, plaintext")
 
 
 def start_chains(
-    workdir: Path, processes: list[subprocess.Popen[bytes]], gateway_workers: int
+    workdir: Path, processes: list[subprocess.Popen[bytes]], args: argparse.Namespace
 ) -> tuple[dict[str, Chain], int]:
     """The nginx app and the two nginx chains before it, then the mesh; the mTLS sidecar's pid."""
     openssl_pki(workdir / "pki")
@@ -413,8 +433,10 @@ def start_chains(
         chain = nginx_chain(workdir, app_port, tls=tls, processes=processes)
         chain.app = app
         chains["nginx, TLS" if tls else "nginx, plain"] = chain
-    manifests(workdir / "mesh", workdir, gateway_workers)
-    found, sidecar = mesh_chains(workdir / "mesh", free_port())
+    control_port = free_port()
+    sampling = None if args.sampling is None else (control_port, args.sampling)
+    manifests(workdir / "mesh", workdir, args.gateway_workers, sampling)
+    found, sidecar = mesh_chains(workdir / "mesh", free_port(), control_port)
     chains.update(found)
     return chains, sidecar
 
@@ -463,6 +485,11 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--profile", type=Path, help="py-spy the mesh's proxies into this folder")
     parser.add_argument("--gateway-workers", type=int, default=1, help="the mesh gateway's")
+    parser.add_argument(
+        "--sampling",
+        type=float,
+        help="trace this percentage into the built-in receiver (default: up's, 100)",
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset", "openssl", "curl"):
         if shutil.which(tool) is None:
@@ -474,11 +501,13 @@ def main() -> int:
     workdir.chmod(0o755)  # nginx's workers run unprivileged and read the body there
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        chains, sidecar = start_chains(workdir, processes, args.gateway_workers)
+        chains, sidecar = start_chains(workdir, processes, args)
         rows = measure(chains, args)
         table = (
             f"machine: {machine()}; hot path {native.describe()}; gateway workers "
-            f"{args.gateway_workers}; {args.rounds} windows of {args.duration} s per chain, "
+            f"{args.gateway_workers}; mesh tracing sampling "
+            f"{'100 (up default)' if args.sampling is None else args.sampling}%; "
+            f"{args.rounds} windows of {args.duration} s per chain, "
             f"{args.connections} connections, medians\n\n"
             + render(rows, rss_mb(sidecar), args.connections)
         )
