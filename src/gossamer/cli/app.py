@@ -8,6 +8,7 @@ import typer
 
 from gossamer import __version__
 from gossamer.cli.analyze import analyze
+from gossamer.cli.apikey import apikey_app
 from gossamer.cli.apply import apply
 from gossamer.cli.control import control_plane
 from gossamer.cli.dashboard import dashboard
@@ -39,6 +40,7 @@ app.command()(dns)
 app.command("proxy-status")(proxy_status)
 app.command("prometheus-config")(prometheus_config_command)
 app.add_typer(token_app, name="token")
+app.add_typer(apikey_app, name="apikey")
 app.command()(down)
 app.command()(status)
 app.command()(logs)

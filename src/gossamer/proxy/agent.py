@@ -48,6 +48,7 @@ from gossamer.snapshot.protocol import (
     Health,
     Hello,
     Issued,
+    LeaseGrants,
     Reassembly,
     Renew,
     StaleBaseError,
@@ -322,6 +323,9 @@ class ControlPlaneAgent:
             loop.create_task(self._renew(websocket)),
             loop.create_task(self.taps.run(lambda events: websocket.send(encode(events)))),
         ]
+        if options.hello.role == "gateway":
+            leases = self.proxy.budgets.run(lambda batch: websocket.send(encode(batch)))
+            tasks.append(loop.create_task(leases))
         reassembly = Reassembly()
         try:
             async for piece in websocket:
@@ -340,6 +344,8 @@ class ControlPlaneAgent:
                     self.taps.start(message)
                 elif isinstance(message, TapStop):
                     self.taps.stop(message.id)
+                elif isinstance(message, LeaseGrants):
+                    self.proxy.budgets.answer(message)
         finally:
             self._forget_renewal()
             self._held.clear()

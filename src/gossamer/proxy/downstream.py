@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Final, cast
 import httptools
 
 from gossamer.proxy import local_reply as lr
+from gossamer.proxy.apiproduct import ProductExchange
 from gossamer.proxy.exchange import Exchange, RequestHead
 from gossamer.proxy.rejection import QueuedRejection
 from gossamer.proxy.tunnel import UpgradeExchange
@@ -224,7 +225,12 @@ class DownstreamConnection(asyncio.Protocol):
         self.headers = []
         self.header_bytes = 0
         self.in_trailers = True
-        exchange = self._upgrade(head) if parser.should_upgrade() else Exchange(self, head)
+        if parser.should_upgrade():
+            exchange = self._upgrade(head)
+        elif self.runtime.products is not None:
+            exchange = ProductExchange(self, head)
+        else:
+            exchange = Exchange(self, head)
         self.incoming = exchange
         if self.current is None:
             if not self.handle.begin_request():

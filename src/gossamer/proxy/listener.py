@@ -17,6 +17,7 @@ from gossamer.proxy.tracing import Tracer
 from gossamer.snapshot import Listener, ListenerLimits, Node, Rewrite, ServiceLabels, Telemetry
 
 if TYPE_CHECKING:
+    from gossamer.proxy.apiproduct import ProductGate
     from gossamer.proxy.cluster import ClusterState
     from gossamer.proxy.exchange import Exchange
     from gossamer.proxy.guard import RequestGuard
@@ -65,6 +66,7 @@ class ListenerRuntime:
         "log",
         "node",
         "port",
+        "products",
         "proto_line",
         "regexes",
         "request_ids",
@@ -94,8 +96,11 @@ class ListenerRuntime:
         log: TextIO | None = None,
         guard: RequestGuard | None = None,
         tracer: Tracer | None = None,
+        products: ProductGate | None = None,
     ) -> None:
         self.routes = routes
+        self.products = products
+        """API products a gateway listener enforces (apiproduct.py); None when there are none."""
         self.tracer = tracer
         """None when the snapshot has no tracing: trace headers are still continued."""
         self.guard = guard
@@ -215,6 +220,7 @@ class ListenerRuntime:
             "route_name": exchange.route.route.name if exchange.route is not None else None,
             "downstream_peer_principal": exchange.client.principal or None,
             "authz_policy": exchange.policy or None,
+            "api_consumer": getattr(exchange, "consumer", "") or None,
             "snapshot_version": self.version,
         }
         self.log.write(msgspec.json.encode(entry).decode() + "\n")

@@ -38,6 +38,8 @@ MODULES = (
     "tunnel",
     "rejection",
     "mirror",
+    "budget",
+    "apiproduct",
     "downstream",
     "listener",
     "guard",

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from gossamer.proxy.apiproduct import ProductGate
+from gossamer.proxy.budget import Budgets
 from gossamer.proxy.cluster import ClusterState
 from gossamer.proxy.downstream import DownstreamConnection
 from gossamer.proxy.guard import RequestGuard
@@ -151,6 +153,8 @@ class Proxy:
         names a provider."""
         self.exporter: SpanExporter | None = None
         self.jwks: JwksCache | None = None
+        self.budgets = Budgets()
+        """API consumers' allowances at this gateway, kept across snapshots (budget.py)."""
         self._own_outbound: str | None = None
         """Issuers' key sets, kept across snapshots; made when a snapshot first needs one."""
 
@@ -232,6 +236,7 @@ class Proxy:
                     else None
                 ),
                 tracer=Tracer(tracing, listener.role, spans) if tracing is not None else None,
+                products=self._products(snapshot, listener),
             )
             for listener in snapshot.listeners
         }
@@ -280,6 +285,13 @@ class Proxy:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         for callback in self.on_apply:
             callback(snapshot)
+
+    def _products(self, snapshot: Snapshot, listener: Listener) -> ProductGate | None:
+        """The API products a gateway listener enforces; None elsewhere or without any."""
+        products = snapshot.security.api_products
+        if listener.role != "gateway" or not products:
+            return None
+        return ProductGate(products, self.budgets, self.stats)
 
     def _span_buffer(self) -> SpanBuffer:
         if self.spans is None:

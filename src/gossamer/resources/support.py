@@ -278,14 +278,23 @@ _TELEMETRY_PROVIDER = _at(
     "spec",
     ("zipkin", "zipkin.url", "opentelemetry", "opentelemetry.url", "batchSize", "flushInterval"),
 ) | _at("spec", ("timeout", "maxBufferedSpans"))
+_API_PRODUCT = (
+    _at("spec", ("hosts", "routes", "apiKey", "plans", "consumers"))
+    | _at("spec.routes", ("name", "uri", "uri.exact", "uri.prefix", "uri.regex", "methods"))
+    | _at("spec.apiKey", ("header", "queryParam"))
+    | _at("spec.plans", ("name", "routes", "rateLimit", "quota", "failureMode"))
+    | _at("spec.plans.rateLimit", ("requests", "per", "burst"))
+    | _at("spec.plans.quota", ("requests", "period"))
+    | _at("spec.consumers", ("name", "plan", "keys", "keys.sha256"))
+)
 
 # Field paths (camelCase, no list indices) that some part of Gossamer acts on, by kind: `gossamer
 # up`, the snapshots the proxies run, or the DNS. A field is listed with every field above it,
 # since `--strict` names only the outermost field not listed; a list's pattern covers each of its
 # items, though `up` runs only the first container. A capability that starts acting on a field
 # adds it here; docs/resources.md follows (`make docs`). A field not listed loads and is kept, and
-# `gossamer validate --strict` reports it. Topic and ApiProduct are not acted on here (the
-# broker reads Topics itself).
+# `gossamer validate --strict` reports it. Topic is not acted on here (the broker reads Topics
+# itself); ApiProduct's gateways and keys' fromFile are not acted on yet.
 ENFORCED: dict[str, frozenset[str]] = {
     "Service": _SERVICE,
     "Deployment": _DEPLOYMENT,
@@ -300,6 +309,7 @@ ENFORCED: dict[str, frozenset[str]] = {
     "RequestAuthentication": _REQUEST_AUTHENTICATION,
     "Telemetry": _TELEMETRY,
     "TelemetryProvider": _TELEMETRY_PROVIDER,
+    "ApiProduct": _API_PRODUCT,
 }
 
 # Fields that identify an object, describe it for people, or are written by a cluster: never

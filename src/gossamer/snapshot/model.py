@@ -414,6 +414,61 @@ class JwtProvider(Struct, frozen=True):
     """The RequestAuthentication it comes from, `NAMESPACE/NAME`, for messages."""
 
 
+class ApiPlan(Struct, frozen=True):
+    """A plan of an API product: the routes it includes, its token bucket and its quota."""
+
+    name: str
+    routes: tuple[int, ...] | None = None
+    """Indices into the product's routes; None: every route."""
+    rate: float = 0.0
+    """Requests per second the bucket refills with; 0: no rate limit."""
+    burst: float = 0.0
+    """The bucket's size (the rate limit's `burst`, else its `requests`)."""
+    window: float = 1.0
+    """The rate limit's `per` in seconds, for the RateLimit-Policy header."""
+    quota: int = 0
+    """Requests per `quota_period`; 0: no quota."""
+    quota_period: str = ""
+    """`hour`, `day`, `week` or `month` (calendar periods, UTC)."""
+    fail_open: bool = True
+    """Without an answer from the control plane, admit within this gateway's share alone
+    (True) or refuse with 503 (False)."""
+
+
+class ApiKeyHash(Struct, frozen=True):
+    """One valid key of a consumer: its SHA-256 (hex) and, while it is rotated out, its end."""
+
+    sha256: str
+    consumer: str
+    expires_at: float = 0.0
+    """Seconds since the epoch after which the key is refused; 0: no end."""
+    id: str = ""
+    """The key's name in `gossamer apikey list` ("" for keys written in the manifest)."""
+
+
+class ApiProductRoute(Struct, frozen=True):
+    """Requests that belong to a product: a path match and, optionally, methods."""
+
+    path: StringMatch
+    methods: tuple[str, ...] = ()
+
+
+class ApiProduct(Struct, frozen=True):
+    """An ApiProduct a gateway enforces; `name` is `NAMESPACE/NAME`."""
+
+    name: str
+    routes: tuple[ApiProductRoute, ...]
+    plans: tuple[ApiPlan, ...]
+    consumers: tuple[tuple[str, str], ...] = ()
+    """(consumer, plan name)."""
+    keys: tuple[ApiKeyHash, ...] = ()
+    hosts: tuple[str, ...] = ()
+    """Hosts it applies on (without port); empty: every host."""
+    key_header: str = "x-api-key"
+    """Lowercase header name; "" when keys come only in the query."""
+    key_param: str = ""
+
+
 class Security(Struct, frozen=True):
     """Trust anchors, and the policies the proxy's inbound and gateway listeners enforce."""
 
@@ -422,6 +477,8 @@ class Security(Struct, frozen=True):
     """PEM certificates that peers' chains must lead to (more than one while a root rotates)."""
     authorization: tuple[AuthzPolicy, ...] = ()
     jwt: tuple[JwtProvider, ...] = ()
+    api_products: tuple[ApiProduct, ...] = ()
+    """Enforced by gateway listeners only (docs/api-gateway.md)."""
 
 
 class TracingProvider(Struct, frozen=True):

@@ -255,8 +255,50 @@ class TapEvents(Struct, frozen=True, tag="tap_events"):
     """Matches not sent because the proxy's tap buffer was full."""
 
 
-ToControlPlane = Hello | Ack | Health | Renew | TapEvents
-ToProxy = Welcome | Update | Issued | TapStart | TapStop
+class Lease(Struct, frozen=True):
+    """A gateway asks for `want` permits of one consumer's shared budget, and gives back
+    `returned` it leased and did not use (docs/api-gateway.md, "Limits across replicas")."""
+
+    product: str
+    consumer: str
+    want: int = 0
+    returned: int = 0
+
+
+class LeaseRequest(Struct, frozen=True, tag="leases"):
+    """Leases asked for together; answered by one `LeaseGrants` with the same `seq`."""
+
+    seq: int
+    leases: tuple[Lease, ...]
+
+
+class Grant(Struct, frozen=True):
+    """What the control plane granted of one `Lease`: each permit admits one request."""
+
+    product: str
+    consumer: str
+    granted: int = 0
+    retry_after: float = 0.0
+    """When `granted` is short of `want`: seconds until the budget has a permit again."""
+    limit: str = ""
+    """What ran out: `rate` or `quota` ("" when nothing did)."""
+    remaining: int = 0
+    """Permits left in the shared bucket after this grant (RateLimit's `r`)."""
+    quota_remaining: int = -1
+    """Requests left in the quota period; -1 without a quota."""
+    unknown: bool = False
+    """The control plane knows no such consumer (yet): the gateway falls back on its own."""
+
+
+class LeaseGrants(Struct, frozen=True, tag="grants"):
+    """The answer to a `LeaseRequest`."""
+
+    seq: int
+    grants: tuple[Grant, ...]
+
+
+ToControlPlane = Hello | Ack | Health | Renew | TapEvents | LeaseRequest
+ToProxy = Welcome | Update | Issued | TapStart | TapStop | LeaseGrants
 
 _to_control_plane = msgspec.json.Decoder(ToControlPlane)
 _to_proxy = msgspec.json.Decoder(ToProxy)

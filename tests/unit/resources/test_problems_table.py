@@ -362,6 +362,24 @@ spec:
         ],
     ),
     (
+        "api product plan naming an unknown route, and a zero window",
+        """\
+apiVersion: gossamer.dev/v1alpha1
+kind: ApiProduct
+metadata: {name: p}
+spec:
+  routes: [{name: records, uri: {prefix: /records}}]
+  plans:
+  - name: free
+    routes: [reports]
+    rateLimit: {requests: 20, per: 0s}
+""",
+        [
+            "m.yaml:8: ApiProduct p: spec.plans[0].routes[0]: no route named reports (records)",
+            "m.yaml:9: ApiProduct p: spec.plans[0].rateLimit.per: must be longer than 0s",
+        ],
+    ),
+    (
         "authorization policy with an unknown condition key",
         """\
 apiVersion: security.istio.io/v1

@@ -40,6 +40,7 @@ from gossamer.snapshot.protocol import (
     Health,
     Hello,
     Issued,
+    LeaseRequest,
     Renew,
     TapEvents,
     Welcome,
@@ -201,6 +202,9 @@ class MeshEndpoints:
                 await websocket.send_bytes(encode(self._sign(stream, message.csr)))
             elif isinstance(message, TapEvents):
                 self.taps.receive(stream.id, message)
+            elif isinstance(message, LeaseRequest) and stream.role == "gateway":
+                grants = await self.mesh.leases.grant(message)
+                await websocket.send_bytes(encode(grants))
 
     def _sign(self, stream: ProxyStream, csr: str) -> Issued:
         """Sign a CSR for the identity of the stream's workload (its service account)."""

@@ -20,6 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from gossamer.control.apikeys.records import API_KEYS, issued_keys
 from gossamer.control.mesh.mirror import StoreMirror
 from gossamer.control.mesh.views import (
     Own,
@@ -41,6 +44,7 @@ from gossamer.snapshot.endpoints import endpoint_index
 from gossamer.snapshot.model import Node, Security
 from gossamer.snapshot.protocol import Ack, Hello
 from gossamer.snapshot.translate import EndpointIndex, GatewaySpec, SidecarSpec, view_label_keys
+from gossamer.snapshot.translate_apiproduct import api_products
 from gossamer.snapshot.translate_security import SecurityIndex
 from gossamer.snapshot.translate_telemetry import is_telemetry, telemetry_for
 from gossamer.snapshot.vips import assign_vips, services_of
@@ -460,7 +464,12 @@ class Distributor:
             self._telemetry = [resource for resource in resources if is_telemetry(resource)]
         hello = stream.hello
         telemetry = telemetry_for(self._telemetry, hello.namespace, stream.labels)
-        return dataclasses.replace(own, security=self._security_of(stream), telemetry=telemetry)
+        security = self._security_of(stream)
+        if hello.role == "gateway":
+            issued = issued_keys(self.mirror.of_type(API_KEYS))
+            products = api_products(resources, issued, time.time())
+            security = msgspec.structs.replace(security, api_products=products)
+        return dataclasses.replace(own, security=security, telemetry=telemetry)
 
     def _own_routes(self, stream: ProxyStream, resources: Sequence[Resource]) -> Own:
         hello = stream.hello
@@ -505,7 +514,11 @@ class Distributor:
 
 # The control plane's own records: leases and tokens route nothing.
 _INTERNAL = frozenset(
-    {ResourceType("gossamer.dev", "controlplanes"), ResourceType("gossamer.dev", "workloadtokens")}
+    {
+        ResourceType("gossamer.dev", "controlplanes"),
+        ResourceType("gossamer.dev", "workloadtokens"),
+        ResourceType("gossamer.dev", "apiquotas"),
+    }
 )
 
 

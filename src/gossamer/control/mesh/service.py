@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gossamer.control.api.catalog import Catalog
+from gossamer.control.apikeys.leases import LeaseBook
 from gossamer.control.auth import Principal, TokenRegistry, workload_principal
 from gossamer.control.mesh.distributor import Distributor
 from gossamer.control.mesh.mirror import StoreMirror
@@ -95,6 +96,8 @@ class Mesh:
             roots=ca.roots if ca is not None else (),
             trust_domain=ca.trust_domain if ca is not None else "cluster.local",
         )
+        self.leases = LeaseBook(self.mirror)
+        """Shared budgets of API consumers, leased to gateways (control/apikeys/leases.py)."""
         self.registry = Registry(
             store,
             self.mirror,

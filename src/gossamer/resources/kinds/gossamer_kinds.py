@@ -23,6 +23,7 @@ from gossamer.resources.kinds.istio_networking import StringMatch
 
 GOSSAMER_VERSIONS = ("v1alpha1",)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_NONZERO = re.compile(r"[1-9]")
 
 
 class Retention(Model):
@@ -85,8 +86,10 @@ class Topic(Resource):
 
 
 class ApiRoute(Model):
-    """Requests that belong to the product, matched like an Istio HTTP match."""
+    """Requests that belong to the product, matched like an Istio HTTP match; a plan may
+    name the routes it includes."""
 
+    name: DnsLabel | None = None
     uri: StringMatch
     methods: list[str] = Field(default_factory=list)
 
@@ -114,11 +117,15 @@ class Quota(Model):
 
 
 class Plan(Model):
-    """A tier of service: its rate limit and quota."""
+    """A tier of service: the routes it includes, its rate limit and quota, and what the gateway
+    does when it cannot reach the control plane that holds the shared budget."""
 
     name: DnsLabel
+    routes: list[str] = Field(default_factory=list)
+    """Names of the product's routes the plan includes; empty: every route."""
     rate_limit: RateLimit | None = None
     quota: Quota | None = None
+    failure_mode: Literal["open", "closed"] = "open"
 
 
 class ApiKey(Model):
@@ -167,11 +174,22 @@ class ApiProduct(Resource):
             yield Finding(("spec", "plans"), "must list at least one plan")
         if spec.api_key.header is None and spec.api_key.query_param is None:
             yield Finding(("spec", "apiKey"), "needs a header or a queryParam")
+        routes = {route.name for route in spec.routes if route.name is not None}
         plans: dict[str, int] = {}
         for index, plan in enumerate(spec.plans):
             if plan.name in plans:
                 yield Finding(("spec", "plans", index, "name"), f"plan {plan.name} is listed twice")
             plans.setdefault(plan.name, index)
+            for r, name in enumerate(plan.routes):
+                if name not in routes:
+                    known = ", ".join(sorted(routes)) or "no route has a name"
+                    yield Finding(
+                        ("spec", "plans", index, "routes", r), f"no route named {name} ({known})"
+                    )
+            if plan.rate_limit is not None and not _NONZERO.search(plan.rate_limit.per):
+                yield Finding(
+                    ("spec", "plans", index, "rateLimit", "per"), "must be longer than 0s"
+                )
         consumers: set[str] = set()
         for index, consumer in enumerate(spec.consumers):
             path = ("spec", "consumers", index)

@@ -1,0 +1,1 @@
+"""API keys and shared budgets of ApiProducts: what gateways need from the control plane."""

@@ -1,0 +1,309 @@
+"""API products at a gateway listener: which product a request is for, whose key it carries,
+whether the key's plan includes the route, and whether the consumer's budget admits it.
+
+Compiled once per snapshot (`ProductGate`); per request it is a few prefix checks, one SHA-256
+of the key, dictionary lookups and `Allowance.take`. `ProductExchange` is the gateway's
+exchange: it asks the gate after routing and the listener's guard, before the request goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
+
+from gossamer.proxy.budget import (
+    ADMIT,
+    QUOTA_EXCEEDED,
+    UNAVAILABLE,
+    WAIT,
+    Allowance,
+    Budgets,
+)
+from gossamer.proxy.exchange import Exchange
+from gossamer.proxy.router import CompiledRoute
+from gossamer.proxy.stats import ProxyStats
+from gossamer.snapshot.model import ApiPlan, ApiProduct
+from gossamer.snapshot.periods import PERIOD_SECONDS
+
+API_KEY_DENIED = "AK"
+"""Access-log flag of a request refused for its API key (missing, unknown, expired)."""
+API_PLAN_DENIED = "AP"
+"""Access-log flag of a key whose plan does not include the route."""
+API_LIMITED = "RL"
+"""Access-log flag of a request over its plan's rate limit or quota (Envoy's flag)."""
+API_BAD_REQUEST = "AB"
+"""Access-log flag of a request whose key is given twice or malformed."""
+MAX_KEY_BYTES = 256
+REQUESTS_METRIC = "gossamer_apiproduct_requests_total"
+
+
+class Verdict:
+    """The gate's answer: admit (`status` 0), refuse, or wait for a lease (`wait`)."""
+
+    __slots__ = ("consumer", "extra", "flag", "reason", "status", "wait")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str = "",
+        *,
+        flag: str = "-",
+        consumer: str = "",
+        extra: list[tuple[bytes, bytes]] | None = None,
+        wait: asyncio.Future[None] | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.flag = flag
+        self.consumer = consumer
+        self.extra = extra
+        self.wait = wait
+
+
+class ProductRoute:
+    """One route of a product: a path match, compiled, and its methods."""
+
+    __slots__ = ("kind", "methods", "pattern", "value")
+
+    def __init__(self, kind: str, value: str, ignore_case: bool, methods: tuple[str, ...]) -> None:
+        self.kind = kind
+        self.value = value.lower() if ignore_case else value
+        flags = re.IGNORECASE if ignore_case else 0
+        self.pattern = re.compile(value, flags) if kind == "regex" else None
+        self.methods = frozenset(method.encode() for method in methods)
+
+    def matches(self, path: str, method: bytes) -> bool:
+        """Whether a request with this path and method belongs to the route."""
+        if self.methods and method not in self.methods:
+            return False
+        if self.kind == "prefix":
+            return path.startswith(self.value)
+        if self.kind == "exact":
+            return path == self.value
+        assert self.pattern is not None
+        return self.pattern.fullmatch(path) is not None
+
+
+class CompiledProduct:
+    """One product as the gate reads it."""
+
+    __slots__ = ("hosts", "key_header", "key_param", "keys", "metric", "name", "plans", "routes")
+
+    def __init__(self, config: ApiProduct) -> None:
+        self.name = config.name
+        self.hosts = frozenset(config.hosts)
+        self.routes = [
+            ProductRoute(route.path.kind, route.path.value, route.path.ignore_case, route.methods)
+            for route in config.routes
+        ]
+        self.key_header = config.key_header.encode("latin-1")
+        self.key_param = config.key_param
+        plans = {plan.name: plan for plan in config.plans}
+        self.plans: dict[str, ApiPlan] = {
+            consumer: plans[plan] for consumer, plan in config.consumers if plan in plans
+        }
+        self.keys: dict[str, tuple[str, float]] = {
+            key.sha256: (key.consumer, key.expires_at)
+            for key in config.keys
+            if key.consumer in self.plans
+        }
+        self.metric: dict[tuple[str, str], str] = {}
+
+    def route_of(self, authority: str, path: str, method: bytes) -> int:
+        """The index of the product's route a request matches, or -1."""
+        if self.hosts:
+            host = authority.rsplit(":", 1)[0] if authority[-1:].isdigit() else authority
+            if host.lower() not in self.hosts:
+                return -1
+        for index, route in enumerate(self.routes):
+            if route.matches(path, method):
+                return index
+        return -1
+
+    def counter(self, consumer: str, decision: str) -> str:
+        """The metric's name with labels, made once per consumer and decision."""
+        key = (consumer, decision)
+        name = self.metric.get(key)
+        if name is None:
+            labels = f'product="{self.name}",consumer="{consumer}",decision="{decision}"'
+            name = self.metric[key] = f"{REQUESTS_METRIC}{{{labels}}}"
+        return name
+
+
+class ProductGate:
+    """Every product a gateway listener enforces, under one snapshot."""
+
+    __slots__ = ("budgets", "digest", "products", "stats")
+
+    def __init__(
+        self, products: tuple[ApiProduct, ...], budgets: Budgets, stats: ProxyStats
+    ) -> None:
+        # hashlib costs a proxy 1.9 MB of OpenSSL: only a gateway with products loads it.
+        import hashlib  # noqa: PLC0415
+
+        self.digest: Callable[[bytes], str] = lambda data: hashlib.sha256(data).hexdigest()
+        self.products = [CompiledProduct(product) for product in products]
+        self.budgets = budgets
+        self.stats = stats
+        for product in self.products:
+            for consumer, plan in product.plans.items():
+                budgets.allowance(product.name, consumer, plan).adopt(plan)
+        budgets.retire(
+            {(product.name, consumer) for product in self.products for consumer in product.plans}
+        )
+
+    def __repr__(self) -> str:
+        return f"<ProductGate {len(self.products)} products {self.budgets!r}>"
+
+    def decide(self, exchange: Exchange, target: bytes) -> Verdict | None:
+        """The verdict on a request, or None when it belongs to no product."""
+        method = exchange.head.method
+        for product in self.products:
+            route = product.route_of(exchange.authority, exchange.path, method)
+            if route >= 0:
+                return self._decide(product, route, exchange, target)
+        return None
+
+    def _decide(
+        self, product: CompiledProduct, route: int, exchange: Exchange, target: bytes
+    ) -> Verdict:
+        key, problem = _key_of(product, exchange.head.headers, target)
+        if problem:
+            verdict = Verdict(400, problem, flag=API_BAD_REQUEST)
+            return self._count(product, "", "bad_request", verdict)
+        if key is None:
+            where = _where(product)
+            verdict = Verdict(401, f"api key required in {where}", flag=API_KEY_DENIED)
+            return self._count(product, "", "missing_key", verdict)
+        if not _well_formed(key):
+            verdict = Verdict(401, "malformed api key", flag=API_KEY_DENIED)
+            return self._count(product, "", "unknown_key", verdict)
+        found = product.keys.get(self.digest(key))
+        if found is None or (found[1] and found[1] <= time.time()):
+            verdict = Verdict(401, "unknown or revoked api key", flag=API_KEY_DENIED)
+            return self._count(product, "", "unknown_key", verdict)
+        consumer = found[0]
+        plan = product.plans[consumer]
+        if plan.routes is not None and route not in plan.routes:
+            reason = f"plan {plan.name} does not include this route"
+            verdict = Verdict(403, reason, flag=API_PLAN_DENIED, consumer=consumer)
+            return self._count(product, consumer, "forbidden", verdict)
+        allowance = self.budgets.allowance(product.name, consumer, plan)
+        now = time.monotonic()
+        outcome = allowance.take(now)
+        if outcome == ADMIT:
+            return self._count(product, consumer, "allowed", Verdict(0, consumer=consumer))
+        if outcome == WAIT:
+            return Verdict(0, consumer=consumer, wait=allowance.wait())
+        if outcome == UNAVAILABLE:
+            verdict = Verdict(503, "api budget unavailable", flag=API_LIMITED, consumer=consumer)
+            return self._count(product, consumer, "unavailable", verdict)
+        return self._limited(product, plan, allowance, outcome, now)
+
+    def _limited(
+        self,
+        product: CompiledProduct,
+        plan: ApiPlan,
+        allowance: Allowance,
+        outcome: int,
+        now: float,
+    ) -> Verdict:
+        wait = max(1, math.ceil(allowance.retry_after(now)))
+        if outcome == QUOTA_EXCEEDED:
+            reason, decision = f"quota of plan {plan.name} exceeded", "quota_exceeded"
+            policy = f'"{plan.name}-quota";q={plan.quota};w={PERIOD_SECONDS[plan.quota_period]}'
+            state = f'"{plan.name}-quota";r=0;t={wait}'
+        else:
+            reason, decision = f"rate limit of plan {plan.name} exceeded", "rate_limited"
+            policy = f'"{plan.name}";q={int(plan.burst)};w={_seconds(plan.window)}'
+            state = f'"{plan.name}";r=0;t={wait}'
+        extra = [
+            (b"retry-after", str(wait).encode()),
+            (b"ratelimit-policy", policy.encode("latin-1")),
+            (b"ratelimit", state.encode("latin-1")),
+        ]
+        verdict = Verdict(429, reason, flag=API_LIMITED, consumer=allowance.consumer, extra=extra)
+        return self._count(product, allowance.consumer, decision, verdict)
+
+    def _count(self, product: CompiledProduct, consumer: str, decision: str, v: Verdict) -> Verdict:
+        counters = self.stats.counters
+        name = product.counter(consumer, decision)
+        counters[name] = counters.get(name, 0) + 1
+        return v
+
+
+class ProductExchange(Exchange):
+    """A gateway request: past routing and the guard, its API product decides, then it goes on."""
+
+    __slots__ = ("consumer",)
+
+    consumer: str
+    """The API consumer whose key the request carried, for the access log (set on dispatch)."""
+
+    def _dispatch(self, route: CompiledRoute, target: bytes) -> None:
+        gate = self.runtime.products
+        verdict = gate.decide(self, target) if gate is not None else None
+        self.consumer = ""
+        if verdict is not None:
+            self.consumer = verdict.consumer
+            wait = verdict.wait
+            if wait is not None:
+                wait.add_done_callback(lambda _: self._after_lease(route, target))
+                return
+            if verdict.status:
+                self.local(verdict.status, verdict.reason, verdict.flag, extra=verdict.extra)
+                return
+        super()._dispatch(route, target)
+
+    def _after_lease(self, route: CompiledRoute, target: bytes) -> None:
+        if not self.finished:
+            self._dispatch(route, target)
+
+
+def _key_of(
+    product: CompiledProduct, headers: list[tuple[bytes, bytes]], target: bytes
+) -> tuple[bytes | None, str]:
+    """The key the request carries, or why it cannot be read."""
+    key: bytes | None = None
+    if product.key_header:
+        for name, value in headers:
+            if name == product.key_header:
+                if key is not None:
+                    return None, "api key header given more than once"
+                key = value
+    param = product.key_param
+    if param:
+        at = target.find(b"?")
+        if at >= 0:
+            wanted = param.encode("latin-1") + b"="
+            for pair in target[at + 1 :].split(b"&"):
+                if pair.startswith(wanted):
+                    if key is not None:
+                        return None, "api key given in both header and query (use one)"
+                    value = pair[len(wanted) :]
+                    key = unquote_to_bytes(value) if b"%" in value else value
+    return key, ""
+
+
+def _well_formed(key: bytes) -> bool:
+    """Printable ASCII without spaces, 1 to MAX_KEY_BYTES long."""
+    if not key or len(key) > MAX_KEY_BYTES:
+        return False
+    return all(0x21 <= byte <= 0x7E for byte in key)
+
+
+def _where(product: CompiledProduct) -> str:
+    places = []
+    if product.key_header:
+        places.append(f"header {product.key_header.decode('latin-1')}")
+    if product.key_param:
+        places.append(f"query parameter {product.key_param}")
+    return " or ".join(places)
+
+
+def _seconds(window: float) -> int:
+    return max(1, round(window))

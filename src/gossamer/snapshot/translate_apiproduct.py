@@ -1,0 +1,103 @@
+"""ApiProducts and their issued keys -> what a gateway enforces (`Security.api_products`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from gossamer.resources import Resource
+from gossamer.resources.kinds.gossamer_kinds import ApiProduct as ApiProductResource
+from gossamer.resources.kinds.gossamer_kinds import Plan
+from gossamer.resources.kinds.istio_networking import StringMatch as UriMatch
+from gossamer.snapshot.durations import seconds
+from gossamer.snapshot.model import (
+    ApiKeyHash,
+    ApiPlan,
+    ApiProduct,
+    ApiProductRoute,
+    StringMatch,
+)
+
+IssuedKey = tuple[str, str, str, float, str]
+"""(product `NAMESPACE/NAME`, consumer, sha256, expires_at (0: none), id): a key that
+`gossamer apikey create` issued, as the control plane stores it."""
+
+
+def api_products(
+    resources: Iterable[Resource], issued: Sequence[IssuedKey], now: float
+) -> tuple[ApiProduct, ...]:
+    """Every ApiProduct with its manifest keys and the issued keys still valid at `now`."""
+    products = [r for r in resources if isinstance(r, ApiProductResource)]
+    products.sort(key=lambda product: (product.namespace, product.name))
+    return tuple(_product(product, issued, now) for product in products)
+
+
+def _product(resource: ApiProductResource, issued: Sequence[IssuedKey], now: float) -> ApiProduct:
+    spec = resource.spec
+    name = f"{resource.namespace}/{resource.name}"
+    route_names = {route.name: index for index, route in enumerate(spec.routes) if route.name}
+    consumers = {consumer.name for consumer in spec.consumers}
+    keys = [
+        ApiKeyHash(key.sha256, consumer.name)
+        for consumer in spec.consumers
+        for key in consumer.keys
+        if key.sha256 is not None
+    ]
+    keys.extend(
+        ApiKeyHash(sha256, consumer, expires_at, key_id)
+        for product, consumer, sha256, expires_at, key_id in issued
+        if product == name and consumer in consumers and (not expires_at or expires_at > now)
+    )
+    return ApiProduct(
+        name=name,
+        routes=tuple(
+            ApiProductRoute(_match(route.uri), tuple(method.upper() for method in route.methods))
+            for route in spec.routes
+        ),
+        plans=tuple(_plan(plan, route_names) for plan in spec.plans),
+        consumers=tuple((consumer.name, consumer.plan) for consumer in spec.consumers),
+        keys=tuple(keys),
+        hosts=tuple(host.lower() for host in spec.hosts),
+        key_header=(spec.api_key.header or "").lower(),
+        key_param=spec.api_key.query_param or "",
+    )
+
+
+def _match(uri: UriMatch) -> StringMatch:
+    if uri.exact is not None:
+        return StringMatch("exact", uri.exact)
+    if uri.regex is not None:
+        return StringMatch("regex", uri.regex)
+    return StringMatch("prefix", uri.prefix if uri.prefix is not None else "/")
+
+
+def _plan(plan: Plan, route_names: dict[str, int]) -> ApiPlan:
+    rate = burst = 0.0
+    window = 1.0
+    if plan.rate_limit is not None:
+        window = seconds(plan.rate_limit.per)
+        rate = plan.rate_limit.requests / window
+        burst = float(plan.rate_limit.burst or plan.rate_limit.requests)
+    quota = plan.quota
+    return ApiPlan(
+        name=plan.name,
+        routes=tuple(route_names[name] for name in plan.routes) if plan.routes else None,
+        rate=rate,
+        burst=burst,
+        window=window,
+        quota=quota.requests if quota is not None else 0,
+        quota_period=quota.period if quota is not None else "",
+        fail_open=plan.failure_mode == "open",
+    )
+
+
+def plans_of(products: Iterable[ApiProductResource]) -> dict[tuple[str, str], ApiPlan]:
+    """Each (product `NAMESPACE/NAME`, consumer) to its plan, as gateways enforce it."""
+    found: dict[tuple[str, str], ApiPlan] = {}
+    for product in products:
+        route_names = {r.name: i for i, r in enumerate(product.spec.routes) if r.name}
+        plans = {plan.name: _plan(plan, route_names) for plan in product.spec.plans}
+        name = f"{product.namespace}/{product.name}"
+        for consumer in product.spec.consumers:
+            if consumer.plan in plans:
+                found[name, consumer.name] = plans[consumer.plan]
+    return found

@@ -1,0 +1,221 @@
+"""ApiProduct at the gateway: keys, plans, rate limits and quotas, with a real control plane
+and gateways that take their snapshots and budgets from it over the config stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gossamer.control.server import ControlPlane
+
+from ..proxy.backend import Backend
+from .test_mesh_gateway_tls import gateway
+from .test_mesh_push import CORE, ISTIO, create, entry, eventually_async, reviews_service
+
+NETWORKING = "/apis/networking.k8s.io/v1/namespaces/default/ingresses"
+PRODUCTS = "/apis/gossamer.dev/v1alpha1/namespaces/default/apiproducts"
+KEYS = "/apikeys/v1/namespaces/default/keys"
+HOST = "api.example"
+DEMO_KEY = "acme-demo-key"
+
+
+def ingress() -> dict[str, Any]:
+    backend = {"service": {"name": "reviews", "port": {"number": 9080}}}
+    path = {"path": "/", "pathType": "Prefix", "backend": backend}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "api"},
+        "spec": {"rules": [{"host": HOST, "http": {"paths": [path]}}]},
+    }
+
+
+def product(
+    rate: dict[str, Any] | None = None, quota: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    partner: dict[str, Any] = {"name": "partner", "routes": ["records"]}
+    if rate is not None:
+        partner["rateLimit"] = rate
+    if quota is not None:
+        partner["quota"] = quota
+    digest = hashlib.sha256(DEMO_KEY.encode()).hexdigest()
+    return {
+        "apiVersion": "gossamer.dev/v1alpha1",
+        "kind": "ApiProduct",
+        "metadata": {"name": "records"},
+        "spec": {
+            "hosts": [HOST],
+            "routes": [
+                {"name": "records", "uri": {"prefix": "/records"}, "methods": ["GET"]},
+                {"name": "admin", "uri": {"prefix": "/admin"}},
+            ],
+            "apiKey": {"header": "x-api-key", "queryParam": "apikey"},
+            "plans": [partner],
+            "consumers": [{"name": "acme", "plan": "partner", "keys": [{"sha256": digest}]}],
+        },
+    }
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[Backend]:
+    server = await Backend("records").start()
+    yield server
+    await server.stop()
+
+
+async def mesh(client: httpx.AsyncClient, backend: Backend, body: dict[str, Any]) -> None:
+    await create(client, f"{CORE}/services", reviews_service())
+    await create(client, f"{ISTIO}/workloadentries", entry("records-0", backend.port, "v1"))
+    await create(client, NETWORKING, ingress())
+    await create(client, PRODUCTS, body)
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(
+    plane: ControlPlane, token: str, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        gateway(plane.url, token, tmp_path) as (http, _),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{http}", headers={"host": HOST}, timeout=5.0
+        ) as api,
+    ):
+
+        async def enforced() -> bool:
+            return (await api.get("/records")).status_code == 401
+
+        await eventually_async(enforced)
+        yield api
+
+
+async def test_keys_and_plans_decide_401_403_and_200(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    await mesh(client, backend, product())
+    async with gateway_client(plane, token, tmp_path) as api:
+        missing = await api.get("/records")
+        assert missing.status_code == 401
+        assert "api key required" in missing.headers["x-gossamer-reason"]
+        assert (await api.get("/records", headers={"x-api-key": "wrong"})).status_code == 401
+        ok = await api.get("/records/1", headers={"x-api-key": DEMO_KEY})
+        assert ok.status_code == 200, ok.text
+        assert (await api.get(f"/records?apikey={DEMO_KEY}")).status_code == 200
+        # The plan includes "records" only.
+        denied = await api.get("/admin", headers={"x-api-key": DEMO_KEY})
+        assert denied.status_code == 403
+        assert "does not include" in denied.headers["x-gossamer-reason"]
+        # Outside the product: no key needed.
+        assert (await api.get("/public")).status_code == 200
+        # Bad input.
+        both = await api.get(f"/records?apikey={DEMO_KEY}", headers={"x-api-key": DEMO_KEY})
+        assert both.status_code == 400
+        assert "both header and query" in both.headers["x-gossamer-reason"]
+        twice = await api.get("/records", headers=[("x-api-key", "a"), ("x-api-key", "b")])
+        assert twice.status_code == 400
+        malformed = await api.get("/records", headers={"x-api-key": "x" * 300})
+        assert malformed.status_code == 401
+        assert malformed.headers["x-gossamer-reason"] == "malformed api key"
+        spaced = await api.get("/records?apikey=a%20b")
+        assert spaced.status_code == 401
+        huge = await api.get("/records", headers={"x-api-key": "k" * 70000})
+        assert huge.status_code == 431
+
+
+async def test_issued_keys_work_and_a_revoked_one_is_refused_within_a_second(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    await mesh(client, backend, product())
+    async with gateway_client(plane, token, tmp_path) as api:
+        created = await client.post(KEYS, json={"product": "records", "consumer": "acme"})
+        assert created.status_code == 201, created.text
+        secret, name = created.json()["key"], created.json()["name"]
+        listed = (await client.get(KEYS)).json()["items"]
+        assert [item["name"] for item in listed] == [name]
+        assert all("key" not in item and "sha256" not in item for item in listed)
+
+        async def works() -> bool:
+            return (await api.get("/records", headers={"x-api-key": secret})).status_code == 200
+
+        await eventually_async(works)
+        revoked = await client.post(f"{KEYS}/{name}/revoke", json={})
+        assert revoked.json()["state"] == "revoked"
+        started = time.monotonic()
+        while (await api.get("/records", headers={"x-api-key": secret})).status_code != 401:
+            assert time.monotonic() - started < 1.0, "revocation took longer than 1 s"
+            await asyncio.sleep(0.01)
+        assert (await api.get("/records", headers={"x-api-key": DEMO_KEY})).status_code == 200
+        unknown = await client.post(KEYS, json={"product": "records", "consumer": "nobody"})
+        assert unknown.status_code == 422
+
+
+async def test_a_rate_of_20_per_second_with_burst_40_admits_the_burst_then_429(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    await mesh(client, backend, product(rate={"requests": 20, "per": "1s", "burst": 40}))
+    async with gateway_client(plane, token, tmp_path) as api:
+        headers = {"x-api-key": DEMO_KEY}
+        started = time.monotonic()
+        statuses = [(await api.get("/records", headers=headers)).status_code for _ in range(80)]
+        elapsed = time.monotonic() - started
+        admitted = statuses.count(200)
+        assert set(statuses) <= {200, 429}
+        # The burst, and what the rate earned meanwhile (plus one slice in flight).
+        assert 40 <= admitted <= 40 + 20 * elapsed + 5, (admitted, elapsed)
+        limited = await api.get("/records", headers=headers)
+        while limited.status_code != 429:
+            limited = await api.get("/records", headers=headers)
+        assert limited.headers["retry-after"] == "1"
+        assert limited.headers["ratelimit-policy"] == '"partner";q=40;w=1'
+        assert limited.headers["ratelimit"] == '"partner";r=0;t=1'
+
+
+async def test_a_quota_counts_across_a_gateway_restart(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    await mesh(client, backend, product(quota={"requests": 30, "period": "month"}))
+    headers = {"x-api-key": DEMO_KEY}
+    async with gateway_client(plane, token, tmp_path) as api:
+        first = [(await api.get("/records", headers=headers)).status_code for _ in range(20)]
+    assert first.count(200) == 20
+    async with gateway_client(plane, token, tmp_path) as api:
+        second = [(await api.get("/records", headers=headers)).status_code for _ in range(20)]
+        # The first gateway's unspent lease is lost with it: at most one slice fewer.
+        assert 10 - 1 <= second.count(200) <= 10, second
+        over = await api.get("/records", headers=headers)
+        assert over.status_code == 429
+        assert "quota" in over.headers["x-gossamer-reason"]
+        assert int(over.headers["retry-after"]) > 1
+
+
+async def test_two_gateways_share_one_limit(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    await mesh(client, backend, product(rate={"requests": 20, "per": "1s", "burst": 20}))
+    headers = {"x-api-key": DEMO_KEY}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with (
+        gateway_client(plane, token, tmp_path / "a") as one,
+        gateway_client(plane, token, tmp_path / "b") as two,
+    ):
+        started = time.monotonic()
+        admitted = 0
+        sent = 0
+        while time.monotonic() - started < 2.0:
+            # Two requests to the first gateway for every one to the second.
+            for api in (one, one, two):
+                sent += 1
+                admitted += (await api.get("/records", headers=headers)).status_code == 200
+        elapsed = time.monotonic() - started
+        budget = 20 + 20 * elapsed
+        assert sent > budget * 1.5, "the load did not exceed the limit"
+        # Never more than the shared budget; at most a lease slice per gateway less.
+        assert budget - 2 * 3 - 2 <= admitted <= budget + 1, (admitted, budget)
