@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
+import aiohttp
 import httpx
 import pytest
 import uvicorn
@@ -32,7 +33,6 @@ async def call_with_httpx(url: str) -> None:
 
 
 async def call_with_aiohttp(url: str) -> None:
-    aiohttp = pytest.importorskip("aiohttp")
     async with (
         aiohttp.ClientSession(headers={"X-Request-Id": "session-default"}) as session,
         session.get(url) as answer,
@@ -85,8 +85,6 @@ def trace_headers(trace: str) -> dict[str, str]:
 async def test_concurrent_tasks_each_carry_their_own_trace(
     hook: tracehook.Installation, recorder: Recorder, client: str
 ) -> None:
-    if client == "aiohttp":
-        pytest.importorskip("aiohttp")
     count = 6
     ids = [f"{i:032x}" for i in range(100, 100 + count)]
     async with (
