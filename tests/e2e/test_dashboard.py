@@ -97,6 +97,7 @@ def test_the_dashboard_shows_hello_and_a_failing_greeter_turns_red_and_links_log
     page.goto(f"{mesh['server']}/dashboard/")
     expect(page.locator("#login-panel")).to_be_visible()
     expect(page.locator("#tabs")).to_be_hidden()
+    expect(page.get_by_role("button", name="Log out")).to_be_hidden()
     expect(page.locator("#graph .node")).to_have_count(0)
 
     log_in(page, "not-the-admin-token")
@@ -112,7 +113,8 @@ def test_the_dashboard_shows_hello_and_a_failing_greeter_turns_red_and_links_log
         expect(graph.locator(f'.node[data-id="{node}"]')).to_be_visible(timeout=SLOW)
     to_greeter = graph.locator(f'.edge[data-source="{FRONTEND}"][data-destination="{GREETER}"]')
     expect(to_greeter).to_have_attribute("data-health", "ok", timeout=SLOW)
-    expect(graph.locator(f'.edge[data-source="{GATEWAY}"][data-destination="{FRONTEND}"]'))
+    to_frontend = graph.locator(f'.edge[data-source="{GATEWAY}"][data-destination="{FRONTEND}"]')
+    expect(to_frontend).to_have_attribute("data-health", "ok")
     expect(to_greeter.locator("text")).to_contain_text("rps")
 
     page.get_by_role("button", name="Services").click()

@@ -260,20 +260,25 @@ class MetricsStore:
     def history(
         self, window_s: float, group: Callable[[Key], str | None]
     ) -> tuple[list[float], dict[str, list[Golden]]]:
-        """Golden metrics per group and slot over the last `window_s`: the start of each slot
-        (oldest first, one every `resolution_s`, empty ones included) and each group's slots in
-        the same order. What a dashboard's sparklines draw."""
+        """Golden metrics per group and slot over the last `window_s`: the start of each
+        complete slot (oldest first, one every `resolution_s`, empty ones included, none from
+        before the store began) and each group's slots in the same order. The current slot is
+        left out: its scrapes are still coming, and its rate would read low."""
         resolution = self.settings.resolution_s
-        now = self.clock()
-        last = math.floor(now / resolution) * resolution
         count = max(
-            1, min(math.ceil(window_s / resolution), 1 + int(self.settings.window_s / resolution))
+            1, min(math.ceil(window_s / resolution), int(self.settings.window_s / resolution))
         )
-        starts = [last - resolution * (count - 1 - index) for index in range(count)]
+        last = math.floor(self.clock() / resolution) * resolution - resolution
+        first = max(
+            last - resolution * (count - 1), math.floor(self.started / resolution) * resolution
+        )
+        starts = [
+            first + resolution * index for index in range(round((last - first) / resolution) + 1)
+        ]
         out: dict[str, list[Golden]] = {}
         for slot in self.slots:
-            index = round((slot.start - starts[0]) / resolution)
-            if not 0 <= index < count:
+            index = round((slot.start - first) / resolution)
+            if not 0 <= index < len(starts):
                 continue
             for key, entry in slot.entries.items():
                 name = group(key)

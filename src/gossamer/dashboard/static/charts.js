@@ -18,6 +18,8 @@ export function sparkline(values, { floor = 0, ceiling = null, className = "", l
     const y = HEIGHT - 2 - ((value - floor) / span) * (HEIGHT - 4);
     points.push(`${(index * step).toFixed(1)},${y.toFixed(1)}`);
   });
+  // A single point is drawn as a short level line, so that it shows.
+  if (points.length === 1) points.push(`${WIDTH},${points[0].split(",")[1]}`);
   return el("svg", {
     class: `spark ${className}`.trim(), viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
     preserveAspectRatio: "none", role: "img", "aria-label": label,

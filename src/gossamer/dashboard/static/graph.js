@@ -6,7 +6,7 @@ import { api, el, health, percent, rate } from "./api.js";
 
 const NODE_W = 220;
 const NODE_H = 46;
-const COLUMN = 320;
+const COLUMN = 380;
 const ROW = 80;
 const MARGIN = 20;
 
@@ -99,7 +99,7 @@ function drawEdge(edge, from, to) {
     "data-health": state,
   },
   el("path", { d, "marker-end": `url(#arrow-${state})` }),
-  el("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 6, "text-anchor": "middle", text: label }),
+  el("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 10, "text-anchor": "middle", text: label }),
   el("title", { text: `${edge.source} → ${edge.destination}: ${label}` }));
 }
 

@@ -22,10 +22,11 @@ class Clock:
 def telemetry_at(clock: Clock) -> Telemetry:
     telemetry = Telemetry(TelemetrySettings(metrics=MetricsSettings(window_s=120)), list)
     telemetry.metrics.clock = clock
+    telemetry.metrics.started = clock.now
     return telemetry
 
 
-def test_history_has_one_point_per_slot_oldest_first_empty_slots_included() -> None:
+def test_history_has_one_point_per_complete_slot_oldest_first_empty_slots_included() -> None:
     clock = Clock()
     telemetry = telemetry_at(clock)
     store = telemetry.metrics
@@ -35,10 +36,12 @@ def test_history_has_one_point_per_slot_oldest_first_empty_slots_included() -> N
     clock.now += 20
     store.ingest("p", [Sample("ok", (*SOURCE, "200"), 20, tuple([20] * 20))])
     store.ingest("p", [Sample("bad", (*SOURCE, "503"), 10, tuple([10] * 20))])
-    history = telemetry.history("service", None, 30)
+    # The slot being filled is not shown yet.
+    assert telemetry.history("service", None, 60)["starts"] == [1_000_000.0, 1_000_010.0]
+    clock.now += 10
+    history = telemetry.history("service", None, 60)
     assert history["resolution"] == 10
-    assert len(history["starts"]) == 3
-    assert history["starts"] == sorted(history["starts"])
+    assert history["starts"] == [1_000_000.0, 1_000_010.0, 1_000_020.0]
     [api] = history["items"]
     assert (api["name"], api["namespace"]) == ("api", "default")
     assert api["rps"] == [2.0, 0.0, 1.0]
@@ -46,11 +49,13 @@ def test_history_has_one_point_per_slot_oldest_first_empty_slots_included() -> N
     assert api["latencyP95"][1] is None
 
 
-def test_history_never_reaches_past_the_store_window() -> None:
+def test_history_reaches_neither_before_the_store_began_nor_past_its_window() -> None:
     clock = Clock()
     telemetry = telemetry_at(clock)
+    assert telemetry.history("workload", None, 3600)["starts"] == []
+    clock.now += 1000
     history = telemetry.history("workload", None, 3600)
-    assert len(history["starts"]) == 13  # 120 s of 10 s slots, and the current one
+    assert len(history["starts"]) == 12  # the store's 120 s, in 10 s slots
     assert history["items"] == []
 
 
