@@ -36,7 +36,11 @@ NODE = shutil.which("node")
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 T = TypeVar("T")
 
-pytestmark = pytest.mark.skipif(NODE is None, reason="the asset-consumer needs node")
+
+@pytest.fixture(autouse=True)
+def _node() -> None:
+    if NODE is None:
+        pytest.fail("the asset-consumer needs node (make test installs Debian's nodejs)")
 
 
 def eventually(check: Callable[[], T], *, timeout: float = 30.0, what: str = "condition") -> T:
