@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import importlib.resources
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -148,15 +149,7 @@ class DashboardEndpoints:
 
     async def login(self, request: Request) -> Response:
         """A login code, once and in time, for a read-only session token that expires."""
-        body = await request.body()
-        code = ""
-        if len(body) <= _MAX_LOGIN_BODY:
-            try:
-                sent = await request.json()
-            except ValueError:
-                sent = None
-            if isinstance(sent, dict) and isinstance(sent.get("code"), str):
-                code = sent["code"]
+        code = _code(await _bounded_body(request))
         self._expire_codes()
         found = next((c for c in self.codes if hmac.compare_digest(c, code)), None)
         if found is None:
@@ -209,3 +202,26 @@ class DashboardEndpoints:
         now = self.clock()
         for code in [c for c, end in self.codes.items() if end <= now]:
             del self.codes[code]
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The body, or b"" past `_MAX_LOGIN_BODY`: this route takes no token, so it reads no more
+    than a code needs."""
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _MAX_LOGIN_BODY:
+            return b""
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _code(body: bytes) -> str:
+    """The code of `{"code": CODE}`, or "" for anything else."""
+    try:
+        sent = json.loads(body)
+    except ValueError:
+        return ""
+    code = sent.get("code") if isinstance(sent, dict) else None
+    return code if isinstance(code, str) else ""
