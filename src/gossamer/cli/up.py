@@ -43,8 +43,13 @@ def up(
     ] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 60.0,
     vip_network: Annotated[
-        str, typer.Option(help="Where Services' virtual IPs are allocated.")
-    ] = "127.77.0.0/16",
+        str | None,
+        typer.Option(
+            help="Where Services' virtual IPs are allocated. Default: 127.77.0.0/16, or the "
+            "next /16 of 127.0.0.0/8 when another mesh on this host listens there.",
+            show_default=False,
+        ),
+    ] = None,
     dns_forward: Annotated[
         list[str] | None,
         typer.Option(help="Resolver IP:PORT for names outside the mesh (default: refuse them)."),
@@ -64,6 +69,10 @@ def up(
     path = path.resolve()
     if not path.exists():
         _fail(f"{path} does not exist")
+    if vip_network is None:
+        from gossamer.runtime.ports import free_vip_network
+
+        vip_network = free_vip_network()
     try:
         if ipaddress.ip_network(vip_network).num_addresses < 4:
             raise ValueError("too small")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,3 +146,33 @@ def _listening_inodes(port: int) -> set[str]:
             if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
                 inodes.add(inode)
     return inodes
+
+
+VIP_NETWORKS = tuple(f"127.{second}.0.0/16" for second in range(77, 100))
+"""Where a mesh's Service VIPs go: the first of these no other mesh on the host listens in."""
+
+
+def listening_ipv4() -> set[ipaddress.IPv4Address]:
+    """Local IPv4 addresses with a listening TCP socket (from /proc/net/tcp; empty elsewhere)."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    found = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+            address = fields[1].split(":")[0]
+            found.add(ipaddress.IPv4Address(int.from_bytes(bytes.fromhex(address), "little")))
+    return found
+
+
+def free_vip_network(candidates: Sequence[str] = VIP_NETWORKS) -> str:
+    """The first network where nothing listens yet: two meshes on one host must not share
+    VIPs (the second's DNS would send its clients to the first's services)."""
+    taken = listening_ipv4()
+    for candidate in candidates:
+        network = ipaddress.ip_network(candidate)
+        if not any(address in network for address in taken):
+            return candidate
+    return candidates[0]
