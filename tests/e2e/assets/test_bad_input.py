@@ -113,3 +113,27 @@ def test_a_reading_batch_with_one_bad_row_is_refused_whole(assets_app: AssetsApp
 
     after = app.query(f"SELECT count(*) FROM readings WHERE key = '{asset['assetId']}'")
     assert after == before
+
+
+def test_partners_read_assets_on_the_api_host_with_a_key_only(assets_app: AssetsApp) -> None:
+    """The ApiProduct of api.yaml: api.greencompute.local takes an API key, not a login."""
+    app = assets_app
+    _, _, owner = app.new_user()
+    asset = app.add_asset(owner, f"partner-{uuid.uuid4().hex[:6]}")
+    api = {"host": "api.greencompute.local"}
+    missing = app.http.get("/assetmgrms/assets", headers=api)
+    assert missing.status_code == 401, missing.text
+    wrong = app.http.get("/assetmgrms/assets", headers={**api, "x-api-key": "guess"})
+    assert wrong.status_code == 401
+    listed = app.http.get(
+        f"/assetmgrms/assets/{asset['assetId']}", headers={**api, "x-api-key": "acme-demo-key"}
+    )
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["assetId"] == asset["assetId"]
+    # Read-only: the plan has no route for writes.
+    refused = app.http.post(
+        "/assetmgrms/assets",
+        headers={**api, "x-api-key": "acme-demo-key"},
+        json={"name": "x", "type": "pump", "site": "lyon"},
+    )
+    assert refused.status_code in (403, 404), refused.text

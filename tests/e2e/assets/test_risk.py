@@ -58,7 +58,9 @@ def test_an_asset_drifting_toward_failure_reaches_the_high_band(assets_app: Asse
     assert detail.status_code == 200, detail.text
     risk = detail.json()["risk"]
     assert risk["band"] == "high" and risk["score"] >= 0.7
-    assert risk["sensors"]["temperature"]["mean"] > 70
+    # Well past a healthy pump's 60 +- 2 degrees (the band may turn high before the mean
+    # has caught up with the 85 degrees being sent).
+    assert risk["sensors"]["temperature"]["mean"] > 66
 
     # The note's question, in SQL over the topics' history: high risk per site this week.
     rows = app.query(

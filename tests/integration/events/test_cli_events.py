@@ -39,7 +39,16 @@ def test_topics_come_from_the_manifests(served: str) -> None:
     result = run("topics", server=served)
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
-    assert names == ["assets", "readings", "risk", "users", "users-dead-letter"]
+    assert names == [
+        "assets",
+        "credentials",
+        "mail-out",
+        "readings",
+        "risk",
+        "sagas",
+        "users",
+        "users-dead-letter",
+    ]
     listed = json.loads(run("topics", "-o", "json", server=served).stdout)
     assert {t["name"]: t["partitions"] for t in listed}["readings"] == 6
 
