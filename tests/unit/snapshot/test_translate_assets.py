@@ -126,7 +126,11 @@ def test_the_assets_gateway_serves_the_ingress() -> None:
     assert snapshot.node.service_account == "istio-ingressgateway-service-account"
     (table,) = snapshot.route_tables
     hosts = {host.name: host for host in table.virtual_hosts}
-    assert sorted(hosts) == ["assets.greencompute.local", "assets.localhost"]
+    assert sorted(hosts) == [
+        "api.greencompute.local",
+        "assets.greencompute.local",
+        "assets.localhost",
+    ]
     assert len(hosts["assets.greencompute.local"].routes) == 5
 
 

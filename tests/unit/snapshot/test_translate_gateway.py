@@ -69,7 +69,11 @@ def test_the_assets_ingress_routes_its_paths_longest_first() -> None:
     snapshot = gateway(text)
     assert snapshot.listeners == (Listener("gateway", "0.0.0.0", 8080, "gateway", "gateway"),)
     served = hosts(snapshot)
-    assert sorted(served) == ["assets.greencompute.local", "assets.localhost"]
+    assert sorted(served) == [
+        "api.greencompute.local",
+        "assets.greencompute.local",
+        "assets.localhost",
+    ]
     host = served["assets.greencompute.local"]
     assert host.domains == ("assets.greencompute.local", "assets.greencompute.local:8080")
     # The note's Ingress (v1beta1 paths without a pathType are ImplementationSpecific: a plain
