@@ -28,11 +28,11 @@ the window, responses completed in it, and each sidecar's CPU (its run time from
 /proc/PID/task/*/schedstat) over it, given as vCPU per 1,000 requests per second and, its
 inverse, as requests per CPU-second of the pair (the throughput figure of bench/proxy_bench.py
 and bench/chain_bench.py; at 1,000 rps every request wakes each proxy, where under full load
-one wake-up serves several, so it is lower than those benchmarks' figures for the same code). Any response
-other than a 2xx with the 1 KB body, a lost connection, or no answer within 5 s after the last
-request is an error. With `--profile DIR`, py-spy records both mTLS sidecars for 10 s of the
-window (collapsed stacks in DIR, and the top functions by own time printed); the figures of such
-a run are perturbed.
+one wake-up serves several, so it is lower than those benchmarks' figures for the same code).
+Any response other than a 2xx with the 1 KB body, a lost connection, or no answer within 5 s
+after the last request is an error. With `--profile DIR`, py-spy records both mTLS sidecars for
+10 s of the window (collapsed stacks in DIR, and the top functions by own time printed); the
+figures of such a run are perturbed.
 """
 
 from __future__ import annotations
