@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gossamer.proxy.export_http import CollectorConnection
 from gossamer.proxy.stats import ProxyStats
 from gossamer.proxy.tracing import Span, SpanBuffer
 from gossamer.snapshot import Node, TracingProvider
@@ -29,7 +30,6 @@ SPANS_FAILED: Final = "gossamer_tracing_spans_failed_total"
 SPANS_BUFFERED: Final = "gossamer_tracing_spans_buffered"
 CLOSE_FLUSH_S: Final = 1.0
 """How long closing the proxy waits to send the spans still buffered."""
-_MAX_RESPONSE_HEAD = 64 * 1024
 _OTLP_KIND = {"SERVER": 2, "CLIENT": 3}
 _OTLP_STATUS_ERROR = 2
 
@@ -192,50 +192,6 @@ def _attributes(values: dict[str, str]) -> list[dict[str, Any]]:
     return [{"key": key, "value": {"stringValue": value}} for key, value in values.items()]
 
 
-async def post(
-    url: str,
-    body: bytes,
-    content_type: str,
-    timeout: float,
-    *,
-    token: str = "",
-    context: ssl.SSLContext | None = None,
-) -> int:
-    """POST `body` on a connection of its own (with `token` as a bearer token, and `context`
-    for https); the response's status. Raises OSError, TimeoutError or ValueError when there
-    is none within `timeout`."""
-    parts = urlsplit(url)
-    https = parts.scheme == "https"
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if https else 80)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    head = (
-        f"POST {path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: {content_type}\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\nuser-agent: gossamer-proxy\r\n"
-        + (f"authorization: Bearer {token}\r\n" if token else "")
-        + "\r\n"
-    ).encode("latin-1")
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(
-            host,
-            port,
-            ssl=(context or ssl.create_default_context()) if https else None,
-            limit=_MAX_RESPONSE_HEAD,
-        )
-        try:
-            writer.write(head + body)
-            await writer.drain()
-            status_line = await reader.readline()
-        finally:
-            writer.close()
-    fields = status_line.split(b" ", 2)
-    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
-        raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
-    return int(fields[1])
-
-
 class SpanExporter:
     """The task that sends what the buffer holds; `configure` follows snapshot changes."""
 
@@ -247,6 +203,7 @@ class SpanExporter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self.connection = CollectorConnection()
         self.credentials: ExportCredentials | None = None
         """Set by the agent: used when spans go to the control plane's receiver."""
         buffer.wake = self._wake.set
@@ -276,6 +233,7 @@ class SpanExporter:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_FLUSH_S):
                 await self.flush()
+        self.connection.close()
 
     async def _run(self) -> None:
         while True:
@@ -308,7 +266,7 @@ class SpanExporter:
         credentials = self.credentials
         mine = credentials is not None and credentials.covers(provider.url)
         try:
-            status = await post(
+            status = await self.connection.post(
                 provider.url,
                 body,
                 "application/json",
