@@ -12,7 +12,8 @@ import httptools
 
 from gossamer.proxy import local_reply as lr
 from gossamer.proxy.apiproduct import ProductExchange
-from gossamer.proxy.exchange import Exchange, RequestHead
+from gossamer.proxy.exchange import Exchange
+from gossamer.proxy.http1 import RequestHead
 from gossamer.proxy.rejection import QueuedRejection
 from gossamer.proxy.tunnel import UpgradeExchange
 from gossamer.security.spiffe import peer_spiffe_id

@@ -22,11 +22,17 @@ from gossamer.proxy.cluster import (
     open_connection,
 )
 from gossamer.proxy.guard import JWT_DENIED, Refusal, RequestGuard
-from gossamer.proxy.headers import (
-    HOP_BY_HOP,
-    TRACE_HEADER_NAMES,
-    extra_hop_by_hop,
-    last_chunk,
+from gossamer.proxy.headers import HOP_BY_HOP, TRACE_HEADER_NAMES, extra_hop_by_hop
+from gossamer.proxy.http1 import (
+    CHUNKED,
+    RequestHead,
+    ResponseWriter,
+    append_fields,
+    body_chunk,
+    body_end,
+    request_head,
+    request_line,
+    response_fields,
 )
 from gossamer.proxy.mirror import send_copies
 from gossamer.proxy.mtls import MeshIdentityError
@@ -61,55 +67,7 @@ _SPECIAL.update(
         b"host": _HOST,
     }
 )
-# A response header whose name has none of these lengths is neither hop-by-hop nor
-# Content-Length: most are passed on without lowercasing their names.
-_HOP_BY_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP) | {len(b"content-length")}
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-_STATUS_LINE = {code: b"HTTP/1.1 %d " % code for code in range(100, 600)}
-
-
-class RequestHead:
-    """A parsed request line and headers, as the downstream parser produced them (header names
-    in lower case)."""
-
-    __slots__ = (
-        "chunked",
-        "content_length",
-        "expect_continue",
-        "headers",
-        "host",
-        "hosts",
-        "keep_alive",
-        "method",
-        "started",
-        "target",
-        "version",
-    )
-
-    def __init__(
-        self,
-        method: bytes,
-        target: bytes,
-        version: str,
-        headers: list[tuple[bytes, bytes]],
-        keep_alive: bool,
-        *,
-        started: float = 0.0,
-    ) -> None:
-        self.started = started
-        """When the request's first byte came (monotonic clock), if the parser saw it."""
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.chunked = False
-        self.content_length = 0
-        self.expect_continue = False
-        self.host: bytes | None = None
-        """The Host header's value (the downstream connection finds it)."""
-        self.hosts = 0
-        """How many Host headers came (more than one is refused)."""
 
 
 class Exchange(ResponseSink):
@@ -137,7 +95,6 @@ class Exchange(ResponseSink):
         "request_done",
         "request_id",
         "response_bytes",
-        "response_framing",
         "response_started",
         "retry",
         "retrying",
@@ -154,6 +111,7 @@ class Exchange(ResponseSink):
         "upstream",
         "upstream_identity",
         "upstream_paused",
+        "writer",
     )
 
     def __init__(self, client: DownstreamConnection, head: RequestHead) -> None:
@@ -173,7 +131,7 @@ class Exchange(ResponseSink):
         self.replayable = True
         self.request_done = False
         self.response_started = False
-        self.response_framing = 0  # 0 none/length, 1 chunked, 2 until close
+        self.writer = ResponseWriter(head.version, self.is_head)
         self.response_bytes = 0
         self.status = 0
         self.flags = "-"
@@ -410,7 +368,7 @@ class Exchange(ResponseSink):
         """Part of the request body (decoded); forwarded in the framing the upstream expects."""
         if self.finished:
             return
-        chunk = b"%x\r\n%b\r\n" % (len(data), data) if self.head.chunked else data
+        chunk = body_chunk(data, self.head.chunked)
         if self.replayable:
             self.body.append(chunk)
             self.body_size += len(chunk)
@@ -436,7 +394,7 @@ class Exchange(ResponseSink):
             send_copies(self, trailers)
         if self.finished or not self.head.chunked:
             return
-        end = last_chunk(trailers)
+        end = body_end(trailers)
         if self.replayable:
             self.body.append(end)
         upstream = self.upstream
@@ -535,8 +493,10 @@ class Exchange(ResponseSink):
         # As Envoy does: the client hears 100 once its request is on the way upstream, so it
         # never waits on an upstream that sends none; the upstream's own 100 is not passed on.
         self.head.expect_continue = False
-        if not self.request_done and self.head.version == "1.1":
-            self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not self.request_done:
+            interim = self.writer.interim_continue()
+            if interim:
+                self.client.write(interim)
 
     # Response side: called by the upstream connection
 
@@ -567,24 +527,21 @@ class Exchange(ResponseSink):
         if not self.response_started:
             return
         self.response_bytes += len(data)
-        if self.response_framing == 1:
-            self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            self.client.write(data)
+        self.client.write(self.writer.body(data))
 
     def on_response_tail(self, trailers: list[tuple[bytes, bytes]]) -> None:
         """End the client's response and send it now: the bookkeeping waits for the send."""
         if not self.response_started:
             return
-        if self.response_framing == 1:
-            self.client.write(last_chunk(trailers))
+        if self.writer.chunked():
+            self.client.write(self.writer.end(trailers))
         self.client.end_batch()
 
     def on_response_end(self, trailers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
         """The upstream finished and the client has its response: end the exchange."""
         if not self.response_started:
             return
-        if self.response_framing == 2:
+        if self.writer.closes:
             self.keep_alive = False
         self.upstream = None
         self._end_try(gateway_error=False)
@@ -752,13 +709,10 @@ class Exchange(ResponseSink):
         self.flags = flag
         self.reason = reason
         self.status = status
-        if flag == lr.DOWNSTREAM_PROTOCOL_ERROR or not (self.request_done or self._bodiless()):
+        if flag == lr.DOWNSTREAM_PROTOCOL_ERROR or not (self.request_done or self.head.bodiless()):
             # A body not read yet leaves the connection unable to carry another request.
             self.keep_alive = False
-        data = lr.render(
-            status, reason, close=not self.keep_alive, body=body, head_only=self.is_head,
-            extra=extra,
-        )  # fmt: skip
+        data = self.writer.local(status, reason, self.keep_alive, body, extra)
         self.response_bytes = len(data)
         self.response_started = True
         self.client.write(data)
@@ -822,11 +776,8 @@ class Exchange(ResponseSink):
             if self.retrying:
                 self.cluster.counters.active_retries -= 1
         self.runtime.record(self)
-        self.client.exchange_done(self, self.keep_alive and (self.request_done or self._bodiless()))
-
-    def _bodiless(self) -> bool:
-        # A request without a body is complete with its head, before request_end is called.
-        return not (self.head.chunked or self.head.content_length)
+        done = self.request_done or self.head.bodiless()
+        self.client.exchange_done(self, self.keep_alive and done)
 
     # Building heads
 
@@ -848,8 +799,8 @@ class Exchange(ResponseSink):
             target = self.runtime.rewrite(route, rewrite, target, self.path)
         if route.plain_request and dropped is None:
             # The usual case: the client's headers as they are, then the proxy's, in one pass.
-            lines = [head.method, b" ", target, b" HTTP/1.1\r\n"]
-            _append_fields(lines, headers)
+            lines = request_line(head.method, target)
+            append_fields(lines, headers)
             lines += (b"x-forwarded-for: ", forwarded, b"\r\n")
             if not has_proto:
                 lines.append(runtime.proto_line)
@@ -871,7 +822,7 @@ class Exchange(ResponseSink):
             headers.append((b"x-request-id", request_id))
         headers.extend((trace or continue_trace(incoming, 100.0)).headers())
         if head.chunked:
-            headers.append((b"transfer-encoding", b"chunked"))
+            headers.append(CHUNKED)
         if rewrite is not None and rewrite.authority:
             headers = [(n, v) for n, v in headers if n != b"host"]
             headers.append((b"host", rewrite.authority.encode("latin-1")))
@@ -882,43 +833,16 @@ class Exchange(ResponseSink):
         target_ops = route.target_request_ops[self.target_index]
         if target_ops is not None:
             headers = target_ops.apply(headers)
-        lines = [head.method, b" ", target, b" HTTP/1.1\r\n"]
-        _append_fields(lines, headers)
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        return request_head(head.method, target, headers)
 
     def _downstream_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> bytes:
-        head = self.head
-        drop = HOP_BY_HOP
-        out: list[tuple[bytes, bytes]] = []
-        length_known = False
-        lengths = _HOP_BY_HOP_LENGTHS
-        for pair in headers:
-            name = pair[0]
-            if len(name) in lengths:
-                lower = name.lower()
-                if lower in drop:
-                    if lower == b"connection":
-                        extra = extra_hop_by_hop(pair[1])
-                        if extra is not None:
-                            drop = drop | extra
-                            lengths = frozenset(len(n) for n in drop) | {len(b"content-length")}
-                            out = [(n, v) for n, v in out if n.lower() not in drop]
-                    continue
-                if lower == b"content-length":
-                    length_known = True
-            out.append(pair)
-        bodiless = self.is_head or status in (204, 304)
-        if bodiless or length_known:
-            self.response_framing = 0
-        elif head.version == "1.1":
-            self.response_framing = 1
-            out.append((b"transfer-encoding", b"chunked"))
-        else:
-            self.response_framing = 2
-            self.keep_alive = False
+        writer = self.writer
+        out, length_known = response_fields(headers)
+        framing = writer.framing_for(status, length_known)
+        if framing is not None:
+            out.append(framing)
         route = self.route
         if route is not None and not route.plain_response:
             if route.response_ops is not None:
@@ -926,17 +850,12 @@ class Exchange(ResponseSink):
             target_ops = route.target_response_ops[self.target_index]
             if target_ops is not None:
                 out = target_ops.apply(out)
-        if self.runtime.draining:
+        data = writer.head(
+            status, reason, out, self.keep_alive and self.request_done and not self.runtime.draining
+        )
+        if writer.closes:
             self.keep_alive = False
-        if not self.keep_alive or not self.request_done:
-            out.append((b"connection", b"close"))
-            self.keep_alive = False
-        elif head.version == "1.0":
-            out.append((b"connection", b"keep-alive"))
-        lines = [_STATUS_LINE[status], reason, b"\r\n"]
-        _append_fields(lines, out)
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        return data
 
     def _hash_key(self, cluster: ClusterState) -> bytes | None:
         policy = cluster.config.hash_policy
@@ -959,15 +878,6 @@ class Exchange(ResponseSink):
             if query and policy.query_param in query:
                 return query[policy.query_param].encode()
         return None
-
-
-def _append_fields(lines: list[bytes], fields: list[tuple[bytes, bytes]]) -> None:
-    """`name: value` lines, in pieces for one join at the end."""
-    for name, value in fields:
-        lines.append(name)
-        lines.append(b": ")
-        lines.append(value)
-        lines.append(b"\r\n")
 
 
 def _scan(

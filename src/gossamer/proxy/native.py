@@ -26,6 +26,7 @@ from typing import Literal
 
 MODULES = (
     "headers",
+    "http1",
     "stats",
     "tracing",
     "timers",

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gossamer.proxy import local_reply as lr
-from gossamer.proxy.exchange import Exchange, RequestHead
+from gossamer.proxy.exchange import Exchange
+from gossamer.proxy.http1 import RequestHead
 
 if TYPE_CHECKING:
     from gossamer.proxy.downstream import DownstreamConnection

@@ -22,8 +22,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from gossamer.proxy.exchange import Exchange, RequestHead
+from gossamer.proxy.exchange import Exchange
 from gossamer.proxy.headers import HOP_BY_HOP, connection_tokens
+from gossamer.proxy.http1 import RequestHead
 
 if TYPE_CHECKING:
     from gossamer.proxy.downstream import DownstreamConnection
