@@ -15,11 +15,15 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from gossamer.security.plain_get import get_via_proxy
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +273,10 @@ class JwksCache:
             entry.error = ""
 
     async def _http_get(self, uri: str, timeout: float) -> bytes:
+        if self.proxy is not None and uri.startswith("http://"):
+            return await get_via_proxy(uri, self.proxy, timeout, MAX_JWKS_BYTES)
+        import httpx  # noqa: PLC0415 - only for https issuers (and without a proxy): it is slow to import
+
         if self._client is None:
             self._client = httpx.AsyncClient(follow_redirects=True, proxy=self.proxy)
         async with self._client.stream("GET", uri, timeout=timeout) as response:
