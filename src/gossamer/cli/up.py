@@ -179,6 +179,8 @@ def status(
     console.print(status_table(data["processes"]))
     if data.get("services"):
         console.print(services_table(data["services"]))
+    if data.get("jobs"):
+        console.print(jobs_table(data["jobs"]))
     where = f"control plane {data['server']}"
     if data.get("gateway"):
         where += f", gateway {data['gateway']}"
@@ -256,6 +258,18 @@ def services_table(rows: list[dict[str, Any]]) -> Any:
     table = Table("SERVICE", "READY", "REQ/S", box=None)
     for row in rows:
         table.add_row(row["name"], f"{row['ready']}/{row['replicas']}", f"{row['rps']:.1f}")
+    return table
+
+
+def jobs_table(rows: list[dict[str, Any]]) -> Any:
+    """Each Job as `kubectl get jobs` shows it: its state and completions."""
+    from rich.table import Table
+
+    table = Table("JOB", "STATUS", "COMPLETIONS", "FAILED", box=None)
+    for row in rows:
+        name = row["name"] if row["namespace"] == "default" else f"{row['namespace']}.{row['name']}"
+        completions = f"{row['succeeded']}/{row['completions']}"
+        table.add_row(name, row["status"], completions, str(row["failed"]))
     return table
 
 

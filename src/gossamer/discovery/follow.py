@@ -29,7 +29,12 @@ from gossamer.snapshot.vips import DEFAULT_VIP_NETWORK, assign_vips, services_of
 
 log = logging.getLogger(__name__)
 
-_LISTS = ("/api/v1/services", "/apis/networking.istio.io/v1/workloadentries")
+# StatefulSets too: each replica under a governing Service has a name (snapshot/podnames.py).
+_LISTS = (
+    "/api/v1/services",
+    "/apis/networking.istio.io/v1/workloadentries",
+    "/apis/apps/v1/statefulsets",
+)
 
 
 class ControlPlaneFollower:

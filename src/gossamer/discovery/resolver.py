@@ -48,7 +48,8 @@ def parse_name(
     """Map a query name to a service, None for an unknown name in the cluster domain.
 
     Accepted forms: svc, svc.ns, svc.ns.svc, svc.ns.svc.DOMAIN, each optionally prefixed with
-    _port._proto for SRV. Raises OutsideError for names that are not the mesh's.
+    _port._proto for SRV; and pod.svc.ns.svc.DOMAIN, a StatefulSet's replica. Raises
+    OutsideError for names that are not the mesh's.
     """
     labels = [
         label.decode("ascii", "replace").lower() for label in qname.relativize(dns.name.root).labels
@@ -70,6 +71,9 @@ def parse_name(
         return Lookup(labels[0], config.default_namespace, port_name, protocol)
     if len(labels) == 2 and (in_domain or labels[1] in namespaces):
         return Lookup(labels[0], labels[1], port_name, protocol)
+    if len(labels) == 3 and in_domain:
+        # POD.SERVICE.NS: a StatefulSet replica under its governing Service (snapshot/podnames.py).
+        return Lookup(f"{labels[0]}.{labels[1]}", labels[2], port_name, protocol)
     if in_domain:
         return None
     raise OutsideError(str(qname))

@@ -200,6 +200,7 @@ def _parse(argv: list[str]) -> RunOptions:
     parser.add_argument("--zone", default="")
     parser.add_argument("--ready-url")
     parser.add_argument("--service-account", default="default")
+    parser.add_argument("--pod", default="", help="the replica's pod name, e.g. web-0")
     parser.add_argument("--ca-file", type=Path, help="PEM roots to verify an https control plane")
     parser.add_argument("--no-register", action="store_true")
     parser.add_argument("--workers", type=int, default=1, help="proxies sharing the ports")
@@ -253,6 +254,7 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         secrets_dir=str(Path(args.secrets_dir).resolve()) if args.secrets_dir else "",
         vip_network=args.vip_network,
         name=f"{args.workload}-{os.getpid()}",
+        pod=args.pod,
     )
     urls = tuple(url.strip().rstrip("/") for url in args.control_plane.split(",") if url.strip())
     return AgentOptions(

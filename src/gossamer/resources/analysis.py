@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from gossamer.resources.base import Labels
 from gossamer.resources.hosts import host_matches, qualify, service_fqdn
-from gossamer.resources.kinds.apps import Deployment
+from gossamer.resources.kinds.apps import Workload
+from gossamer.resources.kinds.config import ServiceAccount
 from gossamer.resources.kinds.core import Service
 from gossamer.resources.kinds.gossamer_kinds import ApiProduct, Topic
 from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
@@ -24,6 +25,7 @@ from gossamer.resources.kinds.istio_security import (
     RequestAuthentication,
 )
 from gossamer.resources.loader import LoadedResource
+from gossamer.resources.podconfig import ConfigSource, container_env, pod_volumes
 from gossamer.resources.problems import Problem, Severity
 
 # Istio's root namespace: a policy there applies mesh-wide, so its selector may match anything.
@@ -43,13 +45,14 @@ class _Index:
     external_hosts: list[str] = field(default_factory=list)
     gateways: dict[tuple[str, str], LoadedResource] = field(default_factory=dict)
     topics: set[tuple[str, str]] = field(default_factory=set)
+    accounts: set[tuple[str, str]] = field(default_factory=set)
 
     def host_known(self, fqdn: str) -> bool:
         return fqdn in self.services or any(host_matches(p, fqdn) for p in self.external_hosts)
 
     def selected(
         self, namespace: str, selector: Labels
-    ) -> tuple[list[Deployment], list[WorkloadEntry]]:
+    ) -> tuple[list[Workload], list[WorkloadEntry]]:
         """The Deployments (by pod labels) and WorkloadEntries a Service selector picks."""
         # A WorkloadEntry is an endpoint too (snapshot/endpoints.py), picked by its own labels.
         deployments = [_as_deployment(loaded) for loaded in self.deployments.get(namespace, [])]
@@ -89,6 +92,10 @@ def analyze(resources: Sequence[LoadedResource]) -> list[Problem]:
                 )
             )
     problems.extend(_host_conflicts(resources))
+    source = ConfigSource.of(loaded.resource for loaded in resources)
+    for loaded in resources:
+        if isinstance(loaded.resource, Workload):
+            problems.extend(_pod_references(loaded, loaded.resource, source, index))
     return problems
 
 
@@ -107,7 +114,9 @@ def _index(resources: Sequence[LoadedResource], index: _Index) -> Iterator[Probl
         index.objects[key] = loaded
         if isinstance(resource, Service):
             index.services[service_fqdn(loaded.name, loaded.namespace)] = loaded
-        elif isinstance(resource, Deployment):
+        elif isinstance(resource, ServiceAccount):
+            index.accounts.add((loaded.namespace, loaded.name))
+        elif isinstance(resource, Workload):
             index.deployments.setdefault(loaded.namespace, []).append(loaded)
         elif isinstance(resource, WorkloadEntry):
             index.workload_entries.setdefault(loaded.namespace, []).append(resource)
@@ -216,7 +225,7 @@ def _service(loaded: LoadedResource, service: Service, index: _Index) -> Iterato
     port_names = {
         port.name
         for deployment in deployments
-        for container in deployment.spec.template.spec.containers
+        for container in deployment.template.spec.containers
         for port in container.ports
         if port.name
     }
@@ -326,6 +335,40 @@ def _policy_selector(
         )
 
 
+def _pod_references(
+    loaded: LoadedResource, workload: Workload, source: ConfigSource, index: _Index
+) -> Iterator[Problem]:
+    """ConfigMaps, Secrets and keys the pods read must exist (errors: the pod would not start,
+    unless the reference says `optional: true`); so must the account, when the files declare
+    ServiceAccounts in that namespace (those that declare none leave accounts to the cluster)."""
+    pod = workload.template.spec
+    path = ("spec", "template", "spec")
+    namespace = loaded.namespace
+    for group in ("containers", "initContainers"):
+        for position, container in enumerate(getattr(pod, _snake(group))):
+            env = container_env(container, namespace, source, None, (*path, group, position))
+            for missing in env.missing:
+                yield loaded.problem(missing.path, missing.message, code="missing-reference")
+    _, missing_files = pod_volumes(pod, namespace, source, path)
+    for missing in missing_files:
+        yield loaded.problem(missing.path, missing.message, code="missing-reference")
+    account = pod.account
+    declares = any(ns == namespace for ns, _ in index.accounts)
+    if account != "default" and declares and (namespace, account) not in index.accounts:
+        field_name = "serviceAccountName" if pod.service_account_name else "serviceAccount"
+        yield loaded.problem(
+            (*path, field_name),
+            f"no ServiceAccount named {account} in namespace {namespace}; Kubernetes would "
+            "refuse the pods",
+            WARNING,
+            "unknown-service-account",
+        )
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
 def _topic(loaded: LoadedResource, topic: Topic, index: _Index) -> Iterator[Problem]:
     dead = topic.spec.dead_letter
     if dead is not None and (loaded.namespace, dead.topic) not in index.topics:
@@ -373,6 +416,6 @@ def _as_rule(loaded: LoadedResource) -> DestinationRule:
     return loaded.resource
 
 
-def _as_deployment(loaded: LoadedResource) -> Deployment:
-    assert isinstance(loaded.resource, Deployment)
+def _as_deployment(loaded: LoadedResource) -> Workload:
+    assert isinstance(loaded.resource, Workload)
     return loaded.resource

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+
 from gossamer.resources.base import Resource
-from gossamer.resources.kinds.apps import Deployment
+from gossamer.resources.kinds.apps import (
+    ControllerRevision,
+    DaemonSet,
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+)
+from gossamer.resources.kinds.batch import CronJob, Job
+from gossamer.resources.kinds.config import ConfigMap, Namespace, Secret, ServiceAccount
 from gossamer.resources.kinds.core import Service
 from gossamer.resources.kinds.gossamer_kinds import ApiProduct, Topic
 from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
@@ -19,11 +29,39 @@ from gossamer.resources.kinds.istio_security import (
     PeerAuthentication,
     RequestAuthentication,
 )
+from gossamer.resources.kinds.kept import (
+    Binding,
+    ClusterRole,
+    ClusterRoleBinding,
+    ComponentStatus,
+    Endpoints,
+    Event,
+    HorizontalPodAutoscaler,
+    IngressClass,
+    LimitRange,
+    NetworkPolicy,
+    Node,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Pod,
+    PodDisruptionBudget,
+    PodTemplate,
+    ReplicationController,
+    ResourceQuota,
+    Role,
+    RoleBinding,
+)
 from gossamer.resources.kinds.telemetry import Telemetry, TelemetryProvider
 
 MODELS: tuple[type[Resource], ...] = (
     Service,
     Deployment,
+    StatefulSet,
+    Job,
+    ConfigMap,
+    Secret,
+    ServiceAccount,
+    Namespace,
     Ingress,
     IngressV1Beta1,
     VirtualService,
@@ -38,6 +76,31 @@ MODELS: tuple[type[Resource], ...] = (
     Topic,
     ApiProduct,
     TelemetryProvider,
+    # Kept without acting on them (gossamer.resources.support.KEPT).
+    DaemonSet,
+    ReplicaSet,
+    ControllerRevision,
+    CronJob,
+    HorizontalPodAutoscaler,
+    Pod,
+    PodTemplate,
+    ReplicationController,
+    Endpoints,
+    Event,
+    LimitRange,
+    ResourceQuota,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    Node,
+    Binding,
+    ComponentStatus,
+    PodDisruptionBudget,
+    NetworkPolicy,
+    IngressClass,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 )
 
 # Older API groups that serve the same schema as a model above.
@@ -92,8 +155,17 @@ def lookup(version_text: str, kind: str) -> type[Resource]:
     lowered = {k.lower(): k for (_, _, k) in KINDS}
     if kind.lower() in lowered:
         return _raise("kind", f"unknown kind {kind}; did you mean {lowered[kind.lower()]}?")
-    known = ", ".join(sorted({k for (_, _, k) in KINDS}))
-    return _raise("kind", f"unknown kind {kind} (Gossamer reads {known})")
+    close = difflib.get_close_matches(kind, sorted(lowered.values()), n=1, cutoff=0.8)
+    if close:
+        return _raise("kind", f"unknown kind {kind}; did you mean {close[0]}?")
+    in_group = sorted({k for (g, _, k) in KINDS if g == group})
+    if in_group:
+        where = api_version(group, version)
+        return _raise("kind", f"unknown kind {kind} ({where} has {', '.join(in_group)})")
+    groups = ", ".join(sorted({g or "core" for (g, _, _) in KINDS}))
+    return _raise(
+        "kind", f"unknown kind {kind}: Gossamer does not read the API group {group} ({groups})"
+    )
 
 
 def _raise(field: str, message: str) -> type[Resource]:

@@ -41,7 +41,9 @@ _HEADER_OPERATIONS = (
 # `gossamer up` runs a replica as its first container's process (runtime/plan.py), with the pod's
 # identity and labels, and probes readiness on the app's one port: a probe's own port, host and
 # scheme are not used. Named container ports give the inbound ports of a sidecar that is told no
-# app port (snapshot/translate.py).
+# app port (snapshot/translate.py). ConfigMaps and Secrets reach the process as environment
+# variables and as files (runtime/volumes.py), and so do the Downward API's fields.
+_KEY_REF = ("name", "key", "optional")
 _CONTAINER = (
     "command",
     "args",
@@ -49,6 +51,24 @@ _CONTAINER = (
     "env",
     "env.name",
     "env.value",
+    "env.valueFrom",
+    *(f"env.valueFrom.configMapKeyRef{f'.{name}' if name else ''}" for name in ("", *_KEY_REF)),
+    *(f"env.valueFrom.secretKeyRef{f'.{name}' if name else ''}" for name in ("", *_KEY_REF)),
+    "env.valueFrom.fieldRef",
+    "env.valueFrom.fieldRef.apiVersion",
+    "env.valueFrom.fieldRef.fieldPath",
+    "envFrom",
+    "envFrom.prefix",
+    "envFrom.configMapRef",
+    "envFrom.configMapRef.name",
+    "envFrom.configMapRef.optional",
+    "envFrom.secretRef",
+    "envFrom.secretRef.name",
+    "envFrom.secretRef.optional",
+    "volumeMounts",
+    "volumeMounts.name",
+    "volumeMounts.mountPath",
+    "volumeMounts.subPath",
     "ports",
     "ports.name",
     "ports.containerPort",
@@ -62,12 +82,31 @@ _CONTAINER = (
     "readinessProbe.timeoutSeconds",
     "readinessProbe.failureThreshold",
 )
-_DEPLOYMENT = (
-    _at("spec", ("replicas", "template"))
-    | _at("spec.template.metadata", ("labels",))
-    | _at("spec.template.spec", ("serviceAccountName", "serviceAccount"))
-    | _at("spec.template.spec.containers", _CONTAINER)
+_FILES = ("items", "items.key", "items.path", "items.mode", "defaultMode", "optional")
+
+
+def _pod(template: str, *more: str) -> frozenset[str]:
+    """What `up` reads of a pod template at `template`, and `more` of its spec."""
+    spec = f"{template}.spec"
+    return (
+        _at(template, ("metadata", "metadata.labels", "spec"))
+        | _at(spec, ("serviceAccountName", "serviceAccount", "volumes", *more))
+        | _at(f"{spec}.containers", _CONTAINER)
+        | _at(f"{spec}.volumes", ("name", "configMap", "secret", "emptyDir"))
+        | _at(f"{spec}.volumes.configMap", ("name", *_FILES))
+        | _at(f"{spec}.volumes.secret", ("secretName", *_FILES))
+    )
+
+
+_DEPLOYMENT = _at("spec", ("replicas", "template")) | _pod("spec.template")
+# A StatefulSet's replicas are NAME-0, NAME-1; with serviceName, each has its own DNS name.
+_STATEFUL_SET = _at("spec", ("replicas", "template", "serviceName")) | _pod("spec.template")
+# A Job's pods run until they succeed; OnFailure and Never both retry up to backoffLimit.
+_JOB = _at("spec", ("template", "completions", "backoffLimit")) | _pod(
+    "spec.template", "restartPolicy"
 )
+_CONFIG_MAP = frozenset({"data", "binaryData", "immutable"})
+_SECRET = frozenset({"data", "stringData", "type", "immutable"})
 
 # A Service is a mesh host (snapshot/translate_catalog.py) with endpoints by selector
 # (snapshot/endpoints.py), a virtual IP (snapshot/vips.py) and DNS answers (discovery/catalog.py).
@@ -298,6 +337,12 @@ _API_PRODUCT = (
 ENFORCED: dict[str, frozenset[str]] = {
     "Service": _SERVICE,
     "Deployment": _DEPLOYMENT,
+    "StatefulSet": _STATEFUL_SET,
+    "Job": _JOB,
+    "ConfigMap": _CONFIG_MAP,
+    "Secret": _SECRET,
+    "ServiceAccount": frozenset(),
+    "Namespace": frozenset(),
     "Ingress": _INGRESS,
     "VirtualService": _VIRTUAL_SERVICE,
     "DestinationRule": _DESTINATION_RULE,
@@ -312,6 +357,38 @@ ENFORCED: dict[str, frozenset[str]] = {
     "ApiProduct": _API_PRODUCT,
 }
 
+# Kinds that load and are stored and served, but that nothing acts on yet: `--strict` names the
+# kind once instead of its fields.
+KEPT = frozenset(
+    {
+        "DaemonSet",
+        "ReplicaSet",
+        "ControllerRevision",
+        "CronJob",
+        "HorizontalPodAutoscaler",
+        "Pod",
+        "PodTemplate",
+        "ReplicationController",
+        "Endpoints",
+        "Event",
+        "LimitRange",
+        "ResourceQuota",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "Node",
+        "Binding",
+        "ComponentStatus",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "IngressClass",
+        "Role",
+        "ClusterRole",
+        "RoleBinding",
+        "ClusterRoleBinding",
+    }
+)
+KIND_NOT_ENFORCED = "kind accepted and kept, not enforced yet"
+
 # Fields that identify an object, describe it for people, or are written by a cluster: never
 # reported, since there is nothing to act on.
 _STRUCTURAL = frozenset({"apiVersion", "kind", "metadata", "spec", "status", "spec.description"})
@@ -319,6 +396,8 @@ _STRUCTURAL = frozenset({"apiVersion", "kind", "metadata", "spec", "status", "sp
 
 def is_enforced(kind: str, pattern: str) -> bool:
     """Whether Gossamer acts on the field at `pattern` (e.g. `spec.http.route`) of `kind`."""
+    if kind in KEPT:
+        return False
     return pattern in _STRUCTURAL or pattern in ENFORCED.get(kind, frozenset())
 
 
@@ -326,8 +405,11 @@ def not_enforced(loaded: LoadedResource) -> Iterator[Problem]:
     """A notice for each field this resource sets that Gossamer does not act on yet.
 
     Only the outermost such field is named: when `spec.http` is not enforced, nothing below it is
-    listed again.
+    listed again. A kind nothing acts on is named once, at its `kind`.
     """
+    if loaded.kind in KEPT:
+        yield loaded.problem(("kind",), KIND_NOT_ENFORCED, Severity.NOTICE, "not-enforced")
+        return
     yield from _walk(loaded, loaded.resource, (), "")
 
 

@@ -39,6 +39,8 @@ def app_environment(replica: Replica, workdir: Path, data: Path) -> dict[str, st
         "GOSSAMER_NAMESPACE": replica.namespace,
         "GOSSAMER_IDENTITY": replica.identity,
         "GOSSAMER_REPLICA": replica.name,
+        # As in a pod: its name (a StatefulSet's `web-0` tells the replica its ordinal).
+        "HOSTNAME": replica.pod,
         "GOSSAMER_DATA": str(data_folder(data, replica)),
         "PYTHONPATH": python_path,
         "PYTHONUNBUFFERED": "1",

@@ -5,7 +5,9 @@ answers, the manifests are applied through its API and a token is minted for eve
 the second runs the DNS, the VIP proxy and the gateway; then each replica gets a supervisor of
 its own for its sidecar and app (an app starts only once its sidecar runs its first snapshot).
 While up, the mesh follows the Deployments in the control plane: `gossamer apply` of a new
-replica count (or a new Deployment) starts or stops replicas. Everything lives under the state
+replica count (or a new Deployment) starts or stops replicas. A Job's replicas run to completion:
+`up` does not wait for them to be ready, and each one's sidecar stops when its app has succeeded
+or failed for good. Everything lives under the state
 folder: the control plane's store and admin token, workload tokens (0600), one log per process,
 `up.json` for the CLI and `status.json` for `gossamer status`.
 """
@@ -34,6 +36,7 @@ from gossamer.control.telemetry.defaults import builtin_tracing
 from gossamer.proxy.agent import http_ok
 from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Deployment
+from gossamer.resources.podconfig import ConfigSource
 from gossamer.runtime.backoff import BackoffPolicy
 from gossamer.runtime.environment import (
     app_environment,
@@ -53,10 +56,11 @@ from gossamer.runtime.plan import (
     replica_count,
     replica_of,
 )
-from gossamer.runtime.spec import ProcessSpec, ReadinessProbe
-from gossamer.runtime.status import ProcessEvent, ProcessStatus
+from gossamer.runtime.spec import ProcessSpec, ReadinessProbe, RestartPolicy
+from gossamer.runtime.status import Phase, ProcessEvent, ProcessStatus
 from gossamer.runtime.supervisor import Supervisor
 from gossamer.runtime.traffic import RateMeter, served_requests
+from gossamer.runtime.volumes import materialize
 from gossamer.security.ca import CertificateAuthority
 from gossamer.security.trust import (
     TRUST_BUNDLE,
@@ -118,7 +122,9 @@ class LocalMesh:
         self._tokens: dict[tuple[str, str], Path] = {}
         self._follow: asyncio.Task[None] | None = None
         self._meter_task: asyncio.Task[None] | None = None
+        self._finishing: set[asyncio.Task[None]] = set()
         self.meter = RateMeter()
+        self.source = ConfigSource.of(resources)
 
     def __repr__(self) -> str:
         return f"<LocalMesh {self.config.source} at {self.url}>"
@@ -181,7 +187,7 @@ class LocalMesh:
         for replica in self.plan.replicas:
             self._start_replica(replica)
         self._write_up_file(ready=False)
-        for supervisor in self._supervisors():
+        for supervisor in self._long_running():
             await supervisor.wait_ready(ready_timeout_s)
         self._write_up_file(ready=True)
         self.write_status()
@@ -217,6 +223,11 @@ class LocalMesh:
         fixed = [s for s in (self.core, self.services) if s is not None]
         return fixed + [supervisor for _, supervisor in self.replicas.values()]
 
+    def _long_running(self) -> list[Supervisor]:
+        """Every supervisor but those of Jobs, which end instead of becoming ready."""
+        fixed = [s for s in (self.core, self.services) if s is not None]
+        return fixed + [s for replica, s in self.replicas.values() if replica.kind != "Job"]
+
     def _api(self) -> httpx.AsyncClient:
         token = self.admin_token_file.read_text(encoding="utf-8").strip()
         return httpx.AsyncClient(
@@ -234,7 +245,19 @@ class LocalMesh:
             ]
         )
         self.replicas[replica.name] = (replica, supervisor)
+        if replica.kind == "Job":
+            supervisor.subscribe(lambda event: self._job_changed(replica, supervisor, event))
         supervisor.start()
+
+    def _job_changed(self, replica: Replica, supervisor: Supervisor, event: ProcessEvent) -> None:
+        """A Job's app that succeeded, or failed for good, no longer needs its sidecar."""
+        if event.name != replica.name or event.status.phase not in (Phase.STOPPED, Phase.FAILED):
+            return
+        if self.replicas.get(replica.name, (None, None))[1] is not supervisor:
+            return
+        task = asyncio.get_running_loop().create_task(supervisor.stop())
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _follow_deployments(self, interval_s: float = 1.0) -> None:
         """Start and stop replicas as the Deployments in the control plane say."""
@@ -250,11 +273,15 @@ class LocalMesh:
 
     async def _scale(self, api: httpx.AsyncClient, deployments: Sequence[Deployment]) -> None:
         wanted: dict[str, Deployment] = {}
+        # Only Deployments are followed; StatefulSets and Jobs keep what `up` started.
+        kept = {
+            name for name, (replica, _) in self.replicas.items() if replica.kind != "Deployment"
+        }
         for deployment in deployments:
             for index in range(replica_count(deployment)):
                 prefix = "" if deployment.namespace == "default" else f"{deployment.namespace}."
                 wanted[f"{prefix}{deployment.name}-{index}"] = deployment
-        for name in [name for name in self.replicas if name not in wanted]:
+        for name in [name for name in self.replicas if name not in wanted and name not in kept]:
             _, supervisor = self.replicas.pop(name)
             log.info("scaling down: stopping %s", name)
             await supervisor.stop()
@@ -265,7 +292,7 @@ class LocalMesh:
                     self._tokens[key] = await self._mint(api, *key)
                 index = int(name.rsplit("-", 1)[1])
                 log.info("scaling up: starting %s", name)
-                self._start_replica(replica_of(deployment, index, self.ports))
+                self._start_replica(replica_of(deployment, index, self.ports, self.source))
         self.write_status()
 
     def write_status(self) -> None:
@@ -279,6 +306,7 @@ class LocalMesh:
                 "updated": time.time(),
                 "processes": rows,
                 "services": self.services_summary(),
+                "jobs": self.jobs_summary(),
             },
         )
 
@@ -287,6 +315,8 @@ class LocalMesh:
         ready = {s.name for s in self.statuses() if s.ready}
         services: dict[str, dict[str, Any]] = {}
         for name, (replica, _) in sorted(self.replicas.items()):
+            if replica.kind == "Job":
+                continue
             service = replica.labels.get("app", replica.deployment)
             row = services.setdefault(service, {"name": service, "replicas": 0, "ready": 0})
             row["replicas"] += 1
@@ -294,6 +324,41 @@ class LocalMesh:
         for service, row in services.items():
             row["rps"] = round(self.meter.rates.get(service, 0.0), 1)
         return list(services.values())
+
+    def jobs_summary(self) -> list[dict[str, Any]]:
+        """Each Job as `kubectl get jobs` shows it: completions, succeeded, failed, its state."""
+        jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        for replica, supervisor in self.replicas.values():
+            if replica.kind != "Job":
+                continue
+            row = jobs.setdefault(
+                (replica.namespace, replica.deployment),
+                {
+                    "name": replica.deployment,
+                    "namespace": replica.namespace,
+                    "completions": 0,
+                    "succeeded": 0,
+                    "failed": 0,
+                    "active": 0,
+                },
+            )
+            row["completions"] += 1
+            app = supervisor.status(replica.name)
+            if app.phase is Phase.STOPPED and app.last_exit is not None and app.last_exit.succeeded:
+                row["succeeded"] += 1
+            elif app.phase is Phase.FAILED:
+                row["failed"] += 1
+            else:
+                row["active"] += 1
+        for row in jobs.values():
+            row["status"] = (
+                "Complete"
+                if row["succeeded"] == row["completions"]
+                else "Failed"
+                if row["failed"]
+                else "Running"
+            )
+        return [jobs[key] for key in sorted(jobs)]
 
     async def _measure(self, interval_s: float = 1.0) -> None:
         """Read every sidecar's request counters each second, for the rates."""
@@ -449,7 +514,7 @@ class LocalMesh:
         argv += ["--outbound-port", str(replica.outbound_port)]
         argv += ["--inbound-port", str(replica.inbound_port)]
         argv += ["--app-port", str(replica.app_port)]
-        argv += ["--service-account", replica.service_account]
+        argv += ["--service-account", replica.service_account, "--pod", replica.pod]
         if replica.readiness is not None and replica.readiness.kind == "http":
             argv += ["--ready-url", f"http://127.0.0.1:{replica.app_port}{replica.readiness.path}"]
         return ProcessSpec(
@@ -467,6 +532,7 @@ class LocalMesh:
         env = {
             **app_environment(replica, self.workdir, self.config.state / "data"),
             **dns_environment(self.plan),
+            **materialize(replica, self.config.state / "volumes"),
         }
         data_folder(self.config.state / "data", replica).mkdir(parents=True, exist_ok=True)
         return ProcessSpec(
@@ -478,7 +544,17 @@ class LocalMesh:
             readiness=_app_readiness(replica),
             # As in Istio, the app starts with its sidecar unless the pod asks to be held.
             after=(f"{replica.name}.sidecar",) if replica.hold_until_proxy_starts else (),
+            restart=_restart_policy(replica),
+            restart_limit=replica.backoff_limit,
         )
+
+
+def _restart_policy(replica: Replica) -> RestartPolicy:
+    """A Job retries a failed run whatever its pods' policy: Kubernetes restarts the container
+    (OnFailure) or makes a new pod (Never), both up to backoffLimit."""
+    if replica.kind == "Job":
+        return RestartPolicy.ON_FAILURE
+    return RestartPolicy(replica.restart)
 
 
 def _app_readiness(replica: Replica) -> ReadinessProbe | None:

@@ -1,9 +1,11 @@
 """What `gossamer up` will run for a folder of manifests: replicas, their ports, the gateway.
 
-Pure: resources and a port allocator in, a `MeshPlan` out. Each Deployment replica is a pair,
-its sidecar and its app; the app's first container is the process (one process per replica:
-a local mesh has no pods to hold several). Every port is allocated up front so that the plan can
-be printed, and so that several meshes on one host do not collide.
+Pure: resources and a port allocator in, a `MeshPlan` out. Each replica of a Deployment,
+StatefulSet or Job is a pair, its sidecar and its app; the app's first container is the process
+(one process per replica: a local mesh has no pods to hold several), with its environment
+resolved from ConfigMaps, Secrets and the Downward API, and its volumes as files. Every port is
+allocated up front so that the plan can be printed, and so that several meshes on one host do
+not collide.
 """
 
 from __future__ import annotations
@@ -15,9 +17,19 @@ from dataclasses import dataclass, field
 import yaml
 
 from gossamer.resources import Resource
-from gossamer.resources.kinds.apps import Container, Deployment, Probe
+from gossamer.resources.kinds.apps import Container, Deployment, Probe, StatefulSet, Workload
+from gossamer.resources.kinds.batch import Job
 from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
 from gossamer.resources.kinds.istio_networking import Gateway
+from gossamer.resources.podconfig import (
+    ConfigSource,
+    Missing,
+    PodFacts,
+    VolumeFiles,
+    container_env,
+    pod_volumes,
+)
+from gossamer.resources.problems import format_path
 
 PortAllocator = Callable[[int], int]
 """A free port on loopback: the preferred one when it is free (0: no preference), else any."""
@@ -46,8 +58,17 @@ class Readiness:
 
 
 @dataclass(frozen=True, slots=True)
+class Mount:
+    """A volume where the container mounts it: the process is told the folder by a variable."""
+
+    volume: str
+    mount_path: str
+    sub_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Replica:
-    """One replica of a Deployment: its app process and the sidecar in front of it."""
+    """One replica of a workload: its app process and the sidecar in front of it."""
 
     deployment: str
     namespace: str
@@ -65,6 +86,19 @@ class Replica:
     hold_until_proxy_starts: bool = False
     """Start the app only once its sidecar is ready (Istio's holdApplicationUntilProxyStarts);
     by default both start at once, as in Istio."""
+    kind: str = "Deployment"
+    """The workload's kind: Deployment, StatefulSet or Job."""
+    restart: str = "Always"
+    """The pod's restartPolicy: a Job's runs until it succeeds."""
+    backoff_limit: int | None = None
+    """A Job's failed runs before it is failed."""
+    volumes: tuple[VolumeFiles, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+
+    @property
+    def pod(self) -> str:
+        """The replica's pod name, as the Downward API and HOSTNAME give it: `web-0`."""
+        return f"{self.deployment}-{self.index}"
 
     @property
     def name(self) -> str:
@@ -102,7 +136,7 @@ class MeshPlan:
     dns_forwarders: tuple[str, ...] = ()
     """Resolvers (IP:PORT) for names outside the mesh; none: the DNS refuses them."""
     deployments: tuple[tuple[str, str], ...] = field(default_factory=tuple)
-    """(namespace, name) of every Deployment, in manifest order."""
+    """(namespace, name) of every workload, in manifest order."""
 
 
 def plan_mesh(
@@ -114,14 +148,15 @@ def plan_mesh(
     *,
     control_plane_port: int = 15010,
 ) -> MeshPlan:
-    """Replicas for every Deployment, and a gateway when an Ingress or Gateway exists."""
+    """Replicas for every workload, and a gateway when an Ingress or Gateway exists."""
     control_plane_port = ports(control_plane_port)
     replicas: list[Replica] = []
     deployments: list[tuple[str, str]] = []
+    source = ConfigSource.of(resources)
     for resource in resources:
-        if isinstance(resource, Deployment):
+        if isinstance(resource, Workload):
             deployments.append((resource.namespace, resource.name))
-            replicas.extend(_replicas(resource, ports))
+            replicas.extend(_replicas(resource, ports, source))
     wants_gateway = any(isinstance(r, Ingress | IngressV1Beta1 | Gateway) for r in resources)
     wants_tls = any(
         isinstance(r, Ingress | IngressV1Beta1) and any(t.secret_name for t in r.spec.tls)
@@ -142,40 +177,76 @@ def plan_mesh(
     )
 
 
-def _replicas(deployment: Deployment, ports: PortAllocator) -> list[Replica]:
-    return [replica_of(deployment, index, ports) for index in range(replica_count(deployment))]
+def _replicas(workload: Workload, ports: PortAllocator, source: ConfigSource) -> list[Replica]:
+    return [replica_of(workload, index, ports, source) for index in range(replica_count(workload))]
 
 
-def replica_count(deployment: Deployment) -> int:
-    """How many replicas a Deployment asks for (Kubernetes' default: one)."""
-    return deployment.spec.replicas if deployment.spec.replicas is not None else 1
+def replica_count(workload: Workload) -> int:
+    """How many replicas a workload asks for: a Job's completions, else its replicas."""
+    if isinstance(workload, Job):
+        return workload.completions
+    if isinstance(workload, Deployment | StatefulSet):
+        return workload.spec.replicas
+    return 1
 
 
-def replica_of(deployment: Deployment, index: int, ports: PortAllocator) -> Replica:
-    """Replica number `index` of a Deployment, with fresh ports."""
-    pod = deployment.spec.template.spec
-    where = f"Deployment {deployment.namespace}/{deployment.name}"
+def replica_of(
+    workload: Workload, index: int, ports: PortAllocator, source: ConfigSource | None = None
+) -> Replica:
+    """Replica number `index` of a workload, with fresh ports; ConfigMaps and Secrets from
+    `source` (PlanError naming the field when one it needs is missing)."""
+    template = workload.template
+    pod = template.spec
+    where = f"{workload.KIND} {workload.namespace}/{workload.name}"
     if not pod.containers:
         raise PlanError(f"{where}: spec.template.spec.containers: needs one container")
     container = pod.containers[0]
     if not container.command:
         raise PlanError(f"{where}: containers[0].command: a local process needs a command")
+    name = f"{workload.name}-{index}"
+    labels = workload.replica_labels(name)
+    facts = PodFacts(
+        name=name,
+        namespace=workload.namespace,
+        labels=labels,
+        annotations=template.metadata.annotations,
+        service_account=pod.account,
+    )
+    source = source or ConfigSource()
+    path = ("spec", "template", "spec", "containers", 0)
+    env = container_env(container, workload.namespace, source, facts, path)
+    volumes, missing = pod_volumes(pod, workload.namespace, source, ("spec", "template", "spec"))
+    _refuse(where, [*env.missing, *env.unavailable, *missing])
     return Replica(
-        deployment=deployment.name,
-        namespace=deployment.namespace,
+        deployment=workload.name,
+        namespace=workload.namespace,
         index=index,
         argv=_argv(container),
-        env=_env(container, where),
-        service_account=pod.service_account_name or pod.service_account or "default",
-        labels=dict(deployment.pod_labels),
+        env=env.values,
+        service_account=pod.account,
+        labels=labels,
         app_port=ports(0),
         outbound_port=ports(0),
         inbound_port=ports(0),
         admin_port=ports(0),
         readiness=_readiness(container.readiness_probe, where),
         working_dir=container.working_dir,
-        hold_until_proxy_starts=_holds_app(deployment.spec.template.metadata.annotations, where),
+        hold_until_proxy_starts=_holds_app(template.metadata.annotations, where),
+        kind=workload.KIND,
+        restart=pod.restart_policy,
+        backoff_limit=workload.backoff_limit if isinstance(workload, Job) else None,
+        volumes=tuple(volumes),
+        mounts=tuple(
+            Mount(mount.name, mount.mount_path, mount.sub_path or "")
+            for mount in container.volume_mounts
+        ),
     )
+
+
+def _refuse(where: str, missing: list[Missing]) -> None:
+    if missing:
+        details = "; ".join(f"{format_path(m.path)}: {m.message}" for m in missing)
+        raise PlanError(f"{where}: {details}")
 
 
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
@@ -228,18 +299,6 @@ def _argv(container: Container) -> tuple[str, ...]:
     if argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     return tuple(argv)
-
-
-def _env(container: Container, where: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for variable in container.env:
-        if variable.value is None and variable.value_from is not None:
-            raise PlanError(
-                f"{where}: env {variable.name}: valueFrom is not available to local processes; "
-                "give a value"
-            )
-        env[variable.name] = variable.value or ""
-    return env
 
 
 def _readiness(probe: Probe | None, where: str) -> Readiness | None:

@@ -282,7 +282,10 @@ class SupervisedProcess:
         if self._stopping.is_set():
             self._emit(Change.EXITED, phase=Phase.STOPPED)
             return False
-        if not self.spec.restart.restarts(succeeded):
+        limit = self.spec.restart_limit
+        if not self.spec.restart.restarts(succeeded) or (
+            limit is not None and self._attempts > limit
+        ):
             self._emit(Change.EXITED, phase=Phase.STOPPED if succeeded else Phase.FAILED)
             return False
         delay = self._backoff.delay_after(ran_for_s)

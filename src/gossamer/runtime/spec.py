@@ -70,6 +70,9 @@ class ProcessSpec:
     stop_grace_s: float = 10.0
     after: Sequence[str] = ()
     ports: Sequence[int] = ()
+    restart_limit: int | None = None
+    """After this many restarts a process that fails again is failed (a Job's backoffLimit);
+    None: no limit."""
 
     def __post_init__(self) -> None:
         # Frozen all the way down: callers may keep and change the lists they passed.

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from gossamer.resources import Resource
 from gossamer.resources.hosts import service_fqdn
-from gossamer.resources.kinds.core import Service
 from gossamer.resources.kinds.istio_networking import ServiceEntry, WorkloadEntry
 from gossamer.snapshot.model import Endpoint
 from gossamer.snapshot.translate_catalog import LabelIndex
 from gossamer.snapshot.translate_clusters import EndpointIndex
+from gossamer.snapshot.vips import services_of
 
 __all__ = ["endpoint_index"]
 
@@ -68,18 +68,18 @@ def _reachable(entry: WorkloadEntry) -> bool:
 
 def _selecting_services(resources: Sequence[Resource]) -> Iterator[_Selecting]:
     """Each Service, and each host of a ServiceEntry, that selects workloads by label."""
+    for service in services_of(resources):
+        spec = service.spec
+        # An ExternalName Service resolves a name; a selector on it is not used.
+        if spec.selector and spec.type != "ExternalName":
+            yield _Selecting(
+                service_fqdn(service.name, service.namespace),
+                service.namespace,
+                spec.selector,
+                tuple((p.port, p.name or "", p.effective_target) for p in spec.ports),
+            )
     for resource in resources:
-        if isinstance(resource, Service):
-            spec = resource.spec
-            # An ExternalName Service resolves a name; a selector on it is not used.
-            if spec.selector and spec.type != "ExternalName":
-                yield _Selecting(
-                    service_fqdn(resource.name, resource.namespace),
-                    resource.namespace,
-                    spec.selector,
-                    tuple((p.port, p.name or "", p.effective_target) for p in spec.ports),
-                )
-        elif isinstance(resource, ServiceEntry):
+        if isinstance(resource, ServiceEntry):
             selector = resource.spec.workload_selector
             if selector is not None and selector.labels:
                 ports = tuple(

@@ -105,6 +105,9 @@ class Hello(Struct, frozen=True, tag="hello"):
     admin: str = ""
     """HOST:PORT of the proxy's admin endpoint (its /stats/prometheus), for the control plane's
     scrape-target discovery; empty: not announced."""
+    pod: str = ""
+    """The pod (replica) the proxy stands in front of, e.g. `web-0`: a StatefulSet's replicas
+    are labelled with it, so that each has a name of its own in the mesh."""
 
 
 class Welcome(Struct, frozen=True, tag="welcome"):

@@ -346,7 +346,7 @@ def _derived_app_ports(
         port.name: port.container_port
         for deployment in catalog.deployments
         if deployment.name == workload and deployment.namespace == catalog.caller.namespace
-        for container in deployment.spec.template.spec.containers
+        for container in deployment.template.spec.containers
         for port in container.ports
         if port.name
     }

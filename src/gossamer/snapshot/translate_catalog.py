@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 
 from gossamer.resources import Resource
 from gossamer.resources.hosts import host_matches, qualify, service_fqdn
-from gossamer.resources.kinds.apps import Deployment
+from gossamer.resources.kinds.apps import Workload
 from gossamer.resources.kinds.core import Service
 from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
 from gossamer.resources.kinds.istio_networking import (
@@ -18,6 +18,7 @@ from gossamer.resources.kinds.istio_networking import (
     VirtualService,
     WorkloadEntrySpec,
 )
+from gossamer.snapshot.vips import services_of
 
 # Istio's root namespace: configuration there applies to every namespace that has none of its own.
 ROOT_NAMESPACE = "istio-system"
@@ -70,11 +71,11 @@ class Catalog:
     services: tuple[MeshService, ...]
     virtual_services: tuple[VirtualService, ...]
     destination_rules: tuple[DestinationRule, ...]
-    deployments: tuple[Deployment, ...]
+    deployments: tuple[Workload, ...]
     gateways: tuple[Gateway, ...]
     ingresses: tuple[Ingress | IngressV1Beta1, ...]
     by_host: Mapping[str, MeshService]
-    deployment_index: LabelIndex[Deployment]
+    deployment_index: LabelIndex[Workload]
 
     def resolve(self, host: str, namespace: str) -> str:
         """A host as a rule in `namespace` writes it, as the mesh knows it.
@@ -113,8 +114,8 @@ class Catalog:
             return None
         return min(candidates, key=lambda rule: self._rule_rank(rule, service))
 
-    def workloads(self, namespace: str, labels: Mapping[str, str]) -> list[Deployment]:
-        """The Deployments in `namespace` whose pods carry all of `labels`."""
+    def workloads(self, namespace: str, labels: Mapping[str, str]) -> list[Workload]:
+        """The Deployments (StatefulSets, Jobs) in `namespace` whose pods carry all of `labels`."""
         return self.deployment_index.select(namespace, labels)
 
     def _rule_applies(self, rule: DestinationRule, service: MeshService) -> bool:
@@ -173,7 +174,7 @@ def pod_labels(resources: Sequence[Resource], workload: str, namespace: str) -> 
     """The pod labels of the Deployment named `workload`, or none when it is not given."""
     for resource in resources:
         if (
-            isinstance(resource, Deployment)
+            isinstance(resource, Workload)
             and resource.name == workload
             and resource.namespace == namespace
         ):
@@ -187,7 +188,7 @@ def build_catalog(resources: Sequence[Resource], caller: Caller) -> Catalog:
     for service in _mesh_services(resources, caller.namespace):
         services.setdefault(service.host, service)
     visible = [r for r in resources if _visible(r, caller.namespace)]
-    deployments = tuple(r for r in resources if isinstance(r, Deployment))
+    deployments = tuple(r for r in resources if isinstance(r, Workload))
     return Catalog(
         caller=caller,
         services=tuple(services[host] for host in sorted(services)),
@@ -203,9 +204,9 @@ def build_catalog(resources: Sequence[Resource], caller: Caller) -> Catalog:
 
 def _mesh_services(resources: Sequence[Resource], namespace: str) -> Iterator[MeshService]:
     # Kubernetes Services come first so that a ServiceEntry cannot take over a Service's host.
-    for resource in resources:
-        if isinstance(resource, Service) and _visible(resource, namespace):
-            yield _from_service(resource)
+    for service in services_of(resources):
+        if _visible(service, namespace):
+            yield _from_service(service)
     for resource in resources:
         if isinstance(resource, ServiceEntry) and _visible(resource, namespace):
             yield from _from_entry(resource)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from gossamer.resources import Resource
 from gossamer.resources.kinds.core import Service
+from gossamer.snapshot.podnames import stateful_pod_services
 
 DEFAULT_VIP_NETWORK = "127.77.0.0/16"
 
@@ -60,5 +61,8 @@ def _inside(address: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def services_of(resources: Iterable[Resource]) -> list[Service]:
-    """The Kubernetes Services among resources."""
-    return [resource for resource in resources if isinstance(resource, Service)]
+    """The Kubernetes Services among resources, and one for each StatefulSet replica under its
+    governing Service (snapshot/podnames.py)."""
+    listed = list(resources)
+    services = [resource for resource in listed if isinstance(resource, Service)]
+    return services + list(stateful_pod_services(listed))

@@ -156,10 +156,26 @@ spec:
         "unknown kind",
         "apiVersion: v1\nkind: Servise\nmetadata: {name: a}\n",
         [
-            "m.yaml:2: Servise a: kind: unknown kind Servise (Gossamer reads ApiProduct, "
-            "AuthorizationPolicy, Deployment, DestinationRule, Gateway, Ingress, PeerAuthentication, "
-            "RequestAuthentication, Service, ServiceEntry, Telemetry, TelemetryProvider, Topic, "
-            "VirtualService, WorkloadEntry)"
+            "m.yaml:2: Servise a: kind: unknown kind Servise; did you mean Service?",
+        ],
+    ),
+    (
+        "unknown kind of a known group",
+        "apiVersion: apps/v1\nkind: Rollout\nmetadata: {name: a}\n",
+        [
+            "m.yaml:2: Rollout a: kind: unknown kind Rollout (apps/v1 has ControllerRevision, "
+            "DaemonSet, Deployment, ReplicaSet, StatefulSet)",
+        ],
+    ),
+    (
+        "unknown kind of an unknown group",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: a}\n",
+        [
+            "m.yaml:2: Rollout a: kind: unknown kind Rollout: Gossamer does not read the API "
+            "group argoproj.io (apps, autoscaling, batch, core, extensions, gossamer.dev, "
+            "networking.istio.io, "
+            "networking.k8s.io, policy, rbac.authorization.k8s.io, security.istio.io, "
+            "telemetry.istio.io)",
         ],
     ),
     (

@@ -74,9 +74,14 @@ TELEMETRY_KINDS = frozenset(
     }
 )
 # Kinds a sidecar's own part reads (its ports come from the Services selecting its Deployment).
+WORKLOAD_KINDS = (
+    ResourceType("apps", "deployments"),
+    ResourceType("apps", "statefulsets"),
+    ResourceType("batch", "jobs"),
+)
 OWN_KINDS = frozenset(
     {
-        ResourceType("apps", "deployments"),
+        *WORKLOAD_KINDS,
         ResourceType("", "services"),
         *SECURITY_KINDS,
         *TELEMETRY_KINDS,
@@ -85,7 +90,7 @@ OWN_KINDS = frozenset(
 # What the workload index holds: a change to any of these rebuilds it.
 INDEXED_KINDS = frozenset(
     {
-        ResourceType("apps", "deployments"),
+        *WORKLOAD_KINDS,
         ResourceType("", "services"),
         ResourceType("networking.istio.io", "serviceentries"),
     }
@@ -427,11 +432,9 @@ class Distributor:
         return self._workloads
 
     def _identity(self, hello: Hello) -> tuple[dict[str, str], str]:
-        deployment = self._index().deployment(hello.namespace, hello.workload)
-        if deployment is not None:
-            pod = deployment.spec.template.spec
-            account = pod.service_account_name or pod.service_account or "default"
-            return dict(deployment.pod_labels), account
+        workload = self._index().deployment(hello.namespace, hello.workload)
+        if workload is not None:
+            return workload.replica_labels(hello.pod), workload.template.spec.account
         if hello.role == "gateway":
             return dict(GATEWAY_LABELS), "istio-ingressgateway-service-account"
         return {}, "default"

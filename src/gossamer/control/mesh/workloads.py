@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from gossamer.resources import Resource
-from gossamer.resources.kinds.apps import Deployment
+from gossamer.resources.kinds.apps import Workload
 from gossamer.resources.kinds.core import Service
 from gossamer.resources.kinds.istio_networking import ServiceEntry
 
@@ -24,13 +24,13 @@ class WorkloadIndex:
     __slots__ = ("_deployments", "_entries", "_services")
 
     def __init__(self, resources: Sequence[Resource]) -> None:
-        self._deployments: dict[tuple[str, str], tuple[int, Deployment]] = {}
+        self._deployments: dict[tuple[str, str], tuple[int, Workload]] = {}
         self._services: defaultdict[tuple[str, str, str], list[tuple[int, Service]]] = defaultdict(
             list
         )
         self._entries: list[tuple[int, Resource]] = []
         for position, resource in enumerate(resources):
-            if isinstance(resource, Deployment):
+            if isinstance(resource, Workload):
                 self._deployments[resource.namespace, resource.name] = (position, resource)
             elif isinstance(resource, Service) and resource.spec.selector:
                 # One pair of the selector is enough to find it; the rest is checked on lookup.
@@ -45,8 +45,8 @@ class WorkloadIndex:
             f"{sum(map(len, self._services.values()))} selecting services>"
         )
 
-    def deployment(self, namespace: str, name: str) -> Deployment | None:
-        """The Deployment of a workload, if there is one."""
+    def deployment(self, namespace: str, name: str) -> Workload | None:
+        """The Deployment (or StatefulSet, or Job) of a workload, if there is one."""
         found = self._deployments.get((namespace, name))
         return found[1] if found else None
 

@@ -1,9 +1,10 @@
-"""Kubernetes `apps/v1` Deployment, which Gossamer runs as local processes (command, args, env)."""
+"""Kubernetes `apps/v1` workloads (Deployment, StatefulSet run as local processes) and pod specs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -18,8 +19,32 @@ from gossamer.resources.base import (
     Port,
     Positive,
     Resource,
+    ranged,
 )
 from gossamer.resources.yamlsource import FieldPath
+
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+"""The label Kubernetes gives each StatefulSet pod: its own name, for a Service per pod."""
+LABEL_FIELD = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
+FIELD_PATHS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels['KEY']",
+    "metadata.annotations['KEY']",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+)
+"""The pod fields the Downward API gives as environment variables, as Kubernetes lists them."""
+
+
+def field_path_known(path: str) -> bool:
+    """Whether a fieldRef names a field the Downward API gives."""
+    return path in FIELD_PATHS or LABEL_FIELD.fullmatch(path) is not None
 
 
 class LabelSelectorRequirement(Model):
@@ -53,12 +78,152 @@ class LabelSelector(Model):
         return True
 
 
+class KeySelector(Model):
+    """One key of a ConfigMap or Secret (configMapKeyRef, secretKeyRef)."""
+
+    name: str = ""
+    key: str
+    optional: bool | None = None
+
+
+class ObjectFieldSelector(Model):
+    """The Downward API: a field of the pod (`metadata.name`, `status.podIP`, ...)."""
+
+    api_version: str | None = None
+    field_path: str
+
+
+class ResourceFieldSelector(Model):
+    """The Downward API: a container's resource request or limit."""
+
+    container_name: str | None = None
+    resource: str
+    divisor: IntOrString | None = None
+
+
+class EnvVarSource(Model):
+    """Where an environment variable's value comes from; exactly one source."""
+
+    config_map_key_ref: KeySelector | None = None
+    secret_key_ref: KeySelector | None = None
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+    file_key_ref: Opaque = None
+
+    def sources(self) -> list[str]:
+        """The sources this names (exactly one is valid)."""
+        named = (
+            ("configMapKeyRef", self.config_map_key_ref),
+            ("secretKeyRef", self.secret_key_ref),
+            ("fieldRef", self.field_ref),
+            ("resourceFieldRef", self.resource_field_ref),
+            ("fileKeyRef", self.file_key_ref),
+        )
+        return [name for name, source in named if source is not None]
+
+
 class EnvVar(Model):
-    """An environment variable: a literal value, or valueFrom (kept as given)."""
+    """An environment variable: a literal value, or valueFrom a ConfigMap, Secret or the pod."""
 
     name: str
     value: str | None = None
-    value_from: Opaque = None
+    value_from: EnvVarSource | None = None
+
+
+class ObjectReference(Model):
+    """A whole ConfigMap or Secret (envFrom)."""
+
+    name: str = ""
+    optional: bool | None = None
+
+
+class EnvFromSource(Model):
+    """Every key of a ConfigMap or Secret as environment variables, optionally prefixed."""
+
+    prefix: str | None = None
+    config_map_ref: ObjectReference | None = None
+    secret_ref: ObjectReference | None = None
+
+
+class KeyToPath(Model):
+    """A key of a ConfigMap or Secret written to a relative path of its volume."""
+
+    key: str
+    path: str
+    mode: Annotated[int, ranged(0, 0o777)] | None = None
+
+
+class ConfigMapVolumeSource(Model):
+    """A ConfigMap as a folder of files, one per key (or per item)."""
+
+    name: str = ""
+    items: list[KeyToPath] = Field(default_factory=list)
+    default_mode: Annotated[int, ranged(0, 0o777)] | None = None
+    optional: bool | None = None
+
+
+class SecretVolumeSource(Model):
+    """A Secret as a folder of files, one per key (or per item)."""
+
+    secret_name: str = ""
+    items: list[KeyToPath] = Field(default_factory=list)
+    default_mode: Annotated[int, ranged(0, 0o777)] | None = None
+    optional: bool | None = None
+
+
+class EmptyDirVolumeSource(Model):
+    """A scratch folder that lives as long as the replica."""
+
+    medium: str | None = None
+    size_limit: IntOrString | None = None
+
+
+class Volume(Model):
+    """A pod volume: ConfigMaps, Secrets and emptyDir become folders; the rest are kept."""
+
+    name: str
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    empty_dir: EmptyDirVolumeSource | None = None
+    projected: Opaque = None
+    downward_api: Opaque = Field(default=None, alias="downwardAPI")
+    persistent_volume_claim: Opaque = None
+    ephemeral: Opaque = None
+    host_path: Opaque = None
+    image: Opaque = None
+    csi: Opaque = None
+    nfs: Opaque = None
+    iscsi: Opaque = None
+    git_repo: Opaque = None
+    aws_elastic_block_store: Opaque = None
+    azure_disk: Opaque = None
+    azure_file: Opaque = None
+    cephfs: Opaque = None
+    cinder: Opaque = None
+    fc: Opaque = None
+    flex_volume: Opaque = None
+    flocker: Opaque = None
+    gce_persistent_disk: Opaque = None
+    glusterfs: Opaque = None
+    photon_persistent_disk: Opaque = None
+    portworx_volume: Opaque = None
+    quobyte: Opaque = None
+    rbd: Opaque = None
+    scale_io: Opaque = Field(default=None, alias="scaleIO")
+    storageos: Opaque = None
+    vsphere_volume: Opaque = None
+
+
+class VolumeMount(Model):
+    """Where a container sees a volume (or, with subPath, one file or folder of it)."""
+
+    name: str
+    mount_path: str
+    sub_path: str | None = None
+    sub_path_expr: str | None = None
+    read_only: bool | None = None
+    recursive_read_only: str | None = None
+    mount_propagation: str | None = None
 
 
 class ContainerPort(Model):
@@ -143,7 +308,7 @@ class Container(Model):
     working_dir: str | None = None
     ports: list[ContainerPort] = Field(default_factory=list)
     env: list[EnvVar] = Field(default_factory=list)
-    env_from: list[Opaque] = Field(default_factory=list)
+    env_from: list[EnvFromSource] = Field(default_factory=list)
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None
     startup_probe: Probe | None = None
@@ -151,7 +316,7 @@ class Container(Model):
     resize_policy: list[Opaque] = Field(default_factory=list)
     restart_policy: Literal["Always", "OnFailure", "Never"] | None = None
     restart_policy_rules: list[Opaque] = Field(default_factory=list)
-    volume_mounts: list[Opaque] = Field(default_factory=list)
+    volume_mounts: list[VolumeMount] = Field(default_factory=list)
     volume_devices: list[Opaque] = Field(default_factory=list)
     lifecycle: Opaque = None
     termination_message_path: str | None = None
@@ -209,7 +374,12 @@ class PodSpec(Model):
     resources: Opaque = None
     security_context: Opaque = None
     image_pull_secrets: list[Opaque] = Field(default_factory=list)
-    volumes: list[Opaque] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
+
+    @property
+    def account(self) -> str:
+        """The service account the pod runs as (`default` when it names none)."""
+        return self.service_account_name or self.service_account or "default"
 
 
 class PodTemplateSpec(Model):
@@ -246,7 +416,64 @@ class DeploymentSpec(Model):
     paused: bool | None = None
 
 
-class Deployment(Resource):
+class Workload(Resource):
+    """A kind whose pods Gossamer runs as local processes: Deployment, StatefulSet, Job."""
+
+    @property
+    def template(self) -> PodTemplateSpec:
+        """The pods it makes."""
+        raise NotImplementedError
+
+    @property
+    def pod_labels(self) -> Labels:
+        """The labels every replica carries, which Service and policy selectors match."""
+        return self.template.metadata.labels
+
+    @property
+    def selector(self) -> LabelSelector | None:
+        """The selector that owns its pods, when the kind has one that must match."""
+        return None
+
+    def replica_labels(self, pod: str) -> dict[str, str]:
+        """The labels of the replica named `pod` (a StatefulSet adds the pod's own name)."""
+        return dict(self.pod_labels)
+
+    def check(self) -> Iterator[Finding]:
+        """A selector that matches the template, and containers Gossamer can run."""
+        selector = self.selector
+        if selector is not None:
+            if not selector.match_labels and not selector.match_expressions:
+                yield Finding(("spec", "selector"), "must select at least one label")
+            elif not selector.matches(self.pod_labels):
+                yield Finding(
+                    ("spec", "selector"),
+                    f"does not match spec.template.metadata.labels, so the {self.KIND} would own "
+                    "none of its replicas",
+                )
+        yield from check_pod(self.template.spec, ("spec", "template", "spec"), self.claims)
+
+    @property
+    def claims(self) -> tuple[str, ...]:
+        """Volumes its pods mount besides the pod's own (a StatefulSet's claim templates)."""
+        return ()
+
+
+def check_pod(pod: PodSpec, path: FieldPath, claims: tuple[str, ...] = ()) -> Iterator[Finding]:
+    """Kubernetes' rules for a pod spec, and Gossamer's: each container needs a command."""
+    if not pod.containers:
+        yield Finding((*path, "containers"), "must list at least one container")
+    volumes: dict[str, int] = dict.fromkeys(claims, -1)
+    for index, volume in enumerate(pod.volumes):
+        if volume.name in volumes:
+            yield Finding(
+                (*path, "volumes", index, "name"), f"also names volumes[{volumes[volume.name]}]"
+            )
+        volumes.setdefault(volume.name, index)
+    yield from _check_containers(pod.containers, (*path, "containers"), volumes)
+    yield from _check_containers(pod.init_containers, (*path, "initContainers"), volumes)
+
+
+class Deployment(Workload):
     """`apps/v1` Deployment."""
 
     GROUP: ClassVar[str] = "apps"
@@ -257,33 +484,117 @@ class Deployment(Resource):
     spec: DeploymentSpec
 
     @property
-    def pod_labels(self) -> Labels:
-        """The labels every replica carries, which Service and policy selectors match."""
-        return self.spec.template.metadata.labels
+    def template(self) -> PodTemplateSpec:
+        """The pods it makes."""
+        return self.spec.template
 
-    def check(self) -> Iterator[Finding]:
-        """A selector that matches the template, and containers Gossamer can run."""
-        if not self.spec.selector.match_labels and not self.spec.selector.match_expressions:
-            yield Finding(("spec", "selector"), "must select at least one label")
-        elif not self.spec.selector.matches(self.pod_labels):
-            yield Finding(
-                ("spec", "selector"),
-                "does not match spec.template.metadata.labels, so the Deployment would own "
-                "none of its replicas",
-            )
-        pod = ("spec", "template", "spec")
-        if not self.spec.template.spec.containers:
-            yield Finding((*pod, "containers"), "must list at least one container")
-        yield from _check_containers(self.spec.template.spec.containers, (*pod, "containers"))
-        yield from _check_containers(
-            self.spec.template.spec.init_containers, (*pod, "initContainers")
-        )
+    @property
+    def selector(self) -> LabelSelector:
+        """The selector that owns its pods."""
+        return self.spec.selector
 
 
-def _check_containers(containers: list[Container], path: FieldPath) -> Iterator[Finding]:
+class StatefulSetUpdateStrategy(Model):
+    """How pods are replaced when the template changes."""
+
+    type: Literal["RollingUpdate", "OnDelete"] = "RollingUpdate"
+    rolling_update: Opaque = None
+
+
+class StatefulSetSpec(Model):
+    """Every field of the Kubernetes StatefulSetSpec; volume claims are kept as given."""
+
+    service_name: str | None = None
+    replicas: NonNegative = 1
+    selector: LabelSelector
+    template: PodTemplateSpec
+    volume_claim_templates: list[Opaque] = Field(default_factory=list)
+    pod_management_policy: Literal["OrderedReady", "Parallel"] = "OrderedReady"
+    update_strategy: StatefulSetUpdateStrategy | None = None
+    revision_history_limit: NonNegative | None = None
+    min_ready_seconds: NonNegative | None = None
+    persistent_volume_claim_retention_policy: Opaque = None
+    ordinals: Opaque = None
+
+
+class StatefulSet(Workload):
+    """`apps/v1` StatefulSet: replicas named NAME-0, NAME-1, each with its own DNS name."""
+
+    GROUP: ClassVar[str] = "apps"
+    KIND: ClassVar[str] = "StatefulSet"
+    PLURAL: ClassVar[str] = "statefulsets"
+    VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
+
+    spec: StatefulSetSpec
+
+    @property
+    def template(self) -> PodTemplateSpec:
+        """The pods it makes."""
+        return self.spec.template
+
+    def replica_labels(self, pod: str) -> dict[str, str]:
+        """The template's labels and the pod's own name, as Kubernetes labels each pod."""
+        return {**self.pod_labels, POD_NAME_LABEL: pod} if pod else dict(self.pod_labels)
+
+    @property
+    def claims(self) -> tuple[str, ...]:
+        """The names of its volumeClaimTemplates, which its pods mount as volumes."""
+        names = []
+        for claim in self.spec.volume_claim_templates:
+            metadata = claim.get("metadata") if isinstance(claim, dict) else None
+            if isinstance(metadata, dict) and isinstance(metadata.get("name"), str):
+                names.append(metadata["name"])
+        return tuple(names)
+
+    @property
+    def selector(self) -> LabelSelector:
+        """The selector that owns its pods."""
+        return self.spec.selector
+
+
+class KeptSpec(Resource):
+    """A kind whose spec Gossamer keeps as given, without acting on it."""
+
+    spec: Opaque = None
+
+
+class DaemonSet(KeptSpec):
+    """`apps/v1` DaemonSet: one pod per node; kept, not run (a local mesh has no nodes)."""
+
+    GROUP: ClassVar[str] = "apps"
+    KIND: ClassVar[str] = "DaemonSet"
+    PLURAL: ClassVar[str] = "daemonsets"
+    VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
+
+
+class ReplicaSet(KeptSpec):
+    """`apps/v1` ReplicaSet: kept, not run (Deployments make their own replicas)."""
+
+    GROUP: ClassVar[str] = "apps"
+    KIND: ClassVar[str] = "ReplicaSet"
+    PLURAL: ClassVar[str] = "replicasets"
+    VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
+
+
+class ControllerRevision(Resource):
+    """`apps/v1` ControllerRevision: a cluster's record of a template; kept."""
+
+    GROUP: ClassVar[str] = "apps"
+    KIND: ClassVar[str] = "ControllerRevision"
+    PLURAL: ClassVar[str] = "controllerrevisions"
+    VERSIONS: ClassVar[tuple[str, ...]] = ("v1",)
+
+    data: Opaque = None
+    revision: int = 0
+
+
+def _check_containers(
+    containers: list[Container], path: FieldPath, volumes: dict[str, int]
+) -> Iterator[Finding]:
     names: dict[str, int] = {}
     for index, container in enumerate(containers):
         where = (*path, index)
+        yield from _check_sources(container, where, volumes)
         if container.name in names:
             yield Finding((*where, "name"), f"also names container {names[container.name]}")
         names.setdefault(container.name, index)
@@ -301,6 +612,39 @@ def _check_containers(containers: list[Container], path: FieldPath) -> Iterator[
                     (*where, probe_name),
                     "must name exactly one of exec, httpGet, tcpSocket or grpc",
                 )
+
+
+def _check_sources(
+    container: Container, where: FieldPath, volumes: dict[str, int]
+) -> Iterator[Finding]:
+    for index, variable in enumerate(container.env):
+        source = variable.value_from
+        if source is not None and len(source.sources()) != 1:
+            yield Finding(
+                (*where, "env", index, "valueFrom"),
+                "must name exactly one of configMapKeyRef, secretKeyRef, fieldRef, "
+                "resourceFieldRef or fileKeyRef",
+            )
+        elif (
+            source is not None
+            and source.field_ref is not None
+            and not field_path_known(source.field_ref.field_path)
+        ):
+            yield Finding(
+                (*where, "env", index, "valueFrom", "fieldRef", "fieldPath"),
+                f"the Downward API gives {', '.join(FIELD_PATHS)}",
+            )
+    for index, origin in enumerate(container.env_from):
+        if (origin.config_map_ref is None) == (origin.secret_ref is None):
+            yield Finding(
+                (*where, "envFrom", index), "must name exactly one of configMapRef or secretRef"
+            )
+    for index, mount in enumerate(container.volume_mounts):
+        if mount.name not in volumes:
+            yield Finding(
+                (*where, "volumeMounts", index, "name"),
+                f"no volume named {mount.name} in spec.volumes",
+            )
 
 
 def _snake(name: str) -> str:
