@@ -25,6 +25,18 @@ class Balancer:
         """One of `endpoints` (never empty)."""
         raise NotImplementedError
 
+    def spread(self, endpoints: list[EndpointState]) -> list[EndpointState]:
+        """The endpoints `pick` chooses among, from those that may take traffic: how weights
+        count is the balancer's business (here, through each endpoint's own weight)."""
+        return endpoints
+
+
+def _repeated_by_weight(endpoints: list[EndpointState]) -> list[EndpointState]:
+    # A balancer blind to weights sees an endpoint of weight w w times (at most 100).
+    if all(e.weight == 1 for e in endpoints):
+        return endpoints
+    return [e for e in endpoints for _ in range(min(e.weight, 100))]
+
 
 class RoundRobin(Balancer):
     """Each endpoint in turn (weights repeat an endpoint)."""
@@ -39,6 +51,10 @@ class RoundRobin(Balancer):
         self._next += 1
         return endpoints[self._next % len(endpoints)]
 
+    def spread(self, endpoints: list[EndpointState]) -> list[EndpointState]:
+        """Each endpoint repeated by its weight."""
+        return _repeated_by_weight(endpoints)
+
 
 class RandomChoice(Balancer):
     """Any endpoint, uniformly (weights repeat an endpoint)."""
@@ -48,6 +64,10 @@ class RandomChoice(Balancer):
     def pick(self, endpoints: Sequence[EndpointState], key: bytes | None) -> EndpointState:
         """A random endpoint."""
         return endpoints[random.randrange(len(endpoints))]
+
+    def spread(self, endpoints: list[EndpointState]) -> list[EndpointState]:
+        """Each endpoint repeated by its weight."""
+        return _repeated_by_weight(endpoints)
 
 
 class LeastRequest(Balancer):

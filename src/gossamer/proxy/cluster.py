@@ -216,11 +216,7 @@ class ClusterState:
         if not usable:
             # Panic mode, as Envoy does: when nothing is healthy, try everything not ejected.
             usable = [e for e in self.endpoints if not e.ejected_until] or list(self.endpoints)
-        if self.config.lb_policy in ("ROUND_ROBIN", "RANDOM") and any(
-            e.weight != 1 for e in usable
-        ):
-            usable = [e for e in usable for _ in range(min(e.weight, 100))]
-        self.available = usable
+        self.available = self.balancer.spread(usable)
 
     def mark_checked(self, endpoint: EndpointState) -> None:
         """An active health check changed an endpoint's verdict: balance accordingly."""
@@ -403,6 +399,57 @@ class ClusterState:
         endpoint.consecutive_5xx = 0
         endpoint.consecutive_gateway = 0
         self.refresh()
+
+    # Admission and accounting: what a request and each of its tries count, and against whom.
+
+    def admit(self) -> None:
+        """A request is on its way to this cluster: it counts until `request_ended`."""
+        self.counters.active_requests += 1
+
+    def over_limit(self) -> bool:
+        """The circuit breaker on requests in flight (max_requests)."""
+        return self.counters.active_requests > self.limits.max_requests
+
+    def retry_started(self) -> None:
+        """A request's first retry: outstanding until the request ends, as in Envoy."""
+        self.counters.active_retries += 1
+
+    def request_ended(self, retried: bool) -> None:
+        """An admitted request ended (`retried`: it had counted as a retry)."""
+        self.counters.active_requests -= 1
+        if retried:
+            self.counters.active_retries -= 1
+
+    def try_started(self, endpoint: EndpointState) -> None:
+        """A try picked `endpoint`: its load, for the balancer."""
+        endpoint.active += 1
+
+    def try_moved(self, picked: EndpointState, serving: EndpointState) -> None:
+        """A try got a connection to another endpoint than it picked (the oldest waiter takes a
+        freed connection): the load, latency and outcome are the serving endpoint's."""
+        picked.active -= 1
+        serving.active += 1
+
+    def try_ended(
+        self,
+        endpoint: EndpointState,
+        started: float,
+        *,
+        record: bool,
+        status: int = 0,
+        gateway_error: bool = False,
+    ) -> None:
+        """A try on `endpoint` ended. Unless it was given up (`record` False), its latency since
+        `started` (0: never sent) feeds PEAK_EWMA, and its outcome outlier detection: `status`,
+        or a gateway error (no usable response), counted as a 503."""
+        endpoint.active -= 1
+        if not record:
+            return
+        if started and self.peak_ewma:
+            now = time.monotonic()
+            endpoint.observe_latency(now - started, now)
+        if self.outlier_detection is not None:
+            self.report(endpoint, 503 if gateway_error else status, gateway_error)
 
     def retry_allowed(self) -> bool:
         """The retry budget and max_retries: retries never multiply load in an outage."""

@@ -214,7 +214,7 @@ class ListenerRuntime:
             "bytes_sent": exchange.response_bytes,
             "duration_ms": round(duration, 3),
             "upstream_cluster": cluster or None,
-            "attempts": exchange.attempt + 1,
+            "attempts": exchange.retries + 1,
             "x_request_id": exchange.request_id.decode("latin-1") or None,
             "downstream_remote_address": exchange.client.peer,
             "route_name": exchange.route.route.name if exchange.route is not None else None,

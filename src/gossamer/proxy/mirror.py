@@ -42,10 +42,10 @@ def send_copies(exchange: Exchange, trailers: list[tuple[bytes, bytes]] | None) 
         cluster = runtime.clusters.get(mirror.cluster)
         if cluster is None:
             continue
-        if not exchange.replayable:
+        if not exchange.replay.replayable():
             _count(runtime.stats, cluster, "body_too_large")
             continue
-        data = [shadow_head(exchange.head_bytes), *exchange.body]
+        data = [shadow_head(exchange.head_bytes), *exchange.replay.chunks]
         if trailers is not None and exchange.head.chunked:
             data.append(last_chunk(trailers))
         copy = MirroredRequest(cluster, data, exchange.is_head, runtime.stats)

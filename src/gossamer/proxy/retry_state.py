@@ -5,7 +5,8 @@ every try that ends without a response as a reset of its stream: the upstream cl
 the connection, the per-try timeout reset the stream, or no connection could be made. A reset
 is retried under `reset`, and under `5xx` and `gateway-error` too, since the client would see
 one of those codes; a connection that could not be made is also retried under
-`connect-failure`. Attempts left, replay and idempotency are decided by the exchange.
+`connect-failure`. `may_retry` adds attempts left, replay and idempotency;
+the retry budget is the cluster's (`ClusterState.retry_allowed`).
 """
 
 from __future__ import annotations
@@ -45,3 +46,35 @@ def retriable_failure(failure: Failure, policy: RetryPolicy) -> bool:
         if condition in on:
             return True
     return failure == CONNECT_FAILURE and CONNECT_FAILURE in on
+
+
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+def repeatable(method: bytes, policy: RetryPolicy | None) -> bool:
+    """Whether a request the upstream may have acted on is safe to send again."""
+    return method in IDEMPOTENT or (policy is not None and policy.retry_non_idempotent)
+
+
+def may_retry(
+    policy: RetryPolicy | None,
+    retries: int,
+    failure: Failure | None,
+    *,
+    replayable: bool,
+    method: bytes,
+) -> bool:
+    """Whether a try may be followed by another, the cluster's retry budget aside.
+
+    `retries`: how many were made already; `failure`: how the try ended without a response, or
+    None for a response whose status `retry_on` names. A try whose request was sent (anything
+    but a connect failure) is repeated only when the method is idempotent or the policy says
+    non-idempotent requests may be; a body too large to keep cannot be sent again.
+    """
+    if policy is None or retries >= policy.attempts:
+        return False
+    if failure is not None and not retriable_failure(failure, policy):
+        return False
+    if not replayable:
+        return False
+    return failure == CONNECT_FAILURE or repeatable(method, policy)

@@ -84,7 +84,6 @@ class UpgradeExchange(Exchange):
         if self.status != 101 or self.finished:
             super().on_switched(connection, rest)
             return
-        self.upstream = None
         self._end_try(gateway_error=False)
         tunnel = Tunnel(self, self.downstream, connection, self.runtime.limits.idle_timeout)
         self.tunnel = tunnel

@@ -46,8 +46,10 @@ async def test_a_pipelined_response_behind_a_paused_client_does_not_flow(
     (connection,) = proxy.proxy.listeners["outbound"].connections
     assert connection.write_paused
     current = connection.current
-    assert current is not None and current.upstream is not None
-    upstream = current.upstream.transport
+    assert current is not None and current.current is not None
+    sending = current.current.connection
+    assert sending is not None
+    upstream = sending.transport
     assert upstream is not None and not upstream.is_reading(), "upstream read while client paused"
     # Reading resumes the upstream: everything arrives.
     head = await reader.readuntil(b"\r\n\r\n")

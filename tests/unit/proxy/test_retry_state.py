@@ -9,6 +9,8 @@ from gossamer.proxy.retry_state import (
     PER_TRY_TIMEOUT,
     RESET,
     Failure,
+    may_retry,
+    repeatable,
     retriable_failure,
     retriable_status,
 )
@@ -79,3 +81,28 @@ def test_a_response_is_retried_when_a_condition_names_its_status(
     status: int, retry_on: tuple[str, ...], codes: tuple[int, ...], retried: bool
 ) -> None:
     assert retriable_status(status, policy(*retry_on, codes=codes)) is retried
+
+
+@pytest.mark.parametrize(
+    ("retries", "failure", "replayable", "method", "retried"),
+    [
+        (0, RESET, True, b"GET", True),
+        (1, RESET, True, b"GET", False),  # attempts=1: no tries left
+        (0, RESET, False, b"GET", False),  # the body was too large to keep
+        (0, RESET, True, b"POST", False),  # sent, and not safe to repeat
+        (0, CONNECT_FAILURE, True, b"POST", True),  # never sent
+        (0, None, True, b"GET", True),  # a retriable status
+    ],
+)
+def test_may_retry_weighs_tries_left_replay_and_idempotency(
+    retries: int, failure: Failure | None, replayable: bool, method: bytes, retried: bool
+) -> None:
+    retry = RetryPolicy(attempts=1, retry_on=("reset", "connect-failure", "5xx"))
+    assert may_retry(retry, retries, failure, replayable=replayable, method=method) is retried
+
+
+def test_non_idempotent_requests_are_retried_when_the_policy_says_so() -> None:
+    retry = RetryPolicy(attempts=2, retry_on=("reset",), retry_non_idempotent=True)
+    assert may_retry(retry, 0, RESET, replayable=True, method=b"POST")
+    assert repeatable(b"POST", retry) and not repeatable(b"POST", None)
+    assert not may_retry(None, 0, RESET, replayable=True, method=b"GET")
