@@ -164,8 +164,9 @@ async def through_proxy(
     for _ in range(200):
         await asyncio.sleep(0.01)
         exchange = client.current
-        if exchange is not None and exchange.upstream is not None:
-            upstream = exchange.upstream
+        attempt = exchange.current if exchange is not None else None
+        if attempt is not None and attempt.connection is not None:
+            upstream = attempt.connection
             break
     if upstream is None:
         raise RuntimeError("the proxy never connected to the stand-in backend")
