@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import sys
 import sysconfig
@@ -35,7 +36,8 @@ class BuildError(Exception):
 
 def compiler_problem() -> str | None:
     """Why no extension can be built here, or None when a C compiler and Python's headers exist."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    # The CC variable overrides Python's own compiler in setuptools' builds, so here too.
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler}) on PATH"
     headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
