@@ -11,7 +11,7 @@ PROXY_SOURCES := $(wildcard src/gossamer/proxy/*.py)
 SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd prometheus
 SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server prometheus
 
-.PHONY: demo test lint unit bench docs clean system-deps native node browser
+.PHONY: demo test lint unit bench docs clean system-deps native node browser wheel
 
 # Create the virtual environment once, and reinstall only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -31,6 +31,12 @@ $(NATIVE): $(STAMP) $(PROXY_SOURCES)
 	$(BIN)/python -m gossamer.proxy.compile build --if-possible
 
 native: $(NATIVE)
+
+# dist/gossamer-*.whl with the hot path compiled (a platform wheel), from the extensions that
+# `native` compiled here; pure Python where it could not compile (docs/packaging.md).
+wheel: $(NATIVE)
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
+	@ls -1 dist/gossamer-*.whl
 
 # The reference application's asset-consumer runs on Node.js (Debian's nodejs, no npm packages).
 node:
