@@ -407,6 +407,7 @@ class LocalMesh:
                     else None
                 ),
                 "dns": f"127.0.0.1:{self.plan.dns_port}",
+                "vip_network": self.plan.vip_network,
                 "events": self.events_url,
                 "ready": ready,
             },

@@ -183,9 +183,16 @@ async def test_a_virtual_service_applied_later_reroutes_a_running_sidecar(
             return {await proxy.served_by() for _ in range(4)} == {"v2"}
 
         await eventually_async(all_v2)
+
+        # The proxy serves the new routes before its ACK has reached the control plane.
+        async def synced() -> bool:
+            response = await client.get("/debug/v1/proxies")
+            [status] = [p for p in response.json()["items"] if p["workload"] == "productpage"]
+            return bool(status["state"] == "SYNCED")
+
+        await eventually_async(synced)
         response = await client.get("/debug/v1/proxies")
         [status] = [p for p in response.json()["items"] if p["workload"] == "productpage"]
-        assert status["state"] == "SYNCED"
         assert status["acked"] == proxy.proxy.snapshot.version  # type: ignore[union-attr]
 
 
