@@ -44,14 +44,27 @@ class DnsServer:
         self._tcp: asyncio.Server | None = None
 
     async def start(self) -> None:
-        """Bind UDP, then TCP on the same port."""
+        """Bind UDP, then TCP on the same port.
+
+        With port 0 the kernel picks a free UDP port, and the same number may be taken for
+        TCP: then another pair is tried (a few times), and the UDP socket is never left open.
+        """
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(self.address, self.port)
-        )
-        self._udp, self._replies = transport, protocol
-        self.port = int(transport.get_extra_info("sockname")[1])
-        self._tcp = await asyncio.start_server(self._serve_tcp, self.address, self.port)
+        wanted = self.port
+        for attempt in range(1, 9):
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(self.address, wanted)
+            )
+            port = int(transport.get_extra_info("sockname")[1])
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, self.address, port)
+            except OSError:
+                transport.close()
+                if wanted != 0 or attempt == 8:
+                    raise
+                continue
+            self._udp, self._replies, self.port = transport, protocol, port
+            return
 
     async def close(self) -> None:
         """Stop serving: replies still waiting (on a forwarder) are cancelled, not left behind."""
