@@ -145,7 +145,17 @@ def test_an_impostor_on_the_control_planes_port_gets_no_token_and_a_restart_fail
     load.start()
     impostor = Impostor(port)
     try:
-        # Let the proxies register and the lease be written, then kill the control plane.
+        # Let every proxy run the last pushed config (every endpoint ready: the apps started
+        # with their sidecars) and the lease be written, then kill the control plane.
+        def synced() -> bool:
+            listed = gossamer("proxy-status", "-o", "json", cwd=hello)
+            proxies = json.loads(listed.stdout) if listed.returncode == 0 else []
+            return len(proxies) >= 6 and all(p["state"] == "SYNCED" for p in proxies)
+
+        deadline = time.monotonic() + 30
+        while not synced():
+            assert time.monotonic() < deadline, "the proxies did not all sync"
+            time.sleep(0.25)
         time.sleep(2)
         os.kill(_pid_of(state, "control-plane"), signal.SIGKILL)
         killed_at = time.monotonic()
