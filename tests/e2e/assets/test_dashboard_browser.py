@@ -4,29 +4,13 @@ watches an asset's risk band change live, without reloading the page."""
 from __future__ import annotations
 
 import random
-import shutil
 import uuid
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from .conftest import AssetsApp
 from .test_risk import failing, healthy, send
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is needed (make test installs Debian's chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def test_a_logged_in_person_sees_a_risk_band_change_live(
