@@ -57,6 +57,7 @@ class Exchange(ResponseSink):
         "head_bytes",
         "is_head",
         "keep_alive",
+        "last_try",
         "mirrors",
         "path",
         "policy",
@@ -94,6 +95,8 @@ class Exchange(ResponseSink):
         """The cluster counts this request among those in flight (until `_finish`)."""
         self.current: Attempt | None = None
         """The try under way upstream, if any."""
+        self.last_try: Attempt | None = None
+        """The try that ended last (for the access log's upstream host)."""
         self.target_index = 0
         self.head_bytes = b""
         self.replay = ReplayBuffer(self.runtime.limits.max_request_body_buffer)
@@ -484,6 +487,7 @@ class Exchange(ResponseSink):
         if current is None:
             return
         self.current = None
+        self.last_try = current
         current.end(record=record, status=self.status, gateway_error=gateway_error)
 
     def _drop_upstream(self) -> None:

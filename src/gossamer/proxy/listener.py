@@ -214,6 +214,7 @@ class ListenerRuntime:
             "bytes_sent": exchange.response_bytes,
             "duration_ms": round(duration, 3),
             "upstream_cluster": cluster or None,
+            "upstream_host": _upstream_host(exchange),
             "attempts": exchange.retries + 1,
             "x_request_id": exchange.request_id.decode("latin-1") or None,
             "downstream_remote_address": exchange.client.peer,
@@ -242,3 +243,12 @@ class ListenerRuntime:
         else:
             return target
         return new_path.encode("latin-1") + query
+
+
+def _upstream_host(exchange: Exchange) -> str | None:
+    """The endpoint the last try went to, as Envoy's %UPSTREAM_HOST%."""
+    attempt = exchange.current or exchange.last_try
+    if attempt is None:
+        return None
+    endpoint = attempt.endpoint
+    return f"{endpoint.address}:{endpoint.port}"

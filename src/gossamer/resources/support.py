@@ -309,9 +309,10 @@ _REQUEST_AUTHENTICATION = (
 )
 
 _TELEMETRY = (
-    _at("spec", ("selector", "selector.matchLabels", "tracing"))
+    _at("spec", ("selector", "selector.matchLabels", "tracing", "accessLogging"))
     | _at("spec.tracing", ("providers", "providers.name", "randomSamplingPercentage"))
     | _at("spec.tracing", ("disableSpanReporting",))
+    | _at("spec.accessLogging", ("providers", "providers.name", "disabled"))
 )
 _TELEMETRY_PROVIDER = _at(
     "spec",

@@ -1,4 +1,4 @@
-"""Telemetry and TelemetryProvider resources to one proxy's tracing settings.
+"""Telemetry and TelemetryProvider resources to one proxy's tracing and access log settings.
 
 As Istio resolves Telemetry: the mesh's (in the root namespace, without a selector), then the
 workload's namespace's (without a selector), then those whose selector picks the workload; each
@@ -41,22 +41,24 @@ def telemetry_for(
             telemetries.append(resource)
         elif isinstance(resource, TelemetryProvider):
             providers.setdefault(resource.name, resource)
-    tracing = _tracing(telemetries, providers, namespace, labels, root_namespace)
-    return Telemetry(tracing=tracing)
+    applying = _applying(telemetries, namespace, labels, root_namespace)
+    tracing = _tracing(applying, providers)
+    return Telemetry(access_log=_access_log(applying), tracing=tracing)
+
+
+def _access_log(applying: list[TelemetryResource]) -> bool:
+    """On when the most specific Telemetry with `accessLogging` does not disable it."""
+    enabled = False
+    for telemetry in applying:
+        if telemetry.spec.access_logging:
+            enabled = not telemetry.spec.access_logging[0].disabled
+    return enabled
 
 
 def _tracing(
-    telemetries: list[TelemetryResource],
-    providers: Mapping[str, TelemetryProvider],
-    namespace: str,
-    labels: Mapping[str, str],
-    root_namespace: str,
+    applying: list[TelemetryResource], providers: Mapping[str, TelemetryProvider]
 ) -> Tracing | None:
-    entries = [
-        telemetry.spec.tracing[0]
-        for telemetry in _applying(telemetries, namespace, labels, root_namespace)
-        if telemetry.spec.tracing
-    ]
+    entries = [telemetry.spec.tracing[0] for telemetry in applying if telemetry.spec.tracing]
     if not entries:
         return None
     sampling = DEFAULT_SAMPLING

@@ -122,6 +122,7 @@ async def test_the_access_log_writes_one_json_line_per_request(
     assert first["response_flags"] == "-"
     assert first["x_request_id"] == "abc-123"
     assert first["upstream_cluster"] == "one"
+    assert first["upstream_host"] == f"127.0.0.1:{backend.port}"
     assert first["snapshot_version"] == "log"
     assert second["response_code"] == 200
 

@@ -127,3 +127,48 @@ spec:
     messages = " | ".join(problem.message for problem in result.problems)
     assert "http:// or https:// URL" in messages
     assert "between 0 and 100" in messages
+
+
+def test_access_logs_are_on_where_a_telemetry_asks_and_off_where_a_closer_one_disables() -> None:
+    text = """
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: quiet, namespace: batch}
+spec:
+  accessLogging: [{disabled: true}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: loud-jobs, namespace: batch}
+spec:
+  selector: {matchLabels: {app: jobs}}
+  accessLogging: [{}]
+"""
+    found = resources(text)
+    assert telemetry_for(found, "default", {"app": "web"}).access_log
+    assert not telemetry_for(found, "batch", {"app": "cron"}).access_log
+    assert telemetry_for(found, "batch", {"app": "jobs"}).access_log
+    assert not telemetry_for(resources(PROVIDERS + MESH), "default", {}).access_log
+
+
+def test_access_logs_go_only_to_the_built_in_provider() -> None:
+    result = load_text(
+        """
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: shipped}
+spec:
+  accessLogging: [{providers: [{name: otel-als}]}]
+""",
+        "test.yaml",
+    )
+    [problem] = result.problems
+    assert "built-in provider only" in problem.message
+    assert "otel-als" in problem.message
+    assert problem.line == 6

@@ -45,11 +45,25 @@ class Tracing(Model):
     disable_span_reporting: bool | None = None
 
 
+class AccessLogging(Model):
+    """Whether the proxies write an access log entry per request (Istio's `accessLogging`)."""
+
+    providers: list[ProviderRef] = Field(default_factory=list)
+    disabled: bool | None = None
+
+
+ACCESS_LOG_PROVIDERS = ("envoy", "gossamer")
+"""The built-in access log providers: both write one JSON line per request to the proxy's
+standard output (its log file under `gossamer up`), as Istio's `envoy` provider does."""
+
+
 class TelemetrySpec(Model):
-    """Istio Telemetry: tracing for the mesh (in istio-system), a namespace, or workloads."""
+    """Istio Telemetry: tracing and access logs for the mesh (in istio-system), a namespace, or
+    workloads."""
 
     selector: WorkloadSelector | None = None
     tracing: list[Tracing] = Field(default_factory=list)
+    access_logging: list[AccessLogging] = Field(default_factory=list)
 
 
 class Telemetry(Resource):
@@ -63,7 +77,21 @@ class Telemetry(Resource):
     spec: TelemetrySpec = Field(default_factory=TelemetrySpec)
 
     def check(self) -> Iterator[Finding]:
-        """One tracing entry, with at most one provider (as Istio applies them)."""
+        """One tracing entry, with at most one provider (as Istio applies them); access logs
+        only to the built-in provider."""
+        for index, logging in enumerate(self.spec.access_logging):
+            if index > 0:
+                yield Finding(
+                    ("spec", "accessLogging", index),
+                    "one accessLogging entry per Telemetry (match is not supported)",
+                )
+            for at, provider in enumerate(logging.providers):
+                if provider.name not in ACCESS_LOG_PROVIDERS:
+                    yield Finding(
+                        ("spec", "accessLogging", index, "providers", at, "name"),
+                        f"access logs go to the built-in provider only "
+                        f"({' or '.join(ACCESS_LOG_PROVIDERS)}), not {provider.name!r}",
+                    )
         if len(self.spec.tracing) > 1:
             yield Finding(
                 ("spec", "tracing", 1), "one tracing entry per Telemetry (match is not supported)"
