@@ -18,6 +18,14 @@ import httpx
 
 from .test_up_hello import _pid_of, gossamer, hello  # noqa: F401 - the fixture
 
+ACCESS_LOG = """\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+"""
+
 INSTANCE_TTL_S = 30.0
 """The control plane's default TTL of an instance whose proxy is gone (MeshSettings)."""
 
@@ -96,15 +104,20 @@ class Load:
     def _run(self) -> None:
         with httpx.Client(base_url=self.gateway, timeout=10.0) as client:
             while not self._stop.is_set():
+                # The wall-clock time, to find the request in the proxies' access logs.
+                at = time.strftime("%H:%M:%S")
                 try:
                     response = client.get("/")
                 except httpx.HTTPError as error:
-                    self.failures.append(f"{type(error).__name__}: {error}")
+                    self.failures.append(f"{at} {type(error).__name__}: {error}")
                     continue
                 if response.status_code == 200:
                     self.ok += 1
                 else:
-                    self.failures.append(f"{response.status_code} {response.text[:200]}")
+                    request_id = response.headers.get("x-request-id", "")
+                    self.failures.append(
+                        f"{at} {response.status_code} {response.text[:200]} {request_id}"
+                    )
                 time.sleep(0.01)
 
 
@@ -132,6 +145,8 @@ def test_an_impostor_on_the_control_planes_port_gets_no_token_and_a_restart_fail
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
+    # Every proxy writes its access log into its log file: a failure names the hop that failed.
+    (hello / "access-log.yaml").write_text(ACCESS_LOG)
     result = gossamer("up", ".", "--detach", "--control-plane-port", str(port), cwd=hello)
     assert result.returncode == 0, result.stdout + result.stderr
     state = hello / ".gossamer"

@@ -7,6 +7,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from gossamer.control.server import ControlPlane
+from gossamer.control.mesh.service import MeshSettings
+from gossamer.control.server import ControlPlane, ControlPlaneConfig, Listen
 from gossamer.proxy import Proxy
 from gossamer.proxy.agent import AgentOptions, ControlPlaneAgent, stream_url
 from gossamer.snapshot.protocol import Hello, Instance
@@ -330,3 +332,26 @@ async def eventually_async(condition: Any, timeout: float = 15.0) -> None:
 
 
 __all__ = ["eventually"]
+
+
+async def test_a_restarted_control_plane_sends_its_first_proxy_the_stored_endpoints(
+    tmp_path: Path, backends: tuple[Backend, Backend]
+) -> None:
+    def config(debounce_s: float) -> ControlPlaneConfig:
+        return ControlPlaneConfig(
+            state_dir=tmp_path / "state",
+            listen=Listen("127.0.0.1", 0),
+            mesh=MeshSettings(debounce_s=debounce_s, max_delay_s=debounce_s),
+            graceful_s=1.0,
+            tls=False,
+        )
+
+    async with ControlPlane(config(0.1)) as first:
+        token = first.token_file.read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=first.url, headers=headers) as client:
+            await mesh(client, *backends)
+    # Back with a debounce far longer than the test: a proxy that connects at once must get
+    # the endpoints the store holds, not those of an index still waiting for its recompute.
+    async with ControlPlane(config(60.0)) as restarted, sidecar(restarted.url, token) as proxy:
+        assert await proxy.served_by() in {"v1", "v2"}

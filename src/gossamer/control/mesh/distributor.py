@@ -202,6 +202,18 @@ class Distributor:
         """Follow the mirror's changes."""
         self.mirror.subscribe(self._changed)
 
+    def prime(self) -> None:
+        """Compute now what the mirror's first listing changed, instead of after the debounce.
+
+        Called once the mirror holds the whole store and before any proxy can connect: a proxy
+        that connected during the first debounce was sent the endpoints of the empty index, and a
+        control plane restarted under load had its first gateway answer "no healthy upstream"
+        until the recompute."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._recompute()
+
     def close(self) -> None:
         """Stop recomputing."""
         if self._timer is not None:

@@ -118,6 +118,7 @@ class Mesh:
         self.mirror.subscribe(self._tokens_changed)
         self.mirror.start()
         await asyncio.wait_for(self.mirror.synced.wait(), self.settings.sync_timeout_s)
+        self.distributor.prime()
         self.registry.start()
 
     async def close(self) -> None:
