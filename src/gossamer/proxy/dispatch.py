@@ -88,6 +88,7 @@ def _guarded(
     *,
     query_at: int,
     headers: dict[str, str] | None,
+    patient: bool = True,
 ) -> None:
     """Let the request on only past the port's mTLS mode, its token and the policies."""
     if exchange.finished:
@@ -99,13 +100,20 @@ def _guarded(
         exchange.local(refusal.status, refusal.reason, refusal.flag)
         return
     params = target[query_at + 1 :].decode("latin-1") if query_at >= 0 else ""
-    outcome = guard.authenticate(exchange.head.headers, params)
+    outcome = guard.authenticate(exchange.head.headers, params, patient=patient)
     if outcome is not None:
         if outcome.wait is not None:
-            # The issuer's keys are being fetched: check again once they are here.
+            # The issuer's keys are being fetched: check again once they are here (and wait
+            # no more if that fetch failed).
             outcome.wait.add_done_callback(
                 lambda _: _guarded(
-                    exchange, guard, route, target, query_at=query_at, headers=headers
+                    exchange,
+                    guard,
+                    route,
+                    target,
+                    query_at=query_at,
+                    headers=headers,
+                    patient=False,
                 )
             )
             return

@@ -83,11 +83,14 @@ class RequestGuard:
             return Refusal(403, f"mTLS required on port {port}", MTLS_REQUIRED)
         return None
 
-    def authenticate(self, headers: list[tuple[bytes, bytes]], query: str) -> JwtOutcome | None:
-        """The JWT outcome, or None when no RequestAuthentication applies."""
+    def authenticate(
+        self, headers: list[tuple[bytes, bytes]], query: str, *, patient: bool = True
+    ) -> JwtOutcome | None:
+        """The JWT outcome, or None when no RequestAuthentication applies (`patient`: see
+        JwtAuthenticator.authenticate)."""
         if self.jwt is None:
             return None
-        return self.jwt.authenticate(headers, query)
+        return self.jwt.authenticate(headers, query, patient=patient)
 
     def authorize(self, request: AuthzRequest) -> Refusal | AuthzDecision:
         """The AuthorizationPolicy decision; a Refusal when denied."""

@@ -151,7 +151,8 @@ class JwksCache:
     Snapshots come and go; keys stay. A set older than `refresh_interval_s` is refetched in the
     background on its next use while the old one keeps serving; a token with an unknown `kid`
     makes requests wait for a refetch, at most one per `min_refetch_interval_s` (counted from
-    the end of the previous fetch) per URI, which is also the retry pace after a failure. A
+    the end of the previous fetch) per URI, which is also the retry pace after a failure (with no
+    set at all, a request waits for that paced retry instead of being refused). A
     failed fetch keeps the last good set. `fetches` and `fetch_failures` count for /stats.
 
     `proxy` is an HTTP proxy to fetch through: a sidecar gives its own outbound listener, so
@@ -177,6 +178,7 @@ class JwksCache:
         self._entries: dict[str, _RemoteJwks] = {}
         self.fetches = 0
         self.fetch_failures = 0
+        self._closed = False
 
     def __repr__(self) -> str:
         entries = self._entries.values()
@@ -185,7 +187,9 @@ class JwksCache:
         return f"<JwksCache {len(entries)} URIs, {fetching} fetching, {missing} without keys>"
 
     async def close(self) -> None:
-        """Cancel fetches in flight (their waiters resolve) and close the HTTP client."""
+        """Cancel fetches in flight (their waiters resolve) and close the HTTP client; no fetch
+        starts after this."""
+        self._closed = True
         tasks = [entry.task for entry in self._entries.values() if entry.task is not None]
         for task in tasks:
             task.cancel()
@@ -205,15 +209,17 @@ class JwksCache:
             self._start(entry, timeout)
 
     def lookup(
-        self, uri: str, timeout: float, kid: str | None
+        self, uri: str, timeout: float, kid: str | None, patient: bool = True
     ) -> KeySet | asyncio.Future[None] | None:
         """The keys to check a token with, a future to wait on first, or None (fetch failed).
 
         A set older than `refresh_interval_s` is returned while a refetch starts behind it.
         Without a set, or without `kid` in it, a fetch is started if the pace allows, and the
         future it returns resolves (never raising) when that fetch ends; the caller then looks
-        up again. None means there are no keys and the last fetch failed too recently to retry.
-        Call it on the event loop.
+        up again. Without any set, a `patient` request after a failed fetch waits for the next
+        fetch the pace allows. None means there are no keys, the last fetch failed too recently
+        to retry, and the request is not patient (it already waited once). Call it on the
+        event loop.
         """
         entry = self._entry(uri)
         now = self._clock()
@@ -224,6 +230,13 @@ class JwksCache:
         if keys is None or (kid is not None and kid not in keys.by_kid):
             if entry.task is None and may_refetch:
                 self._start(entry, timeout)
+            elif entry.task is None and keys is None and patient and entry.settled_at is not None:
+                # No keys at all and the last fetch failed a moment ago (an issuer that was
+                # not up yet when the proxy started): wait for the next fetch the pace allows
+                # rather than refuse a valid token. A set without the token's kid answers at
+                # once, so that made-up kids cannot hold requests.
+                delay = entry.settled_at + self.min_refetch_interval_s - now
+                self._start(entry, timeout, delay)
             if entry.task is not None:
                 return self._waiter(entry)
             return keys
@@ -237,8 +250,11 @@ class JwksCache:
             entry = self._entries[uri] = _RemoteJwks(uri)
         return entry
 
-    def _start(self, entry: _RemoteJwks, timeout: float) -> None:
-        entry.task = asyncio.get_running_loop().create_task(self._refresh(entry, timeout))
+    def _start(self, entry: _RemoteJwks, timeout: float, delay: float = 0.0) -> None:
+        if self._closed:
+            return
+        refresh = self._refresh(entry, timeout, delay)
+        entry.task = asyncio.get_running_loop().create_task(refresh)
         # A callback, not a `finally`: it also runs for a task cancelled before it started.
         entry.task.add_done_callback(lambda _: self._settle(entry))
 
@@ -257,7 +273,9 @@ class JwksCache:
         entry.waiters.append(waiter)
         return waiter
 
-    async def _refresh(self, entry: _RemoteJwks, timeout: float) -> None:
+    async def _refresh(self, entry: _RemoteJwks, timeout: float, delay: float = 0.0) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
         self.fetches += 1
         try:
             async with asyncio.timeout(timeout):

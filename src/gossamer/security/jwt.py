@@ -221,13 +221,19 @@ class JwtAuthenticator:
             if not provider.source.jwks and provider.source.jwks_uri:
                 self._cache.prefetch(provider.source.jwks_uri, provider.source.timeout)
 
-    def authenticate(self, headers: Sequence[tuple[bytes, bytes]], query: str) -> JwtOutcome:
-        """Check the request's token, if it carries one; "none" when it carries none."""
+    def authenticate(
+        self, headers: Sequence[tuple[bytes, bytes]], query: str, *, patient: bool = True
+    ) -> JwtOutcome:
+        """Check the request's token, if it carries one; "none" when it carries none.
+
+        `patient`: with no keys yet and a fetch failed a moment ago, wait for the next fetch the
+        pace allows ("pending"); the check after that wait passes False, so that a request
+        waits for one retry at most."""
         found = self._find_token(headers, query)
         if found is None:
             return self._none
         token, location = found
-        return self._check(token, location)
+        return self._check(token, location, patient)
 
     def _find_token(
         self, headers: Sequence[tuple[bytes, bytes]], query: str
@@ -278,7 +284,7 @@ class JwtAuthenticator:
                     best = (token, location)
         return best
 
-    def _check(self, text: str, location: _Location) -> JwtOutcome:
+    def _check(self, text: str, location: _Location, patient: bool) -> JwtOutcome:
         if text.count(".") != 2:
             return _invalid("Jwt is not in the form of Header.Payload.Signature")
         try:
@@ -297,7 +303,7 @@ class JwtAuthenticator:
             return _invalid("Jwt issuer is not configured")
         first: JwtOutcome | None = None
         for provider in candidates:
-            outcome = self._verify(token, provider, location)
+            outcome = self._verify(token, provider, location, patient)
             if outcome.status == "ok":
                 return outcome
             if first is None or (outcome.status == "pending" and first.status != "pending"):
@@ -305,14 +311,16 @@ class JwtAuthenticator:
         assert first is not None
         return first
 
-    def _verify(self, token: _Token, provider: _Provider, location: _Location) -> JwtOutcome:
+    def _verify(
+        self, token: _Token, provider: _Provider, location: _Location, patient: bool
+    ) -> JwtOutcome:
         source = provider.source
         if source.jwks or not source.jwks_uri:
             keys = provider.keys
             if keys is None:
                 return _invalid("Jwks of the issuer is not valid")
         else:
-            found = self._cache.lookup(source.jwks_uri, source.timeout, token.kid)
+            found = self._cache.lookup(source.jwks_uri, source.timeout, token.kid, patient)
             if isinstance(found, asyncio.Future):
                 return JwtOutcome("pending", wait=found)
             if found is None:

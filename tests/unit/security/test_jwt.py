@@ -144,13 +144,14 @@ def inline(*keys: dict[str, Any], **fields: Any) -> JwtProvider:
 async def settle(
     authn: JwtAuthenticator, headers: Sequence[tuple[bytes, bytes]], query: str = ""
 ) -> JwtOutcome:
-    """Authenticate as the proxy does: on "pending", wait for the fetch and try once more."""
+    """Authenticate as the proxy does: on "pending", wait for the fetch and try once more, no
+    longer patient."""
     outcome = authn.authenticate(headers, query)
     if outcome.status == "pending":
         assert outcome.wait is not None
         async with asyncio.timeout(2):
             await outcome.wait
-        outcome = authn.authenticate(headers, query)
+        outcome = authn.authenticate(headers, query, patient=False)
     return outcome
 
 
@@ -335,13 +336,49 @@ async def test_a_server_down_at_first_fetch_fails_requests_until_it_is_back(
     token = make_token()
 
     assert_invalid(await settle(authn, bearer(token)), "Jwks remote fetch failed", token)
-    assert_invalid(authn.authenticate(bearer(token), ""), "Jwks remote fetch failed", token)
+    assert_invalid(
+        authn.authenticate(bearer(token), "", patient=False), "Jwks remote fetch failed", token
+    )
     assert (server.fetches, cache.fetch_failures) == (1, 1)
     server.status = 200
     clock.now += MIN_REFETCH_S
 
     assert (await settle(authn, bearer(token))).status == "ok"
     assert server.fetches == 2
+
+
+async def test_a_token_just_after_a_failed_first_fetch_waits_for_the_paced_retry(
+    server: JwksServer, clock: Clock
+) -> None:
+    # The issuer was not up yet when the proxy started: its first fetch failed. A valid token
+    # a moment later waits for the next fetch the pace allows (one, not more) instead of a 401.
+    cache = JwksCache(min_refetch_interval_s=0.2, clock=clock)
+    server.status = 503
+    authn = JwtAuthenticator([remote(server)], cache)
+    token = make_token()
+    assert_invalid(await settle(authn, bearer(token)), "Jwks remote fetch failed", token)
+    server.status = 200
+
+    waiting = authn.authenticate(bearer(token), "")
+
+    assert waiting.status == "pending"
+    assert (await settle(authn, bearer(token))).status == "ok"
+    assert server.fetches == 2
+    await cache.close()
+
+
+async def test_while_the_issuer_is_down_a_request_waits_for_one_retry_at_most(
+    server: JwksServer, clock: Clock
+) -> None:
+    cache = JwksCache(min_refetch_interval_s=0.05, clock=clock)
+    server.status = 503
+    authn = JwtAuthenticator([remote(server)], cache)
+    token = make_token()
+    assert_invalid(await settle(authn, bearer(token)), "Jwks remote fetch failed", token)
+
+    assert_invalid(await settle(authn, bearer(token)), "Jwks remote fetch failed", token)
+    assert (server.fetches, cache.fetch_failures) == (2, 2)
+    await cache.close()
 
 
 async def test_a_stale_set_is_refreshed_in_the_background_and_kept_when_that_fails(
