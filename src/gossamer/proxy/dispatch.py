@@ -221,9 +221,14 @@ def _after_delay(exchange: Exchange, route: CompiledRoute, target: bytes, abort:
 
 
 def _abort_injected(exchange: Exchange) -> None:
-    assert exchange.route is not None and exchange.route.route.fault is not None
-    status = exchange.route.route.fault.abort_status
+    route = exchange.route
+    assert route is not None and route.route.fault is not None
+    status = route.route.fault.abort_status
     assert status is not None
+    # As Envoy's router has picked the route's cluster before the fault filter answers: the
+    # metrics and the span name the destination the request was for (not admitted: nothing
+    # was in flight there).
+    exchange.cluster = exchange.runtime.clusters.get(route.cluster_names[route.pick()])
     exchange.local(status, "fault injected", lr.FAULT_INJECTED)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from gossamer.snapshot import DirectResponse, Fault, Route, Snapshot
+from gossamer.snapshot import DirectResponse, Fault, Route, ServiceLabels, Snapshot
 
 from .backend import Backend
 from .harness import Running, cluster, read_response, snapshot, to
@@ -29,6 +29,34 @@ async def test_an_abort_answers_for_the_upstream(backend: Backend, run_proxy: Ru
     assert response.headers["x-gossamer-reason"] == "fault injected"
     assert backend.requests == []
     assert 'response_code="418",response_flags="FI"} 1' in proxy.proxy.stats.prometheus()
+
+
+async def test_an_abort_is_counted_for_the_destination_the_request_was_for(
+    backend: Backend, run_proxy: Run
+) -> None:
+    labels = ServiceLabels(
+        service="ratings.default.svc.cluster.local",
+        service_name="ratings",
+        namespace="default",
+        workload="ratings-v1",
+        version="v1",
+    )
+    config = snapshot(
+        [to("ratings", fault=Fault(abort_status=500))],
+        [cluster("ratings", backend.port, labels=labels)],
+    )
+    proxy = await run_proxy(config)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(proxy.url)).status_code == 500
+    [line] = [
+        line
+        for line in proxy.proxy.stats.prometheus().splitlines()
+        if line.startswith("istio_requests_total{")
+    ]
+    assert 'destination_service="ratings.default.svc.cluster.local"' in line
+    assert 'destination_workload="ratings-v1"' in line
+    assert 'response_flags="FI"' in line
+    assert backend.requests == []
 
 
 async def test_an_abort_at_zero_percent_never_fires(backend: Backend, run_proxy: Run) -> None:
