@@ -275,9 +275,12 @@ def test_istio_requests_total_has_the_series_of_the_traffic_with_istios_labels(
         # The scraped proxy's target labels sit beside Istio's own and renamed none of them.
         assert metric["job"] == "gossamer-proxies" and metric["kind"] == "sidecar"
         assert not [name for name in metric if name.startswith("exported_")], metric
+        # Both ends name the caller's workload (the callee's from the caller's peer metadata)
+        # and the service by its full name, as Istio's dashboards select it.
+        assert metric["source_workload"] == "frontend"
+        assert metric["destination_service"] == "greeter.default.svc.cluster.local"
         if metric["reporter"] == "source":
-            assert metric["workload"] == metric["source_workload"] == "frontend"
-            assert metric["destination_service"] == "greeter.default.svc.cluster.local"
+            assert metric["workload"] == "frontend"
         else:
             assert metric["workload"] == metric["destination_workload"]
     for name in (

@@ -159,6 +159,7 @@ class ClusterState:
         "counters",
         "endpoints",
         "hashed",
+        "in_mesh",
         "limits",
         "mesh_tls",
         "name",
@@ -177,6 +178,9 @@ class ClusterState:
         self.hashed = config.hash_policy is not None
         self.peak_ewma = config.lb_policy == "PEAK_EWMA"
         self.outlier_detection = config.outlier_detection
+        self.in_mesh = any(endpoint.identity for endpoint in config.endpoints)
+        """Its endpoints are sidecars of the mesh (reached over mTLS): requests carry peer
+        metadata (peer.py)."""
         self.mesh_tls: MeshTls | None = previous.mesh_tls if previous is not None else None
         kept = {e.key: e for e in previous.endpoints} if previous is not None else {}
         self.endpoints: list[EndpointState] = []

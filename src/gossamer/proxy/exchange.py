@@ -60,6 +60,7 @@ class Exchange(ResponseSink):
         "last_try",
         "mirrors",
         "path",
+        "peer_meta",
         "policy",
         "reason",
         "replay",
@@ -97,6 +98,8 @@ class Exchange(ResponseSink):
         """The try under way upstream, if any."""
         self.last_try: Attempt | None = None
         """The try that ended last (for the access log's upstream host)."""
+        self.peer_meta = b""
+        """What the calling sidecar said of its workload (peer.py), read on inbound listeners."""
         self.target_index = 0
         self.head_bytes = b""
         self.replay = ReplayBuffer(self.runtime.limits.max_request_body_buffer)

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from gossamer.proxy.headers import HOP_BY_HOP, TRACE_HEADER_NAMES, extra_hop_by_hop
 from gossamer.proxy.http1 import CHUNKED, append_fields, request_head, request_line
+from gossamer.proxy.peer import HEADER as PEER_HEADER
 from gossamer.proxy.tracing import IncomingTrace, continue_trace, trace_lines
 
 if TYPE_CHECKING:
@@ -19,11 +20,12 @@ if TYPE_CHECKING:
     from gossamer.proxy.router import CompiledRoute
 
 # Request headers the proxy looks at on the way upstream, by what it does with them.
-_HOP, _FORWARDED_FOR, _TRACE, _REQUEST_ID, _PROTO, _HOST = range(6)
+_HOP, _FORWARDED_FOR, _TRACE, _REQUEST_ID, _PROTO, _HOST, _PEER = range(7)
 _SPECIAL: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP, _HOP)
 _SPECIAL.update(dict.fromkeys(TRACE_HEADER_NAMES, _TRACE))
 _SPECIAL.update(
     {
+        PEER_HEADER: _PEER,
         b"x-forwarded-for": _FORWARDED_FOR,
         b"x-request-id": _REQUEST_ID,
         b"x-forwarded-proto": _PROTO,
@@ -38,7 +40,13 @@ def upstream_head(exchange: Exchange, route: CompiledRoute, target: bytes) -> by
     edited as the route says."""
     head = exchange.head
     runtime = exchange.runtime
-    headers, forwarded_for, request_id, dropped, has_proto, has_host, incoming = scan(head.headers)
+    headers, forwarded_for, request_id, dropped, has_proto, has_host, incoming, meta = scan(
+        head.headers
+    )
+    exchange.peer_meta = meta
+    cluster = exchange.cluster
+    # Who is calling, for a sidecar of the mesh at the other end (peer.py).
+    peer_line = runtime.peer_line if cluster is not None and cluster.in_mesh else b""
     trace = exchange.trace = runtime.tracer.begin(incoming) if runtime.tracer else None
     peer = exchange.client.peer_bytes
     forwarded = forwarded_for + b", " + peer if forwarded_for else peer
@@ -59,22 +67,39 @@ def upstream_head(exchange: Exchange, route: CompiledRoute, target: bytes) -> by
         if new_id:
             lines += (b"x-request-id: ", request_id, b"\r\n")
         lines.append(trace_lines(incoming) if trace is None else trace.lines())
+        if peer_line:
+            lines.append(peer_line)
         if head.chunked:
             lines.append(b"transfer-encoding: chunked\r\n")
         if not has_host and exchange.authority:
             lines += (b"host: ", exchange.authority.encode("latin-1"), b"\r\n")
         lines.append(b"\r\n")
         return b"".join(lines)
-    if dropped is not None:
-        headers = [(n, v) for n, v in headers if n not in dropped]
-    headers.append((b"x-forwarded-for", forwarded))
+    own: list[tuple[bytes, bytes]] = [(b"x-forwarded-for", forwarded)]
     if not has_proto:
-        headers.append((b"x-forwarded-proto", runtime.scheme))
+        own.append((b"x-forwarded-proto", runtime.scheme))
     if new_id:
-        headers.append((b"x-request-id", request_id))
-    headers.extend((trace or continue_trace(incoming, 100.0)).headers())
+        own.append((b"x-request-id", request_id))
+    own.extend((trace or continue_trace(incoming, 100.0)).headers())
+    if peer_line:
+        name, _, value = peer_line.rstrip(b"\r\n").partition(b": ")
+        own.append((name, value))
+    kept = headers if dropped is None else [(n, v) for n, v in headers if n not in dropped]
+    return _edited_head(exchange, route, target, kept + own, has_host)
+
+
+def _edited_head(
+    exchange: Exchange,
+    route: CompiledRoute,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    has_host: bool,
+) -> bytes:
+    # The client's headers and the proxy's, then Host and the route's header operations.
+    head = exchange.head
     if head.chunked:
         headers.append(CHUNKED)
+    rewrite = route.rewrite
     if rewrite is not None and rewrite.authority:
         headers = [(n, v) for n, v in headers if n != b"host"]
         headers.append((b"host", rewrite.authority.encode("latin-1")))
@@ -122,14 +147,17 @@ def scan(
     bool,
     bool,
     IncomingTrace | None,
+    bytes,
 ]:
-    """One pass over the request headers: what to forward, and what the proxy must know."""
+    """One pass over the request headers: what to forward, and what the proxy must know (the
+    peer metadata a calling sidecar sent is never forwarded)."""
     special = _SPECIAL
     headers: list[tuple[bytes, bytes]] = []
     forwarded_for = request_id = None
     incoming: IncomingTrace | None = None
     has_proto = has_host = False
     dropped: set[bytes] | None = None
+    meta = b""
     for pair in pairs:
         lower, value = pair  # names come in lower case
         kind = special.get(lower)
@@ -144,6 +172,8 @@ def scan(
                 headers.append((b"te", b"trailers"))
         elif kind == _FORWARDED_FOR:
             forwarded_for = value
+        elif kind == _PEER:
+            meta = value
         elif kind == _TRACE:
             if incoming is None:
                 incoming = IncomingTrace()
@@ -156,7 +186,7 @@ def scan(
             else:
                 has_host = True
             headers.append(pair)
-    return headers, forwarded_for, request_id, dropped, has_proto, has_host, incoming
+    return headers, forwarded_for, request_id, dropped, has_proto, has_host, incoming, meta
 
 
 def without_params(target: bytes, at: int, names: tuple[str, ...]) -> bytes:

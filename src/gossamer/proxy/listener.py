@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, TextIO
 
 import msgspec
 
+from gossamer.proxy.peer import HEADER as PEER_HEADER
+from gossamer.proxy.peer import MAX_PEERS, header_value, source_labels
 from gossamer.proxy.router import CompiledRoute, CompiledRouteTable
 from gossamer.proxy.stats import ProxyStats, RequestSeries
 from gossamer.proxy.timers import TimerWheel
@@ -65,6 +67,7 @@ class ListenerRuntime:
         "limits",
         "log",
         "node",
+        "peer_line",
         "port",
         "products",
         "proto_line",
@@ -117,12 +120,17 @@ class ListenerRuntime:
         # What x-forwarded-proto says for requests that arrive here.
         self.scheme = b"https" if listener.tls is not None else b"http"
         self.proto_line = b"x-forwarded-proto: " + self.scheme + b"\r\n"
+        # Who this workload is, for the sidecars it calls (peer.py); inbound listeners say nothing.
+        self.peer_line = (
+            b"" if self.role == "inbound" else PEER_HEADER + b": " + header_value(node) + b"\r\n"
+        )
         self.limits = ConnectionLimits(listener.limits)
         self.drop_underscore_headers = listener.headers_with_underscores == "drop"
         self.draining = False
-        self.label_prefixes: dict[tuple[str, str], tuple[str, ...]] = {}
-        self.series: dict[tuple[str, str, int, str], RequestSeries] = {}
-        """Each (cluster, peer, status, flags) seen, to its series: one lookup per request."""
+        self.label_prefixes: dict[tuple[str, str, bytes], tuple[str, ...]] = {}
+        self.series: dict[tuple[str, str, bytes, int, str], RequestSeries] = {}
+        """Each (cluster, peer, peer metadata, status, flags) seen, to its series: one lookup
+        per request."""
         self.regexes: dict[str, re.Pattern[str]] = {}
         self.log = log if log is not None else (sys.stdout if telemetry.access_log else None)
 
@@ -136,14 +144,18 @@ class ListenerRuntime:
         cluster_name = cluster.name if cluster is not None else ""
         # The other side's SPIFFE id: the caller's on an inbound listener (from its certificate),
         # the upstream's on the others (the one its mTLS connection was checked against).
-        peer = exchange.client.principal if self.role == "inbound" else exchange.upstream_identity
-        key = (cluster_name, peer, exchange.status, exchange.flags)
+        if self.role == "inbound":
+            peer = exchange.client.principal
+            meta = exchange.peer_meta if peer else b""
+        else:
+            peer, meta = exchange.upstream_identity, b""
+        key = (cluster_name, peer, meta, exchange.status, exchange.flags)
         series = self.series.get(key)
         if series is None:
-            prefix = self.label_prefixes.get(key[:2])
+            prefix = self.label_prefixes.get(key[:3])
             if prefix is None:
                 labels = cluster.config.labels if cluster is not None else ServiceLabels()
-                prefix = self.label_prefixes[key[:2]] = self._prefix(labels, peer)
+                prefix = self.label_prefixes[key[:3]] = self._prefix(labels, peer, meta)
             labels_key = (*prefix, str(exchange.status), exchange.flags)
             series = self.series[key] = self.stats.series_for(labels_key)
         duration = (time.monotonic() - exchange.started) * 1000.0
@@ -156,7 +168,7 @@ class ListenerRuntime:
         if self.log is not None:
             self._log(exchange, cluster_name, duration)
 
-    def _prefix(self, labels: ServiceLabels, peer: str) -> tuple[str, ...]:
+    def _prefix(self, labels: ServiceLabels, peer: str, meta: bytes) -> tuple[str, ...]:
         node = self.node
         me = (
             node.workload,
@@ -170,10 +182,19 @@ class ListenerRuntime:
         if self.role == "inbound":
             source, destination, reporter = unknown, me, "destination"
             if peer:
-                # What mTLS proved: the caller's principal, and the namespace in it.
+                # What mTLS proved: the caller's principal, and the namespace in it; then what
+                # the caller's sidecar said of its workload, if it names that namespace.
                 namespace = peer.split("/ns/", 1)[1].split("/", 1)[0] if "/ns/" in peer else ""
-                source = ("unknown", namespace or "unknown", peer, "unknown", "unknown")
-            service = (node.service, node.service, node.namespace)
+                told = peer_source(meta, namespace, len(self.label_prefixes))
+                workload, app, version = told or ("unknown", "unknown", "unknown")
+                source = (workload, namespace or "unknown", peer, app, version)
+            # Istio's full name of the service at both reporters (its short name beside it).
+            host = (
+                f"{node.service}.{node.namespace}.svc.{node.cluster_domain}"
+                if node.service != "unknown"
+                else "unknown"
+            )
+            service = (host, node.service, node.namespace)
         else:
             if peer:
                 them = (
@@ -252,3 +273,11 @@ def _upstream_host(exchange: Exchange) -> str | None:
         return None
     endpoint = attempt.endpoint
     return f"{endpoint.address}:{endpoint.port}"
+
+
+def peer_source(meta: bytes, namespace: str, known: int) -> tuple[str, str, str] | None:
+    """The caller's (workload, app, version) from its sidecar's metadata, unless this listener
+    already keeps `MAX_PEERS` label sets."""
+    if not meta or not namespace or known >= MAX_PEERS:
+        return None
+    return source_labels(meta, namespace)

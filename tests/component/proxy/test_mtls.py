@@ -99,7 +99,9 @@ def client_snapshot(port: int, identity: str, roots: tuple[str, ...]) -> Snapsho
     )
     return Snapshot(
         version="1",
-        node=Node(workload="frontend", service_account="frontend"),
+        node=Node(
+            workload="frontend", service_account="frontend", service="frontend", version="v2"
+        ),
         listeners=(Listener("outbound", "127.0.0.1", 0, "outbound", "outbound"),),
         route_tables=(table,),
         clusters=(greeter,),
@@ -204,6 +206,11 @@ async def test_sidecars_talk_mtls_and_the_server_learns_the_caller(
     )
     assert 'source_principal="spiffe://cluster.local/ns/default/sa/frontend"' in line
     assert 'connection_security_policy="mutual_tls"' in line
+    # The caller's sidecar said which workload it serves: the callee's series name it, and
+    # the app never sees the header.
+    assert 'source_workload="frontend"' in line
+    assert 'source_app="frontend"' in line and 'source_version="v2"' in line
+    assert all(name.lower() != "x-gossamer-peer" for name, _ in backend.requests[-1].headers)
     # The caller's sidecar reports whom it reached, as its mTLS handshake proved.
     outbound = next(
         line
@@ -515,3 +522,35 @@ async def test_a_backend_half_close_through_mtls_reaches_the_client_and_ends_the
     await eventually(lambda: idle(client) and idle(server), what="tunnels closed")
     assert errors.seen == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_peer_metadata_is_believed_only_for_the_namespace_the_certificate_proves(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, backend: Backend
+) -> None:
+    server = await start(
+        server_snapshot(backend.port, InboundMtls(mode="STRICT"), ca.roots),
+        issue(ca, GREETER, tmp_path / "greeter"),
+        GREETER,
+    )
+    caller = issue(ca, FRONTEND, tmp_path / "caller")
+    context = client_context(caller[0], caller[1], ca.roots)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.port("inbound"), ssl=context, server_hostname=""
+    )
+    # A workload of `default` claiming to be another namespace's: not believed.
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: greeter\r\nConnection: close\r\n"
+        b"x-gossamer-peer: workload=billing,namespace=finance,app=billing,version=v1\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5.0)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    [line] = [
+        line
+        for line in server.stats.prometheus().splitlines()
+        if line.startswith("istio_requests_total{")
+    ]
+    assert 'source_workload="unknown"' in line
+    assert 'source_workload_namespace="default"' in line
+    assert "billing" not in line
