@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from gossamer.proxy.headers import HOP_BY_HOP, TRACE_HEADER_NAMES, extra_hop_by_hop
 from gossamer.proxy.http1 import CHUNKED, append_fields, request_head, request_line
 from gossamer.proxy.peer import HEADER as PEER_HEADER
-from gossamer.proxy.tracing import IncomingTrace, continue_trace, trace_lines
+from gossamer.proxy.tracing import IncomingTrace, upstream_trace_headers, upstream_trace_lines
 
 if TYPE_CHECKING:
     from gossamer.proxy.cluster import ClusterState
@@ -66,7 +66,7 @@ def upstream_head(exchange: Exchange, route: CompiledRoute, target: bytes) -> by
             lines.append(runtime.proto_line)
         if new_id:
             lines += (b"x-request-id: ", request_id, b"\r\n")
-        lines.append(trace_lines(incoming) if trace is None else trace.lines())
+        lines.append(upstream_trace_lines(trace, incoming))
         if peer_line:
             lines.append(peer_line)
         if head.chunked:
@@ -80,7 +80,7 @@ def upstream_head(exchange: Exchange, route: CompiledRoute, target: bytes) -> by
         own.append((b"x-forwarded-proto", runtime.scheme))
     if new_id:
         own.append((b"x-request-id", request_id))
-    own.extend((trace or continue_trace(incoming, 100.0)).headers())
+    own.extend(upstream_trace_headers(trace, incoming))
     if peer_line:
         name, _, value = peer_line.rstrip(b"\r\n").partition(b": ")
         own.append((name, value))

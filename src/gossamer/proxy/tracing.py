@@ -210,14 +210,47 @@ def trace_lines(incoming: IncomingTrace | None) -> bytes:
     """Trace headers for a proxy that reports no span: the caller's trace continued (its
     decision kept), or a new sampled one."""
     if incoming is None:
-        # The usual case at the edge, and the fast one.
-        ids = _random_hex(24)
-        trace_id, span = ids[:32], ids[32:]
-        return b"".join(
-            (b"traceparent: 00-", trace_id, b"-", span, b"-01\r\nx-b3-traceid: ", trace_id,
-             b"\r\nx-b3-spanid: ", span, b"\r\nx-b3-sampled: 1\r\n")
-        )  # fmt: skip
+        return new_trace_lines(True)  # the usual case at the edge, and the fast one
     return continue_trace(incoming, 100.0).lines()
+
+
+def new_trace_lines(sampled: bool) -> bytes:
+    """The headers of a new trace whose span is not kept: random ids, and the decision."""
+    ids = _random_hex(24)
+    trace_id, span = ids[:32], ids[32:]
+    flag = b"1" if sampled else b"0"
+    return b"".join(
+        (b"traceparent: 00-", trace_id, b"-", span, b"-0", flag, b"\r\nx-b3-traceid: ", trace_id,
+         b"\r\nx-b3-spanid: ", span, b"\r\nx-b3-sampled: ", flag, b"\r\n")
+    )  # fmt: skip
+
+
+NOT_SAMPLED: Final = TraceContext(b"0" * 32, b"0" * 16, None, False)
+"""What an exchange keeps for a new trace this proxy did not sample: no span will be made, so
+no context of its own is allocated; its headers come from `new_trace_lines(False)` (a third of
+a request's tracing cost at Istio's 1%, where 99 requests in 100 take this path)."""
+
+
+def upstream_trace_lines(trace: TraceContext | None, incoming: IncomingTrace | None) -> bytes:
+    """The trace header lines a request carries upstream, for the context `Tracer.begin` gave
+    (None: the listener does not trace)."""
+    if trace is None:
+        return trace_lines(incoming)
+    if trace is NOT_SAMPLED:
+        return new_trace_lines(False)
+    return trace.lines()
+
+
+def upstream_trace_headers(
+    trace: TraceContext | None, incoming: IncomingTrace | None
+) -> list[tuple[bytes, bytes]]:
+    """The same as pairs, for routes that edit headers."""
+    if trace is None:
+        return continue_trace(incoming, 100.0).headers()
+    if trace is NOT_SAMPLED:
+        ids = _random_hex(24)
+        return TraceContext(ids[:32], ids[32:], None, False).headers()
+    return trace.headers()
 
 
 class Span:
@@ -345,7 +378,13 @@ class Tracer:
         """None: no provider; the decision is made and forwarded, no span is kept."""
 
     def begin(self, incoming: IncomingTrace | None) -> TraceContext:
-        """The request's trace context, decided as its head goes upstream."""
+        """The request's trace context, decided as its head goes upstream (`NOT_SAMPLED` for a
+        new trace not sampled)."""
+        if incoming is None:
+            if not _sample(self.percent):
+                return NOT_SAMPLED
+            ids = _random_hex(24)
+            return TraceContext(ids[:32], ids[32:], None, True)
         return continue_trace(incoming, self.percent)
 
     def end(self, exchange: Exchange, duration_ms: float) -> None:

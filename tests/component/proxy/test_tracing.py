@@ -200,6 +200,14 @@ async def test_sampling_0_percent_emits_nothing_and_100_percent_everything(
     for _ in range(20):
         assert (await get(never)).status_code == 200
     assert backend.requests[-1].header("x-b3-sampled") == "0"
+    # Not sampled, still traced for whoever logs ids: each request a trace of its own, the
+    # decision in both header families, the app's parent the inbound proxy's span.
+    parents = [request.header("traceparent") for request in backend.requests[-20:]]
+    assert all(p.startswith("00-") and p.endswith("-00") and len(p) == 55 for p in parents)
+    assert len({p.split("-")[1] for p in parents}) == 20
+    last = backend.requests[-1]
+    assert last.header("x-b3-traceid") == parents[-1].split("-")[1]
+    assert last.header("x-b3-spanid") == parents[-1].split("-")[2]
     assert never.proxy.spans is not None and never.proxy.spans.spans == []
     always, _ = await chain(run_proxy, backend, provider(receiver.zipkin_url), sampling=100.0)
     for _ in range(20):
