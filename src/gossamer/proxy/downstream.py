@@ -38,6 +38,13 @@ class RequestRejectedError(Exception):
         self.reason = reason
 
 
+class _Inert:
+    """A parser's protocol with no callbacks: what closed connections keep."""
+
+
+_CLOSED_PARSER: Final = httptools.HttpRequestParser(_Inert())
+
+
 class DownstreamConnection(asyncio.Protocol):
     """One client connection; requests are parsed as they come and answered in order."""
 
@@ -151,6 +158,8 @@ class DownstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Abandon whatever was in flight."""
         self.transport = None
+        # The parser holds this connection's callbacks: let go of it (see upstream.py).
+        self.parser = _CLOSED_PARSER
         self.handle.forget(self)
         if self.current is not None:
             self.current.client_lost()

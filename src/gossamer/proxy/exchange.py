@@ -57,7 +57,7 @@ class Exchange(ResponseSink):
         "head_bytes",
         "is_head",
         "keep_alive",
-        "last_try",
+        "last_endpoint",
         "mirrors",
         "path",
         "peer_meta",
@@ -96,8 +96,9 @@ class Exchange(ResponseSink):
         """The cluster counts this request among those in flight (until `_finish`)."""
         self.current: Attempt | None = None
         """The try under way upstream, if any."""
-        self.last_try: Attempt | None = None
-        """The try that ended last (for the access log's upstream host)."""
+        self.last_endpoint: EndpointState | None = None
+        """Where the try that ended last went (for the access log's upstream host); not the
+        Attempt itself, which refers back to the exchange: a cycle only the GC would free."""
         self.peer_meta = b""
         """What the calling sidecar said of its workload (peer.py), read on inbound listeners."""
         self.target_index = 0
@@ -490,7 +491,7 @@ class Exchange(ResponseSink):
         if current is None:
             return
         self.current = None
-        self.last_try = current
+        self.last_endpoint = current.endpoint
         current.end(record=record, status=self.status, gateway_error=gateway_error)
 
     def _drop_upstream(self) -> None:

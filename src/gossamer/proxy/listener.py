@@ -268,10 +268,10 @@ class ListenerRuntime:
 
 def _upstream_host(exchange: Exchange) -> str | None:
     """The endpoint the last try went to, as Envoy's %UPSTREAM_HOST%."""
-    attempt = exchange.current or exchange.last_try
-    if attempt is None:
+    current = exchange.current
+    endpoint = current.endpoint if current is not None else exchange.last_endpoint
+    if endpoint is None:
         return None
-    endpoint = attempt.endpoint
     return f"{endpoint.address}:{endpoint.port}"
 
 

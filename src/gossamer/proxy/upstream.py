@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -61,6 +61,13 @@ class ResponseSink:
     def on_switched(self, connection: UpstreamConnection, rest: bytes) -> None:
         """The upstream answered 101: the connection, and `rest`, are another protocol's now."""
         connection.close()
+
+
+class _Inert:
+    """A parser's protocol with no callbacks: what closed connections keep."""
+
+
+_CLOSED_PARSER: Final = httptools.HttpResponseParser(_Inert())
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -140,6 +147,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.is_closed = True
         self.transport = None
+        # The parser holds this connection's callbacks: let go of it, or the pair is a cycle
+        # that only the garbage collector frees (one per closed connection).
+        self.parser = _CLOSED_PARSER
         self.cluster.closed(self)
         sink = self.sink
         self.sink = None
