@@ -1,12 +1,15 @@
 """`gossamer up` of Kubernetes folders as people have them: bookinfo's shape with commands added,
-and a folder of the pod features apps rely on (ConfigMaps and Secrets as env and files, the
-Downward API, a StatefulSet's per-replica DNS names, a Job run to completion)."""
+a folder of the pod features apps rely on (ConfigMaps and Secrets as env and files, the
+Downward API, a StatefulSet's per-replica DNS names, a Job run to completion), and a Deployment
+that a HorizontalPodAutoscaler scales with its load."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +44,13 @@ def features(tmp_path: Path) -> Iterator[Path]:
     yield from _mesh(tmp_path, "features")
 
 
-def _up(folder: Path) -> dict[str, Any]:
-    result = gossamer("up", ".", "--detach", cwd=folder)
+@pytest.fixture
+def autoscale(tmp_path: Path) -> Iterator[Path]:
+    yield from _mesh(tmp_path, "autoscale")
+
+
+def _up(folder: Path, *options: str) -> dict[str, Any]:
+    result = gossamer("up", ".", "--detach", *options, cwd=folder)
     assert result.returncode == 0, result.stdout + result.stderr
     up: dict[str, Any] = json.loads((folder / ".gossamer" / "up.json").read_text())
     return up
@@ -149,3 +157,69 @@ def test_configmaps_secrets_downward_api_statefulset_names_and_a_job(features: P
         status = json.loads(gossamer("status", "-o", "json", cwd=features).stdout)
         rows = {row["name"]: row for row in status["processes"]}
     assert gossamer("down", cwd=features).returncode == 0
+
+
+def _replicas(folder: Path, service: str) -> tuple[int, int]:
+    status = json.loads(gossamer("status", "-o", "json", cwd=folder).stdout)
+    [row] = [row for row in status["services"] if row["name"] == service]
+    return int(row["replicas"]), int(row["ready"])
+
+
+def test_a_horizontal_pod_autoscaler_follows_the_requests_per_second(autoscale: Path) -> None:
+    up = _up(autoscale, "--hpa-sync-period", "1s")
+    shop = f"http://{_resolve(up, 'shop.default.svc.cluster.local')}/"
+    _get(shop)
+    assert _replicas(autoscale, "shop") == (1, 1)
+
+    # About 25 requests a second against a target of 5 per replica: 3 replicas, the maximum.
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def load() -> None:
+        with httpx.Client(timeout=5.0) as client:
+            while not stop.is_set():
+                response = client.get(shop)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:100]}")
+                time.sleep(0.04)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 40
+        while _replicas(autoscale, "shop") != (3, 3):
+            assert time.monotonic() < deadline, _replicas(autoscale, "shop")
+            time.sleep(0.5)
+        listed = gossamer("get", "hpa", cwd=autoscale)
+        assert listed.returncode == 0, listed.stderr
+        header, line = listed.stdout.splitlines()
+        starts = [m.start() for m in re.finditer(r"\S+", header)]
+        row = {
+            header[a:b].strip(): line[a:b].strip()
+            for a, b in zip(starts, [*starts[1:], None], strict=True)
+        }
+        assert row["REFERENCE"] == "Deployment/shop", listed.stdout
+        assert (row["MINPODS"], row["MAXPODS"], row["REPLICAS"]) == ("1", "3", "3"), listed.stdout
+        # kubectl's `current/target` per metric: requests per second, then CPU utilization.
+        rate, cpu = row["TARGETS"].split(", ")
+        assert rate.endswith("/5") and cpu.endswith("%/500%"), listed.stdout
+        stored = json.loads(gossamer("get", "hpa", "shop", "-o", "json", cwd=autoscale).stdout)
+        assert stored["status"]["desiredReplicas"] == 3
+        assert stored["status"]["conditions"][0]["reason"] == "ValidMetricFound"
+        assert stored["status"]["lastScaleTime"]
+        metrics = {m["type"]: m for m in stored["status"]["currentMetrics"]}
+        assert set(metrics) == {"Pods", "Resource"}
+        assert metrics["Resource"]["resource"]["name"] == "cpu"
+    finally:
+        stop.set()
+        worker.join(10)
+    assert failures == [], failures[:3]
+
+    # Idle again: back to one replica (no scale-down window in this autoscaler).
+    deadline = time.monotonic() + 40
+    while _replicas(autoscale, "shop") != (1, 1):
+        assert time.monotonic() < deadline, _replicas(autoscale, "shop")
+        time.sleep(0.5)
+    deployment = json.loads(gossamer("get", "deploy", "shop", "-o", "json", cwd=autoscale).stdout)
+    assert deployment["spec"]["replicas"] == 1
+    assert gossamer("down", cwd=autoscale).returncode == 0

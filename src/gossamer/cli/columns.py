@@ -72,6 +72,34 @@ def _gateway_hosts(item: Mapping[str, Any]) -> str:
     return _joined(dict.fromkeys(h for s in servers for h in _items(_at(s, "hosts"))))
 
 
+def _hpa_targets(item: Mapping[str, Any]) -> str:
+    """`current/target` per metric, as kubectl shows them (`<unknown>` before a reading)."""
+    current = {_metric_key(m): m for m in _items(_at(item, "status", "currentMetrics")) if m}
+    shown = []
+    for metric in _items(_at(item, "spec", "metrics")):
+        key = _metric_key(metric)
+        source = _at(metric, key[1]) or {}
+        target = source.get("target") or {}
+        now = _at(current.get(key), key[1], "current") or {}
+        if target.get("type") == "Utilization":
+            value = now.get("averageUtilization")
+            shown.append(
+                f"{value if value is not None else '<unknown>'}%/"
+                f"{target.get('averageUtilization')}%"
+            )
+        else:
+            shown.append(f"{now.get('averageValue', '<unknown>')}/{target.get('averageValue')}")
+    return ", ".join(shown) or NONE
+
+
+def _metric_key(metric: Any) -> tuple[str, str, str]:
+    kind = str(_at(metric, "type") or "")
+    field = {"Resource": "resource", "Pods": "pods", "ContainerResource": "containerResource"}
+    source = field.get(kind, kind.lower())
+    name = _at(metric, source, "name") or _at(metric, source, "metric", "name") or ""
+    return kind, source, str(name)
+
+
 def _plans(item: Mapping[str, Any]) -> str:
     return _joined(_at(plan, "name") for plan in _items(_at(item, "spec", "plans")))
 
@@ -117,6 +145,19 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     "ApiProduct": (
         Column("HOSTS", lambda o: _joined(_items(_at(o, "spec", "hosts")), "*")),
         Column("PLANS", _plans),
+    ),
+    "HorizontalPodAutoscaler": (
+        Column(
+            "REFERENCE",
+            lambda o: (
+                f"{_at(o, 'spec', 'scaleTargetRef', 'kind')}/"
+                f"{_at(o, 'spec', 'scaleTargetRef', 'name')}"
+            ),
+        ),
+        Column("TARGETS", _hpa_targets),
+        Column("MINPODS", lambda o: str(_at(o, "spec", "minReplicas") or 1)),
+        Column("MAXPODS", lambda o: str(_at(o, "spec", "maxReplicas") or NONE)),
+        Column("REPLICAS", lambda o: str(_at(o, "status", "currentReplicas") or 0)),
     ),
 }
 

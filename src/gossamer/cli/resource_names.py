@@ -23,6 +23,11 @@ SHORT_NAMES: dict[str, tuple[str, ...]] = {
     "peerauthentications": ("pa",),
     "authorizationpolicies": ("ap",),
     "requestauthentications": ("ra",),
+    "horizontalpodautoscalers": ("hpa",),
+    "statefulsets": ("sts",),
+    "configmaps": ("cm",),
+    "serviceaccounts": ("sa",),
+    "namespaces": ("ns",),
 }
 """Short names by plural, as kubectl and istioctl spell them."""
 

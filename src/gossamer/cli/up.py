@@ -61,6 +61,10 @@ def up(
         str,
         typer.Option(help="How long workload certificates are valid (60s at least); e.g. 24h, 5m."),
     ] = "24h",
+    hpa_sync_period: Annotated[
+        str,
+        typer.Option(help="How often HorizontalPodAutoscalers are reconciled; e.g. 15s, 1s."),
+    ] = "15s",
 ) -> None:
     """Run the mesh the manifests describe: control plane, gateway, sidecars and apps."""
     from gossamer.resources.problems import Severity
@@ -79,6 +83,7 @@ def up(
     except ValueError as error:
         raise typer.BadParameter(f"{vip_network}: {error}", param_hint="--vip-network") from None
     lifetime_s = _lifetime(certificate_lifetime)
+    hpa_sync_s = _sync_period(hpa_sync_period)
     result = validate_paths([path])
     errors = [p for p in result.problems if p.severity is Severity.ERROR]
     if errors or not result.loaded.resources:
@@ -99,6 +104,7 @@ def up(
             dns_forward or [],
             lifetime_s,
             control_plane_port,
+            hpa_sync_s,
         )
         return
     resources = [loaded.resource for loaded in result.loaded.resources]
@@ -116,9 +122,22 @@ def up(
             vip_network=vip_network,
             dns_forward=tuple(dns_forward or ()),
             certificate_lifetime_s=lifetime_s,
+            hpa_sync_s=hpa_sync_s,
         )
     )
     raise typer.Exit(code)
+
+
+def _sync_period(text: str) -> float:
+    from gossamer.snapshot.durations import seconds
+
+    try:
+        period = seconds(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--hpa-sync-period") from None
+    if period <= 0:
+        raise typer.BadParameter("must be more than 0s", param_hint="--hpa-sync-period")
+    return period
 
 
 def _lifetime(text: str) -> float:
@@ -286,6 +305,7 @@ async def _run(
     vip_network: str,
     dns_forward: tuple[str, ...],
     certificate_lifetime_s: float,
+    hpa_sync_s: float,
 ) -> int:
     from gossamer.runtime.local import LocalMesh, LocalMeshConfig
     from gossamer.runtime.plan import PlanError, plan_mesh
@@ -308,7 +328,10 @@ async def _run(
         typer.echo(f"error: {error}", err=True)
         return 1
     config = LocalMeshConfig(
-        source=path, state=state, certificate_lifetime_s=certificate_lifetime_s
+        source=path,
+        state=state,
+        certificate_lifetime_s=certificate_lifetime_s,
+        hpa_sync_s=hpa_sync_s,
     )
     mesh = LocalMesh(config, plan, resources, documents, ports)
     loop = asyncio.get_running_loop()
@@ -376,7 +399,7 @@ async def _live(mesh: LocalMesh, stop: asyncio.Event) -> None:
     from rich.console import Group
     from rich.live import Live
 
-    from gossamer.runtime.local import status_row
+    from gossamer.runtime.summary import status_row
 
     with Live(refresh_per_second=4, transient=False) as live:
         while not stop.is_set():
@@ -394,12 +417,14 @@ def _detach(  # noqa: PLR0917 - the options of `up`, passed on to the background
     dns_forward: list[str],
     certificate_lifetime_s: float,
     control_plane_port: int | None,
+    hpa_sync_s: float,
 ) -> None:
     state.mkdir(parents=True, exist_ok=True)
     (state / "up.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "gossamer", "up", str(path), "--no-view"]
     argv += ["--ready-timeout", str(ready_timeout), "--vip-network", vip_network]
     argv += ["--certificate-lifetime", f"{certificate_lifetime_s:g}s"]
+    argv += ["--hpa-sync-period", f"{hpa_sync_s:g}s"]
     for forwarder in dns_forward:
         argv += ["--dns-forward", forwarder]
     if gateway_port is not None:

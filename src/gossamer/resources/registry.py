@@ -12,6 +12,7 @@ from gossamer.resources.kinds.apps import (
     ReplicaSet,
     StatefulSet,
 )
+from gossamer.resources.kinds.autoscaling import HorizontalPodAutoscaler
 from gossamer.resources.kinds.batch import CronJob, Job
 from gossamer.resources.kinds.config import ConfigMap, Namespace, Secret, ServiceAccount
 from gossamer.resources.kinds.core import Service
@@ -36,7 +37,6 @@ from gossamer.resources.kinds.kept import (
     ComponentStatus,
     Endpoints,
     Event,
-    HorizontalPodAutoscaler,
     IngressClass,
     LimitRange,
     NetworkPolicy,
@@ -76,12 +76,12 @@ MODELS: tuple[type[Resource], ...] = (
     Topic,
     ApiProduct,
     TelemetryProvider,
+    HorizontalPodAutoscaler,
     # Kept without acting on them (gossamer.resources.support.KEPT).
     DaemonSet,
     ReplicaSet,
     ControllerRevision,
     CronJob,
-    HorizontalPodAutoscaler,
     Pod,
     PodTemplate,
     ReplicationController,

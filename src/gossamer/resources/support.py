@@ -318,6 +318,29 @@ _TELEMETRY_PROVIDER = _at(
     "spec",
     ("zipkin", "zipkin.url", "opentelemetry", "opentelemetry.url", "batchSize", "flushInterval"),
 ) | _at("spec", ("timeout", "maxBufferedSpans"))
+# runtime/autoscaler.py scales Deployments on these; Object and External metrics are not read.
+_METRIC_TARGET = ("type", "averageValue", "averageUtilization")
+_HPA = (
+    _at("spec", ("scaleTargetRef", "minReplicas", "maxReplicas", "metrics", "behavior"))
+    | _at("spec", ("targetCPUUtilizationPercentage",))
+    | _at("spec.scaleTargetRef", ("apiVersion", "kind", "name"))
+    | _at("spec.metrics", ("type", "resource", "containerResource", "pods"))
+    | _at("spec.metrics.resource", ("name", "target"))
+    | _at("spec.metrics.resource.target", _METRIC_TARGET)
+    | _at("spec.metrics.containerResource", ("name", "container", "target"))
+    | _at("spec.metrics.containerResource.target", _METRIC_TARGET)
+    | _at("spec.metrics.pods", ("metric", "metric.name", "target"))
+    | _at("spec.metrics.pods.target", _METRIC_TARGET)
+    | _at("spec.behavior", ("scaleUp", "scaleDown"))
+    | _each(
+        ("spec.behavior.scaleUp", "spec.behavior.scaleDown"),
+        ("stabilizationWindowSeconds", "selectPolicy", "policies"),
+    )
+    | _each(
+        ("spec.behavior.scaleUp.policies", "spec.behavior.scaleDown.policies"),
+        ("type", "value", "periodSeconds"),
+    )
+)
 _API_PRODUCT = (
     _at("spec", ("hosts", "routes", "apiKey", "plans", "consumers"))
     | _at("spec.routes", ("name", "uri", "uri.exact", "uri.prefix", "uri.regex", "methods"))
@@ -356,6 +379,7 @@ ENFORCED: dict[str, frozenset[str]] = {
     "Telemetry": _TELEMETRY,
     "TelemetryProvider": _TELEMETRY_PROVIDER,
     "ApiProduct": _API_PRODUCT,
+    "HorizontalPodAutoscaler": _HPA,
 }
 
 # Kinds that load and are stored and served, but that nothing acts on yet: `--strict` names the
@@ -366,7 +390,6 @@ KEPT = frozenset(
         "ReplicaSet",
         "ControllerRevision",
         "CronJob",
-        "HorizontalPodAutoscaler",
         "Pod",
         "PodTemplate",
         "ReplicationController",

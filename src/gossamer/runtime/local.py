@@ -37,6 +37,7 @@ from gossamer.proxy.agent import http_ok
 from gossamer.resources import Resource
 from gossamer.resources.kinds.apps import Deployment
 from gossamer.resources.podconfig import ConfigSource
+from gossamer.runtime.autoscaler import SYNC_S, Autoscaler, Pod
 from gossamer.runtime.backoff import BackoffPolicy
 from gossamer.runtime.environment import (
     app_environment,
@@ -58,6 +59,7 @@ from gossamer.runtime.plan import (
 )
 from gossamer.runtime.spec import ProcessSpec, ReadinessProbe, RestartPolicy
 from gossamer.runtime.status import Phase, ProcessEvent, ProcessStatus
+from gossamer.runtime.summary import jobs_summary, services_summary, status_row
 from gossamer.runtime.supervisor import Supervisor
 from gossamer.runtime.traffic import RateMeter, served_requests
 from gossamer.runtime.volumes import materialize
@@ -93,6 +95,8 @@ class LocalMeshConfig:
     stop_timeout_s: float = 30.0
     certificate_lifetime_s: float = 86400.0
     """How long workload certificates are valid; proxies renew at half of it."""
+    hpa_sync_s: float = SYNC_S
+    """How often HorizontalPodAutoscalers are reconciled (autoscaler.py)."""
 
 
 class LocalMesh:
@@ -122,8 +126,11 @@ class LocalMesh:
         self._tokens: dict[tuple[str, str], Path] = {}
         self._follow: asyncio.Task[None] | None = None
         self._meter_task: asyncio.Task[None] | None = None
+        self._autoscale_task: asyncio.Task[None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
         self.meter = RateMeter()
+        self.replica_meter = RateMeter()
+        """Requests per second each replica's sidecar served, by replica name."""
         self.source = ConfigSource.of(resources)
 
     def __repr__(self) -> str:
@@ -194,6 +201,8 @@ class LocalMesh:
         loop = asyncio.get_running_loop()
         self._follow = loop.create_task(self._follow_deployments())
         self._meter_task = loop.create_task(self._measure())
+        autoscaler = Autoscaler(self._api, self.pods_of, self.config.hpa_sync_s)
+        self._autoscale_task = loop.create_task(autoscaler.run())
 
     @property
     def store_file(self) -> Path:
@@ -202,7 +211,7 @@ class LocalMesh:
 
     async def stop(self) -> None:
         """Stop the replicas, then the DNS, VIP proxy and gateway, then the control plane."""
-        for task in (self._follow, self._meter_task):
+        for task in (self._follow, self._meter_task, self._autoscale_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -306,74 +315,43 @@ class LocalMesh:
                 "updated": time.time(),
                 "processes": rows,
                 "services": self.services_summary(),
-                "jobs": self.jobs_summary(),
+                "jobs": jobs_summary(self.replicas),
             },
         )
 
     def services_summary(self) -> list[dict[str, Any]]:
         """Each service: its replicas, how many are ready, and requests per second."""
         ready = {s.name for s in self.statuses() if s.ready}
-        services: dict[str, dict[str, Any]] = {}
-        for name, (replica, _) in sorted(self.replicas.items()):
-            if replica.kind == "Job":
-                continue
-            service = replica.labels.get("app", replica.deployment)
-            row = services.setdefault(service, {"name": service, "replicas": 0, "ready": 0})
-            row["replicas"] += 1
-            row["ready"] += name in ready
-        for service, row in services.items():
-            row["rps"] = round(self.meter.rates.get(service, 0.0), 1)
-        return list(services.values())
-
-    def jobs_summary(self) -> list[dict[str, Any]]:
-        """Each Job as `kubectl get jobs` shows it: completions, succeeded, failed, its state."""
-        jobs: dict[tuple[str, str], dict[str, Any]] = {}
-        for replica, supervisor in self.replicas.values():
-            if replica.kind != "Job":
-                continue
-            row = jobs.setdefault(
-                (replica.namespace, replica.deployment),
-                {
-                    "name": replica.deployment,
-                    "namespace": replica.namespace,
-                    "completions": 0,
-                    "succeeded": 0,
-                    "failed": 0,
-                    "active": 0,
-                },
-            )
-            row["completions"] += 1
-            app = supervisor.status(replica.name)
-            if app.phase is Phase.STOPPED and app.last_exit is not None and app.last_exit.succeeded:
-                row["succeeded"] += 1
-            elif app.phase is Phase.FAILED:
-                row["failed"] += 1
-            else:
-                row["active"] += 1
-        for row in jobs.values():
-            row["status"] = (
-                "Complete"
-                if row["succeeded"] == row["completions"]
-                else "Failed"
-                if row["failed"]
-                else "Running"
-            )
-        return [jobs[key] for key in sorted(jobs)]
+        return services_summary(self.replicas, ready, self.meter.rates)
 
     async def _measure(self, interval_s: float = 1.0) -> None:
         """Read every sidecar's request counters each second, for the rates."""
         async with httpx.AsyncClient(timeout=1.0) as http:
             while True:
                 readings = []
+                per_replica: dict[str, float] = {}
                 for replica, _ in list(self.replicas.values()):
                     url = f"http://127.0.0.1:{replica.admin_port}/stats/prometheus"
                     try:
-                        readings.append(served_requests((await http.get(url)).text))
+                        served = served_requests((await http.get(url)).text)
                     except httpx.HTTPError:
                         continue
+                    readings.append(served)
+                    per_replica[replica.name] = sum(served.values())
                 self.meter.read(readings)
+                self.replica_meter.read([per_replica])
                 self.write_status()
                 await asyncio.sleep(interval_s)
+
+    def pods_of(self, namespace: str, deployment: str) -> list[Pod]:
+        """A Deployment's replicas, for the autoscaler: app process, readiness, request rate."""
+        pods = []
+        for name, (replica, supervisor) in self.replicas.items():
+            if replica.namespace == namespace and replica.deployment == deployment:
+                app = supervisor.status(replica.name)
+                rate = self.replica_meter.rates.get(name, 0.0)
+                pods.append(Pod(name, app.pid, app.ready, rate))
+        return pods
 
     @property
     def gateway_url(self) -> str | None:
@@ -625,20 +603,6 @@ def _deployments(items: Sequence[Any]) -> list[Deployment]:
         except pydantic.ValidationError as error:
             log.warning("ignored a Deployment the model does not accept: %s", error)
     return found
-
-
-def status_row(status: ProcessStatus, kind: str) -> dict[str, Any]:
-    """One process as `status.json` keeps it."""
-    return {
-        "name": status.name,
-        "kind": kind,
-        "phase": status.phase.value,
-        "ready": status.ready,
-        "pid": status.pid,
-        "restarts": status.restarts,
-        "lastExit": str(status.last_exit) if status.last_exit else "",
-        "reason": status.reason or "",
-    }
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:

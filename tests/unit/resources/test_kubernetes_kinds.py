@@ -48,8 +48,17 @@ KINDS_TABLE: list[tuple[str, str, str]] = [
     ("apps/v1", "ControllerRevision", "revision: 1\ndata: {}"),
     ("batch/v1", "Job", "spec:" + _POD.replace("RESTART", "Never")),
     ("batch/v1", "CronJob", "spec: {schedule: '*/5 * * * *'}"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", "spec: {minReplicas: 1, maxReplicas: 3}"),
-    ("autoscaling/v1", "HorizontalPodAutoscaler", "spec: {maxReplicas: 3}"),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        "spec: {scaleTargetRef: {kind: Deployment, name: a}, minReplicas: 1, maxReplicas: 3}",
+    ),
+    (
+        "autoscaling/v1",
+        "HorizontalPodAutoscaler",
+        "spec:\n  scaleTargetRef: {kind: Deployment, name: a}\n  maxReplicas: 3\n"
+        "  targetCPUUtilizationPercentage: 70",
+    ),
     ("policy/v1", "PodDisruptionBudget", "spec: {minAvailable: 1}"),
     ("networking.k8s.io/v1", "Ingress", "spec: {}"),
     ("networking.k8s.io/v1", "IngressClass", "spec: {controller: example.com/c}"),

@@ -219,12 +219,3 @@ class ClusterRoleBinding(Resource):
 
     subjects: list[Opaque] = Field(default_factory=list)
     role_ref: Opaque = None
-
-
-class HorizontalPodAutoscaler(_Kept):
-    """`autoscaling/v2` HorizontalPodAutoscaler: kept; replicas are not scaled yet."""
-
-    GROUP: ClassVar[str] = "autoscaling"
-    KIND: ClassVar[str] = "HorizontalPodAutoscaler"
-    PLURAL: ClassVar[str] = "horizontalpodautoscalers"
-    VERSIONS: ClassVar[tuple[str, ...]] = ("v2", "v1")
