@@ -1,9 +1,10 @@
 """Which way a request goes before any upstream is chosen: Envoy's router filter's decision.
 
-The target parsed (origin or absolute form), the route matched, the security guard (mTLS mode,
-JWT, authorization policies), then a direct response, a redirect, an injected fault, or
-`Exchange.forward`. Each step either answers locally or passes the exchange on; `Exchange._dispatch`
-is the hook a subclass wraps (API products decide there).
+The target parsed (origin or absolute form), the route matched, its CORS policy (a preflight is
+answered here, before the guard, as Istio orders its filters: browsers send no credentials with
+one), the security guard (mTLS mode, JWT, authorization policies), then a direct response, a
+redirect, an injected fault, or `Exchange.forward`. Each step either answers locally or passes
+the exchange on; `Exchange._dispatch` is the hook a subclass wraps (API products decide there).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import random
 from typing import TYPE_CHECKING
 
 from gossamer.proxy import local_reply as lr
+from gossamer.proxy.cors import ORIGIN, REQUEST_METHOD, CompiledCors, header_value
 from gossamer.proxy.forwarding import query, without_params
 from gossamer.proxy.guard import JWT_DENIED, Refusal, RequestGuard
 from gossamer.proxy.router import CompiledRoute, RequestFacts
@@ -73,11 +75,35 @@ def route_request(exchange: Exchange) -> None:
         exchange.local(404, "no route", lr.NO_ROUTE)
         return
     exchange.route = route
+    cors = route.cors
+    if cors is not None and _cors_preflight(exchange, route, cors):
+        return
     guard = runtime.guard
     if guard is not None:
         _guarded(exchange, guard, route, target, query_at=query_at, headers=headers)
         return
     exchange._dispatch(route, target)
+
+
+def _cors_preflight(exchange: Exchange, route: CompiledRoute, cors: CompiledCors) -> bool:
+    """Answer a CORS preflight (True), or note an allowed origin for the response to echo."""
+    head = exchange.head
+    origin = header_value(head.headers, ORIGIN)
+    if not origin:
+        return False
+    allowed = cors.allows(origin)
+    method = header_value(head.headers, REQUEST_METHOD) if head.method == b"OPTIONS" else b""
+    if not method:
+        if allowed:
+            exchange.cors_origin = origin
+        return False
+    if not allowed and cors.forward_unmatched:
+        return False
+    # Counted for the route's destination, as Envoy has picked its cluster by now.
+    _pick_cluster(exchange, route)
+    extra = cors.preflight(origin, head.headers, method) if allowed else None
+    exchange.local(200, "", "-", body=b"", extra=extra)
+    return True
 
 
 def _guarded(
@@ -225,11 +251,16 @@ def _abort_injected(exchange: Exchange) -> None:
     assert route is not None and route.route.fault is not None
     status = route.route.fault.abort_status
     assert status is not None
-    # As Envoy's router has picked the route's cluster before the fault filter answers: the
-    # metrics and the span name the destination the request was for (not admitted: nothing
-    # was in flight there).
-    exchange.cluster = exchange.runtime.clusters.get(route.cluster_names[route.pick()])
+    _pick_cluster(exchange, route)
     exchange.local(status, "fault injected", lr.FAULT_INJECTED)
+
+
+def _pick_cluster(exchange: Exchange, route: CompiledRoute) -> None:
+    # As Envoy's router has picked the route's cluster before a filter answers: the metrics
+    # and the span name the destination the request was for (not admitted: nothing was in
+    # flight there).
+    if route.cluster_names:
+        exchange.cluster = exchange.runtime.clusters.get(route.cluster_names[route.pick()])
 
 
 def _redirect(exchange: Exchange, route: CompiledRoute, target: bytes) -> None:

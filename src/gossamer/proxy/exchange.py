@@ -50,6 +50,7 @@ class Exchange(ResponseSink):
         "body_size",
         "client",
         "cluster",
+        "cors_origin",
         "current",
         "finished",
         "flags",
@@ -130,6 +131,8 @@ class Exchange(ResponseSink):
         """The SPIFFE id the last upstream's mTLS handshake proved ("" for plaintext)."""
         self.trace: TraceContext | None = None
         """This request's span, when the listener traces (decided as the head goes upstream)."""
+        self.cors_origin = b""
+        """The request's Origin, when the route's CORS policy allows it: the answer echoes it."""
 
     # Request side: called by the downstream connection
 
@@ -471,6 +474,9 @@ class Exchange(ResponseSink):
         if flag == lr.DOWNSTREAM_PROTOCOL_ERROR or not (self.request_done or self.head.bodiless()):
             # A body not read yet leaves the connection unable to carry another request.
             self.keep_alive = False
+        if self.cors_origin:
+            # As Envoy's CORS filter sees the local replies of the filters after it.
+            extra = self._cors_fields(extra or [])
         data = self.writer.local(status, reason, self.keep_alive, body, extra)
         self.response_bytes = len(data)
         self.response_started = True
@@ -516,6 +522,13 @@ class Exchange(ResponseSink):
         done = self.request_done or self.head.bodiless()
         self.client.exchange_done(self, self.keep_alive and done)
 
+    def _cors_fields(self, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        # After the route's own header changes, as Envoy's CORS filter sees the router's.
+        route = self.route
+        cors = route.cors if route is not None else None
+        assert cors is not None
+        return cors.respond(fields, self.cors_origin)
+
     def _downstream_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> bytes:
@@ -531,6 +544,8 @@ class Exchange(ResponseSink):
             target_ops = route.target_response_ops[self.target_index]
             if target_ops is not None:
                 out = target_ops.apply(out)
+            if self.cors_origin:
+                out = self._cors_fields(out)
         data = writer.head(
             status, reason, out, self.keep_alive and self.request_done and not self.runtime.draining
         )

@@ -31,6 +31,7 @@ MODULES = (
     "tracing",
     "timers",
     "balancer",
+    "cors",
     "router",
     "cluster",
     "retry_state",

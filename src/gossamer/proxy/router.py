@@ -8,7 +8,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from itertools import accumulate
 
+from gossamer.proxy.cors import CompiledCors
 from gossamer.snapshot import (
+    Cors,
     HeaderOps,
     Route,
     RouteMatch,
@@ -83,11 +85,19 @@ def compile_header_ops(ops: HeaderOps | None) -> CompiledHeaderOps | None:
     return CompiledHeaderOps(ops)
 
 
+def compile_cors(cors: Cors | None) -> CompiledCors | None:
+    """A route's CORS policy with its origin matches compiled; None when it has none."""
+    if cors is None:
+        return None
+    return CompiledCors(cors, tuple(compile_string_match(match) for match in cors.allow_origins))
+
+
 class CompiledRoute:
     """A route with its matcher and its weighted cluster choice prepared."""
 
     __slots__ = (
         "cluster_names",
+        "cors",
         "cumulative",
         "matcher",
         "mirrors",
@@ -132,7 +142,10 @@ class CompiledRoute:
             and (rewrite is None or not rewrite.authority)
         )
         """No header changes on the way up: the head is written out in one pass."""
-        self.plain_response = self.response_ops is None and not any(self.target_response_ops)
+        self.cors = compile_cors(route.cors)
+        self.plain_response = (
+            self.response_ops is None and not any(self.target_response_ops) and self.cors is None
+        )
         """No header changes on the way down."""
 
     def pick(self, chance: Callable[[], float] = random.random) -> int:

@@ -131,8 +131,9 @@ _INGRESS = (
     | _at("spec.rules.http.paths.backend", (*_INGRESS_V1_BACKEND, "serviceName", "servicePort"))
 )
 
-# VirtualService HTTP rules are routes (snapshot/translate_routes.py); tls and tcp rules,
-# delegation, CORS and session persistence are not translated.
+# VirtualService HTTP rules are routes (snapshot/translate_routes.py), their CORS policies
+# answered by the proxy (proxy/cors.py); tls and tcp rules, delegation and session persistence
+# are not translated.
 _MATCH = (
     "name",
     "port",
@@ -161,6 +162,16 @@ _FAULT = (
     "abort.percentage",
     "abort.percentage.value",
 )
+_CORS = (
+    "allowOrigins",
+    "allowOrigin",
+    "allowMethods",
+    "allowHeaders",
+    "exposeHeaders",
+    "maxAge",
+    "allowCredentials",
+    "unmatchedPreflights",
+)
 _VIRTUAL_SERVICE = (
     _at("spec", ("hosts", "gateways", "exportTo", "http"))
     | _at("spec.http", ("name", "timeout", "mirrorPercent"))
@@ -179,6 +190,8 @@ _VIRTUAL_SERVICE = (
     | _at("spec.http.mirrorPercentage", ("value",))
     | _at("spec.http.mirrors", ("percentage", "percentage.value"))
     | _at("spec.http.mirrors.destination", _DESTINATION)
+    | _at("spec.http.corsPolicy", _CORS)
+    | _at("spec.http.corsPolicy.allowOrigins", _STRING_MATCH)
 )
 
 # DestinationRule policies are cluster settings (snapshot/translate_clusters.py). Not read: TLS,

@@ -92,6 +92,8 @@ def _check_route(route: Route, clusters: set[str], where: str) -> None:
     ]
     matches.extend(h.match for h in route.match.headers)
     matches.extend(q.match for q in route.match.query)
+    if route.cors is not None:
+        matches.extend(route.cors.allow_origins)
     for match in matches:
         if match is not None and match.kind == "regex":
             try:

@@ -23,6 +23,9 @@ AuthzAction = Literal["ALLOW", "DENY", "AUDIT"]
 UnderscoreHeaders = Literal["drop", "allow"]
 # Span encodings a proxy exports: Zipkin v2 JSON, or OTLP/HTTP with the JSON encoding.
 TraceFormat = Literal["zipkin", "otlp"]
+# What a proxy does with a CORS preflight whose origin is not allowed (Istio's
+# unmatchedPreflights): send it upstream as it came, or answer it without CORS headers.
+UnmatchedPreflights = Literal["FORWARD", "IGNORE"]
 
 
 class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -139,6 +142,24 @@ class DirectResponse(Struct, frozen=True):
     body: str = ""
 
 
+class Cors(Struct, frozen=True):
+    """Cross-origin answers for browsers (Istio's corsPolicy, as Envoy's CORS filter reads it).
+
+    An origin is allowed when one of `allow_origins` matches it (case-sensitive; a match that
+    takes the string `*` allows every origin). Methods and headers are sent as listed, joined by
+    commas; a lone `*` answers a preflight with what it asked for.
+    """
+
+    allow_origins: tuple[StringMatch, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None
+    """Seconds a browser may keep a preflight's answer; None: no Access-Control-Max-Age."""
+    allow_credentials: bool = False
+    unmatched_preflights: UnmatchedPreflights = "FORWARD"
+
+
 class Route(Struct, frozen=True):
     """A match and what to do: forward to weighted clusters, redirect, or answer directly."""
 
@@ -154,6 +175,7 @@ class Route(Struct, frozen=True):
     rewrite: Rewrite | None = None
     request_headers: HeaderOps | None = None
     response_headers: HeaderOps | None = None
+    cors: Cors | None = None
 
 
 class VirtualHost(Struct, frozen=True):

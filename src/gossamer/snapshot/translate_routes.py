@@ -11,6 +11,7 @@ from http import HTTPStatus
 import msgspec
 
 from gossamer.resources.kinds.istio_networking import (
+    CorsPolicy,
     Destination,
     HeaderOperations,
     HTTPDirectResponse,
@@ -25,6 +26,7 @@ from gossamer.resources.kinds.istio_networking import (
 from gossamer.resources.kinds.istio_networking import StringMatch as IstioStringMatch
 from gossamer.snapshot.durations import seconds
 from gossamer.snapshot.model import (
+    Cors,
     DirectResponse,
     Fault,
     HeaderMatch,
@@ -176,6 +178,9 @@ def _rule_action(service: VirtualService, rule: HTTPRoute, context: RouteContext
         rewrite=_rewrite(rule.rewrite) if forwards else None,
         request_headers=header_ops(headers.request) if headers else None,
         response_headers=header_ops(headers.response) if headers else None,
+        # Envoy's CORS filter acts on routes that forward only, as do Istio's other route
+        # policies: a redirect or a direct response is answered without it.
+        cors=_cors(rule.cors_policy) if forwards else None,
     )
 
 
@@ -306,6 +311,27 @@ def _fault(fault: HTTPFaultInjection | None) -> Fault | None:
         percent = abort.percentage.value if abort.percentage else 0.0
         result = msgspec.structs.replace(result, abort_percent=percent)
     return result
+
+
+def _cors(policy: CorsPolicy | None) -> Cors | None:
+    """As Istio translates it: `allowOrigins` if set, else the deprecated `allowOrigin` as exact
+    matches; a max age in whole seconds; preflights from other origins forwarded by default."""
+    if policy is None:
+        return None
+    if policy.allow_origins:
+        matches = (_string(origin) for origin in policy.allow_origins)
+        origins = tuple(match for match in matches if match is not None)
+    else:
+        origins = tuple(StringMatch(kind="exact", value=origin) for origin in policy.allow_origin)
+    return Cors(
+        allow_origins=origins,
+        allow_methods=tuple(policy.allow_methods),
+        allow_headers=tuple(policy.allow_headers),
+        expose_headers=tuple(policy.expose_headers),
+        max_age=int(seconds(policy.max_age)) if policy.max_age is not None else None,
+        allow_credentials=bool(policy.allow_credentials),
+        unmatched_preflights="IGNORE" if policy.unmatched_preflights == "IGNORE" else "FORWARD",
+    )
 
 
 def _rewrite(rewrite: HTTPRewrite | None) -> Rewrite | None:

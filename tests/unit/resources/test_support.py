@@ -67,6 +67,8 @@ def test_fully_enforced_means_silent(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("VirtualService", "spec.http.route.weight"),
         ("VirtualService", "spec.http.match.headers.exact"),
+        ("VirtualService", "spec.http.corsPolicy.allowOrigins.regex"),
+        ("VirtualService", "spec.http.corsPolicy.unmatchedPreflights"),
         ("DestinationRule", "spec.subsets.trafficPolicy.connectionPool.http.maxRetries"),
         ("Deployment", "spec.template.spec.containers.readinessProbe.periodSeconds"),
         ("Service", "spec.clusterIP"),
@@ -90,7 +92,7 @@ def test_what_the_runtime_acts_on_is_enforced(kind: str, pattern: str) -> None:
         ("Topic", "spec.partitions"),
         ("ApiProduct", "spec.gateways"),
         ("ApiProduct", "spec.consumers.keys.fromFile"),
-        ("VirtualService", "spec.http.corsPolicy"),
+        ("VirtualService", "spec.http.sessionPersistence"),
         ("VirtualService", "spec.tcp"),
         ("DestinationRule", "spec.trafficPolicy.tls"),
         ("DestinationRule", "spec.trafficPolicy.outlierDetection.interval"),
@@ -124,6 +126,25 @@ def test_each_enforced_field_exists_and_so_does_every_field_above_it(kind: str) 
 
 
 def test_a_route_using_only_enforced_fields_is_silent_under_strict() -> None:
-    text = ROUTE.replace("    corsPolicy: {allowMethods: [GET]}\n", "")
+    (loaded,) = load_text(ROUTE, "vs.yaml").resources
+    assert list(not_enforced(loaded)) == []
+
+
+def test_every_field_of_a_cors_policy_is_enforced() -> None:
+    text = ROUTE.replace(
+        "    corsPolicy: {allowMethods: [GET]}\n",
+        """\
+    corsPolicy:
+      allowOrigins: [{exact: "https://a.example"}, {prefix: "https://b"}, {regex: ".*"}]
+      allowOrigin: ["*"]
+      allowMethods: [GET]
+      allowHeaders: [x-a]
+      exposeHeaders: [x-b]
+      maxAge: 24h
+      allowCredentials: true
+      unmatchedPreflights: IGNORE
+""",
+    )
     (loaded,) = load_text(text, "vs.yaml").resources
+    assert loaded.resource.spec.http[0].cors_policy.unmatched_preflights == "IGNORE"
     assert list(not_enforced(loaded)) == []
