@@ -156,6 +156,16 @@ def test_configmaps_secrets_downward_api_statefulset_names_and_a_job(features: P
         time.sleep(0.3)
         status = json.loads(gossamer("status", "-o", "json", cwd=features).stdout)
         rows = {row["name"]: row for row in status["processes"]}
+    # As a kubelet reports them: the StatefulSet's pods run, the Job's completed.
+    deadline = time.monotonic() + 10
+    while True:
+        listed = gossamer("get", "pods", cwd=features).stdout.splitlines()[1:]
+        pods = {line.split()[0]: line.split()[1:4] for line in listed}
+        if pods.get("migrate-0", [""])[1] == "Completed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert pods["web-0"] == ["2/2", "Running", "0"] and pods["web-1"][:2] == ["2/2", "Running"]
+    assert pods["migrate-0"][1:] == ["Completed", "1"], pods
     assert gossamer("down", cwd=features).returncode == 0
 
 
@@ -165,11 +175,28 @@ def _replicas(folder: Path, service: str) -> tuple[int, int]:
     return int(row["replicas"]), int(row["ready"])
 
 
+def _pods(folder: Path) -> dict[str, tuple[str, str]]:
+    """`get pods -l app=shop`: each pod's READY and STATUS, once they have settled."""
+    deadline = time.monotonic() + 10
+    while True:
+        listed = gossamer("get", "pods", "-l", "app=shop", cwd=folder)
+        rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+        found = {row[0]: (row[1], row[2]) for row in rows}
+        if all(ready == "2/2" for ready, _ in found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
+
+
 def test_a_horizontal_pod_autoscaler_follows_the_requests_per_second(autoscale: Path) -> None:
     up = _up(autoscale, "--hpa-sync-period", "1s")
     shop = f"http://{_resolve(up, 'shop.default.svc.cluster.local')}/"
     _get(shop)
     assert _replicas(autoscale, "shop") == (1, 1)
+    # Each replica is a Pod in the control plane, as a kubelet reports it.
+    assert _pods(autoscale) == {"shop-0": ("2/2", "Running")}
+    described = gossamer("describe", "pod", "shop-0", cwd=autoscale)
+    assert described.returncode == 0, described.stderr
+    assert "istio-proxy" in described.stdout and "app=shop" in described.stdout, described.stdout
 
     # About 25 requests a second against a target of 5 per replica: 3 replicas, the maximum.
     stop = threading.Event()
@@ -203,6 +230,7 @@ def test_a_horizontal_pod_autoscaler_follows_the_requests_per_second(autoscale: 
         # kubectl's `current/target` per metric: requests per second, then CPU utilization.
         rate, cpu = row["TARGETS"].split(", ")
         assert rate.endswith("/5") and cpu.endswith("%/500%"), listed.stdout
+        assert _pods(autoscale) == {f"shop-{i}": ("2/2", "Running") for i in range(3)}
         stored = json.loads(gossamer("get", "hpa", "shop", "-o", "json", cwd=autoscale).stdout)
         assert stored["status"]["desiredReplicas"] == 3
         assert stored["status"]["conditions"][0]["reason"] == "ValidMetricFound"
@@ -222,4 +250,8 @@ def test_a_horizontal_pod_autoscaler_follows_the_requests_per_second(autoscale: 
         time.sleep(0.5)
     deployment = json.loads(gossamer("get", "deploy", "shop", "-o", "json", cwd=autoscale).stdout)
     assert deployment["spec"]["replicas"] == 1
+    deadline = time.monotonic() + 10
+    while (pods := _pods(autoscale)) != {"shop-0": ("2/2", "Running")}:
+        assert time.monotonic() < deadline, pods
+        time.sleep(0.3)
     assert gossamer("down", cwd=autoscale).returncode == 0

@@ -72,6 +72,30 @@ def _gateway_hosts(item: Mapping[str, Any]) -> str:
     return _joined(dict.fromkeys(h for s in servers for h in _items(_at(s, "hosts"))))
 
 
+def _pod_containers(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in _items(_at(item, "status", "containerStatuses")) if isinstance(c, dict)]
+
+
+def _pod_ready(item: Mapping[str, Any]) -> str:
+    containers = _pod_containers(item)
+    return f"{sum(bool(c.get('ready')) for c in containers)}/{len(containers)}"
+
+
+def _pod_status(item: Mapping[str, Any]) -> str:
+    """As kubectl shows it: a container's waiting or terminated reason, else the phase."""
+    for container in _pod_containers(item):
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
+            return str(waiting["reason"])
+    phase = str(_at(item, "status", "phase") or NONE)
+    if phase == "Succeeded":
+        return "Completed"
+    if phase == "Pending" and _pod_containers(item):
+        return "ContainerCreating"
+    return phase
+
+
 def _hpa_targets(item: Mapping[str, Any]) -> str:
     """`current/target` per metric, as kubectl shows them (`<unknown>` before a reading)."""
     current = {_metric_key(m): m for m in _items(_at(item, "status", "currentMetrics")) if m}
@@ -145,6 +169,15 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     "ApiProduct": (
         Column("HOSTS", lambda o: _joined(_items(_at(o, "spec", "hosts")), "*")),
         Column("PLANS", _plans),
+    ),
+    "Pod": (
+        Column("READY", _pod_ready),
+        Column("STATUS", _pod_status),
+        Column(
+            "RESTARTS", lambda o: str(sum(c.get("restartCount", 0) for c in _pod_containers(o)))
+        ),
+        Column("IP", lambda o: str(_at(o, "status", "podIP") or NONE), wide=True),
+        Column("NODE", lambda o: str(_at(o, "spec", "nodeName") or NONE), wide=True),
     ),
     "HorizontalPodAutoscaler": (
         Column(

@@ -57,6 +57,7 @@ from gossamer.runtime.plan import (
     replica_count,
     replica_of,
 )
+from gossamer.runtime.pods import PodPublisher, keep_published
 from gossamer.runtime.spec import ProcessSpec, ReadinessProbe, RestartPolicy
 from gossamer.runtime.status import Phase, ProcessEvent, ProcessStatus
 from gossamer.runtime.summary import jobs_summary, services_summary, status_row
@@ -127,6 +128,8 @@ class LocalMesh:
         self._follow: asyncio.Task[None] | None = None
         self._meter_task: asyncio.Task[None] | None = None
         self._autoscale_task: asyncio.Task[None] | None = None
+        self._pods_task: asyncio.Task[None] | None = None
+        self.pods = PodPublisher()
         self._finishing: set[asyncio.Task[None]] = set()
         self.meter = RateMeter()
         self.replica_meter = RateMeter()
@@ -203,6 +206,9 @@ class LocalMesh:
         self._meter_task = loop.create_task(self._measure())
         autoscaler = Autoscaler(self._api, self.pods_of, self.config.hpa_sync_s)
         self._autoscale_task = loop.create_task(autoscaler.run())
+        self._pods_task = loop.create_task(
+            keep_published(self.pods, self._api, lambda: list(self.replicas.values()))
+        )
 
     @property
     def store_file(self) -> Path:
@@ -211,7 +217,7 @@ class LocalMesh:
 
     async def stop(self) -> None:
         """Stop the replicas, then the DNS, VIP proxy and gateway, then the control plane."""
-        for task in (self._follow, self._meter_task, self._autoscale_task):
+        for task in (self._follow, self._meter_task, self._autoscale_task, self._pods_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -533,6 +533,10 @@ _INTERNAL = frozenset(
         ResourceType("gossamer.dev", "controlplanes"),
         ResourceType("gossamer.dev", "workloadtokens"),
         ResourceType("gossamer.dev", "apiquotas"),
+        # Written by `up` as replicas and load change; no proxy reads them.
+        ResourceType("", "pods"),
+        ResourceType("", "events"),
+        ResourceType("autoscaling", "horizontalpodautoscalers"),
     }
 )
 
