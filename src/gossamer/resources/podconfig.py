@@ -111,6 +111,23 @@ class ContainerEnv:
     """Sources a local process cannot have (resourceFieldRef, fileKeyRef)."""
 
 
+# `$$` is an escaped `$`; `$(NAME)` a reference (Kubernetes: dependent environment variables).
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' rules for `$(NAME)` in env values, command and args: its value when NAME is
+    set, as written when it is not; `$$` becomes `$`."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        return env.get(name, match.group(0))
+
+    return _REFERENCE.sub(replace, text) if "$" in text else text
+
+
 def container_env(
     container: Container,
     namespace: str,
@@ -140,7 +157,9 @@ def container_env(
     for index, variable in enumerate(container.env):
         where = (*path, "env", index)
         if variable.value_from is None:
-            result.values[variable.name] = variable.value or ""
+            # `$(NAME)` names a variable defined before this one (Kubernetes' dependent
+            # environment variables); an unknown one stays as written, `$$` is a `$`.
+            result.values[variable.name] = expand(variable.value or "", result.values)
             continue
         origin_from = variable.value_from
         if origin_from.config_map_key_ref is not None:

@@ -7,15 +7,12 @@ environment, so that `--listen 127.0.0.1:$(PORT)` works in a manifest as it woul
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gossamer import tracehook
+from gossamer.resources.podconfig import expand
 from gossamer.runtime.plan import MeshPlan, Replica
-
-# `$$` is an escaped `$`; `$(NAME)` a reference (Kubernetes: dependent environment variables).
-_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
 def app_environment(replica: Replica, workdir: Path, data: Path) -> dict[str, str]:
@@ -59,13 +56,5 @@ def dns_environment(plan: MeshPlan) -> dict[str, str]:
 
 
 def expand_references(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
-    """Kubernetes' rules: `$(NAME)` becomes its value when NAME is set and stays as written when
-    it is not; `$$` becomes `$`."""
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name is None:
-            return "$"
-        return env.get(name, match.group(0))
-
-    return tuple(_REFERENCE.sub(replace, argument) for argument in argv)
+    """Kubernetes' `$(NAME)` references in command and args (podconfig.expand)."""
+    return tuple(expand(argument, env) for argument in argv)

@@ -120,3 +120,31 @@ def test_python_apps_get_the_trace_hook_first_unless_switched_off(tmp_path: Path
     env = app_environment(off, tmp_path, tmp_path / "d")
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
     assert env["GOSSAMER_TRACE_PROPAGATION"] == "off"
+
+
+def test_env_values_expand_the_variables_defined_before_them() -> None:
+    text = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: web
+          command: [python, -m, web]
+          env:
+            - {name: HOST, value: db.internal}
+            - {name: URL, value: "postgres://$(HOST):5432/$(DB)"}
+            - {name: DB, value: assets}
+            - {name: PRICE, value: "$$(HOST) costs $$5"}
+"""
+    [loaded] = load_text(text, "web.yaml").resources
+    assert isinstance(loaded.resource, Deployment)
+    ports = iter(range(20000, 20100))
+    env = replica_of(loaded.resource, 0, lambda _: next(ports)).env
+    # As Kubernetes: DB is defined after URL, so its reference stays as written.
+    assert env["URL"] == "postgres://db.internal:5432/$(DB)"
+    assert env["PRICE"] == "$(HOST) costs $5"
