@@ -166,6 +166,11 @@ def test_configmaps_secrets_downward_api_statefulset_names_and_a_job(features: P
         time.sleep(0.3)
     assert pods["web-0"] == ["2/2", "Running", "0"] and pods["web-1"][:2] == ["2/2", "Running"]
     assert pods["migrate-0"][1:] == ["Completed", "1"], pods
+    # A pod shows its containers as declared: env references, never a Secret's value.
+    described = gossamer("describe", "pod", "shop-0", cwd=features)
+    assert described.returncode == 0, described.stderr
+    assert "shop-secret" in described.stdout and "istio-proxy" in described.stdout
+    assert "s3cr3t" not in described.stdout
     assert gossamer("down", cwd=features).returncode == 0
 
 

@@ -57,7 +57,7 @@ from gossamer.runtime.plan import (
     replica_count,
     replica_of,
 )
-from gossamer.runtime.pods import PodPublisher, keep_published
+from gossamer.runtime.pods import PodPublisher, declared_containers, keep_published
 from gossamer.runtime.spec import ProcessSpec, ReadinessProbe, RestartPolicy
 from gossamer.runtime.status import Phase, ProcessEvent, ProcessStatus
 from gossamer.runtime.summary import jobs_summary, services_summary, status_row
@@ -207,7 +207,12 @@ class LocalMesh:
         autoscaler = Autoscaler(self._api, self.pods_of, self.config.hpa_sync_s)
         self._autoscale_task = loop.create_task(autoscaler.run())
         self._pods_task = loop.create_task(
-            keep_published(self.pods, self._api, lambda: list(self.replicas.values()))
+            keep_published(
+                self.pods,
+                self._api,
+                lambda: list(self.replicas.values()),
+                declared_containers(self.documents),
+            )
         )
 
     @property

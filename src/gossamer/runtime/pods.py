@@ -33,23 +33,27 @@ SIDECAR_CONTAINER = "istio-proxy"
 
 
 def pod_object(
-    replica: Replica, app: ProcessStatus, sidecar: ProcessStatus | None
+    replica: Replica,
+    app: ProcessStatus,
+    sidecar: ProcessStatus | None,
+    declared: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Pod a replica is, with its status now."""
+    """The Pod a replica is, with its status now. `declared` is the container as the workload's
+    template writes it (env with its references, not the values they resolve to: a Secret's
+    value never lands in a Pod object), when the manifests are at hand."""
     owner: dict[str, Any] = {
         "apiVersion": "apps/v1" if replica.kind != "Job" else "batch/v1",
         "kind": replica.kind,
         "name": replica.deployment,
         "controller": True,
     }
-    containers: list[dict[str, Any]] = [
-        {
-            "name": replica.deployment,
-            "command": list(replica.argv),
-            "ports": [{"containerPort": replica.app_port, "protocol": "TCP"}],
-        }
-    ]
-    statuses = [_container_status(replica.deployment, app)]
+    app_container = {**(declared or {}), "name": (declared or {}).get("name", replica.deployment)}
+    app_container["command"] = list(replica.argv)
+    app_container.pop("args", None)  # in `command` already, references expanded
+    # The port the process is told to listen on (PORT), where the manifest names its own.
+    app_container["ports"] = [{"containerPort": replica.app_port, "protocol": "TCP"}]
+    containers: list[dict[str, Any]] = [app_container]
+    statuses = [_container_status(str(app_container["name"]), app)]
     if sidecar is not None:
         containers.append(
             {
@@ -216,10 +220,29 @@ class PodPublisher:
         return replaced.status_code < 300
 
 
+def declared_containers(
+    documents: Sequence[Mapping[str, Any]],
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """The first container of each workload's pod template in the manifests, by (namespace,
+    workload name): the one `up` runs."""
+    found: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for document in documents:
+        if document.get("kind") not in ("Deployment", "StatefulSet", "Job"):
+            continue
+        metadata = document.get("metadata") or {}
+        template = ((document.get("spec") or {}).get("template") or {}).get("spec") or {}
+        containers = template.get("containers") or []
+        if containers and isinstance(containers[0], Mapping):
+            key = (str(metadata.get("namespace") or "default"), str(metadata.get("name")))
+            found[key] = containers[0]
+    return found
+
+
 async def keep_published(
     publisher: PodPublisher,
     api: Callable[[], httpx.AsyncClient],
     replicas: Callable[[], Sequence[tuple[Replica, Supervisor]]],
+    declared: Mapping[tuple[str, str], Mapping[str, Any]],
     interval_s: float = 1.0,
 ) -> None:
     """Publish the replicas' Pods every `interval_s` (what changed only) until cancelled."""
@@ -234,7 +257,8 @@ async def keep_published(
                 for replica, supervisor in replicas():
                     app = supervisor.status(replica.name)
                     sidecar = supervisor.status(f"{replica.name}.sidecar")
-                    pods.append(pod_object(replica, app, sidecar))
+                    container = declared.get((replica.namespace, replica.deployment))
+                    pods.append(pod_object(replica, app, sidecar, container))
                 await publisher.publish(client, pods)
             except httpx.HTTPError as error:
                 log.warning("cannot publish the pods: %s", error)
