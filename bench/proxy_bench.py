@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,14 +315,22 @@ def _ms(text: str) -> float:
     return float(found.group(1)) * _UNITS[found.group(2)]
 
 
-def warm(port: int, path: str, connections: int, host: str | None = None) -> None:
+def warm(
+    port: int, path: str, connections: int, host: str | None = None, headers: Sequence[str] = ()
+) -> None:
     """A second of the load before the measured runs: connections open, caches filled."""
     subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", "-d1s",
-         *(("-H", f"Host: {host}") if host else ()), f"http://127.0.0.1:{port}{path}"],
+         *(("-H", f"Host: {host}") if host else ()), *header_args(headers),
+         f"http://127.0.0.1:{port}{path}"],
         capture_output=True,
         check=True,
     )  # fmt: skip
+
+
+def header_args(headers: Sequence[str]) -> list[str]:
+    """wrk's arguments for extra request headers."""
+    return [arg for header in headers for arg in ("-H", header)]
 
 
 def children_cpu() -> float:
@@ -339,8 +348,10 @@ def wrk(
     *,
     load: list[int],
     host: str | None = None,
+    headers: Sequence[str] = (),
 ) -> Result:
-    """One window of wrk; `pids` are the proxy's processes, `load` the backend's."""
+    """One window of wrk; `pids` are the proxy's processes, `load` the backend's; `headers`
+    ("name: value") go with every request."""
     threads = 1 if connections == 1 else 2
     before = cpu_seconds(pids)
     load_before = cpu_seconds(load) + children_cpu()
@@ -356,6 +367,7 @@ def wrk(
             f"-d{duration}s",
             "--latency",
             *(("-H", f"Host: {host}") if host else ()),
+            *header_args(headers),
             f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
