@@ -127,6 +127,10 @@ async def test_keys_and_plans_decide_401_403_and_200(
         assert spaced.status_code == 401
         huge = await api.get("/records", headers={"x-api-key": "k" * 70000})
         assert huge.status_code == 431
+        # A plan without rate limit or quota spends no budget: no lease per request.
+        for _ in range(20):
+            assert (await api.get("/records", headers={"x-api-key": DEMO_KEY})).status_code == 200
+        assert plane.mesh.leases.granted == 0
 
 
 async def test_issued_keys_work_and_a_revoked_one_is_refused_within_a_second(
