@@ -9,6 +9,7 @@ exchange: it asks the gate after routing and the listener's guard, before the re
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import time
@@ -141,7 +142,7 @@ class CompiledProduct:
 class ProductGate:
     """Every product a gateway listener enforces, under one snapshot."""
 
-    __slots__ = ("budgets", "digests", "hash", "products", "stats")
+    __slots__ = ("budgets", "digests", "documents", "hash", "products", "stats")
 
     def __init__(
         self, products: tuple[ApiProduct, ...], budgets: Budgets, stats: ProxyStats
@@ -154,6 +155,8 @@ class ProductGate:
         self.digests: dict[bytes, str] = {}
         """Recent keys' digests: a client sends the same key again and again."""
         self.products = [CompiledProduct(product) for product in products]
+        self.documents = _documents(products)
+        """Path to (hosts, content type, body) of each documentation page and spec."""
         self.budgets = budgets
         self.stats = stats
         for product in self.products:
@@ -165,6 +168,18 @@ class ProductGate:
 
     def __repr__(self) -> str:
         return f"<ProductGate {len(self.products)} products {self.budgets!r}>"
+
+    def document(self, authority: str, path: str) -> tuple[bytes, bytes] | None:
+        """(content type, body) of a product's documentation at this host and path, if any."""
+        entries = self.documents.get(path)
+        if entries is None:
+            return None
+        name, colon, port = authority.rpartition(":")
+        host = (name if colon and port.isdigit() and not name.endswith(":") else authority).lower()
+        for hosts, content_type, body in entries:
+            if not hosts or host in hosts:
+                return content_type, body
+        return None
 
     def decide(self, exchange: Exchange, target: bytes) -> Verdict | None:
         """The verdict on a request, or None when it belongs to no product."""
@@ -323,3 +338,26 @@ def _where(product: CompiledProduct) -> str:
 
 def _seconds(window: float) -> int:
     return max(1, round(window))
+
+
+def _documents(
+    products: tuple[ApiProduct, ...],
+) -> dict[str, list[tuple[tuple[str, ...], bytes, bytes]]]:
+    """Each product's documentation page at its path and its spec at `PATH/openapi.json`."""
+    found: dict[str, list[tuple[tuple[str, ...], bytes, bytes]]] = {}
+    for product in products:
+        if not product.docs_path or not product.openapi:
+            continue
+        # Only a gateway with documented products reads the page's template.
+        from gossamer.apidocs import template  # noqa: PLC0415
+        from gossamer.apidocs.spec import page  # noqa: PLC0415
+
+        base = product.docs_path.rstrip("/")
+        html = page(json.loads(product.openapi), template())
+        spec = product.openapi.encode()
+        for path, content_type, body in (
+            (base or "/", b"text/html; charset=utf-8", html),
+            (f"{base}/openapi.json", b"application/json", spec),
+        ):
+            found.setdefault(path, []).append((product.hosts, content_type, body))
+    return found

@@ -21,6 +21,7 @@ from gossamer.proxy.router import CompiledRoute, RequestFacts
 from gossamer.security.authz import AuthzRequest
 
 if TYPE_CHECKING:
+    from gossamer.proxy.apiproduct import ProductGate
     from gossamer.proxy.exchange import Exchange
     from gossamer.security.jwt import JwtOutcome
 
@@ -54,6 +55,9 @@ def route_request(exchange: Exchange) -> None:
     query_at = target.find(b"?")
     path = target if query_at < 0 else target[:query_at]
     exchange.path = path.decode("latin-1")
+    products = runtime.products
+    if products is not None and products.documents and _documentation(exchange, products):
+        return
     vhost = runtime.routes.host(exchange.authority)
     if vhost is None:
         exchange.local(404, "no route", lr.NO_ROUTE)
@@ -103,6 +107,20 @@ def _cors_preflight(exchange: Exchange, route: CompiledRoute, cors: CompiledCors
     _pick_cluster(exchange, route)
     extra = cors.preflight(origin, head.headers, method) if allowed else None
     exchange.local(200, "", "-", body=b"", extra=extra)
+    return True
+
+
+def _documentation(exchange: Exchange, products: ProductGate) -> bool:
+    """Answer a GET for an API product's documentation page or spec; False when it is not one."""
+    found = products.document(exchange.authority, exchange.path)
+    if found is None:
+        return False
+    if exchange.head.method not in (b"GET", b"HEAD"):
+        exchange.local(405, "the API documentation is read with GET", lr.DIRECT_RESPONSE)
+        return True
+    content_type, body = found
+    extra = [(b"content-type", content_type), (b"cache-control", b"no-cache")]
+    exchange.local(200, "", lr.DIRECT_RESPONSE, body=body, extra=extra)
     return True
 
 

@@ -96,6 +96,8 @@ def analyze(resources: Sequence[LoadedResource]) -> list[Problem]:
     for loaded in resources:
         if isinstance(loaded.resource, Workload):
             problems.extend(_pod_references(loaded, loaded.resource, source, index))
+        elif isinstance(loaded.resource, ApiProduct) and loaded.resource.spec.openapi:
+            problems.extend(_api_documents(loaded, loaded.resource, source))
     return problems
 
 
@@ -363,6 +365,19 @@ def _pod_references(
             WARNING,
             "unknown-service-account",
         )
+
+
+def _api_documents(
+    loaded: LoadedResource, product: ApiProduct, source: ConfigSource
+) -> Iterator[Problem]:
+    """Each OpenAPI document the product names exists and is OpenAPI 3 (else the gateway serves
+    no documentation for it at all)."""
+    from gossamer.apidocs.spec import product_documents  # noqa: PLC0415 - yaml and the page
+
+    _, problems = product_documents(product, source)
+    for position, message in problems:
+        where = ("spec", "openapi", "specs", position, "configMapKeyRef")
+        yield loaded.problem(where, message, code="bad-openapi")
 
 
 def _snake(name: str) -> str:

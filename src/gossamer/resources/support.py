@@ -362,6 +362,10 @@ _API_PRODUCT = (
     | _at("spec.plans.rateLimit", ("requests", "per", "burst"))
     | _at("spec.plans.quota", ("requests", "period"))
     | _at("spec.consumers", ("name", "plan", "keys", "keys.sha256"))
+    | _at("spec", ("openapi",))
+    | _at("spec.openapi", ("specs", "path", "title"))
+    | _at("spec.openapi.specs", ("configMapKeyRef",))
+    | _at("spec.openapi.specs.configMapKeyRef", ("name", "key"))
 )
 
 # Field paths (camelCase, no list indices) that some part of Gossamer acts on, by kind: `gossamer

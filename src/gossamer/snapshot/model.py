@@ -489,6 +489,10 @@ class ApiProduct(Struct, frozen=True):
     key_header: str = "x-api-key"
     """Lowercase header name; "" when keys come only in the query."""
     key_param: str = ""
+    docs_path: str = ""
+    """Where the gateway serves the documentation page (and `PATH/openapi.json`); "" for none."""
+    openapi: str = ""
+    """The combined OpenAPI document, as JSON (snapshot/openapi.py)."""
 
 
 class Security(Struct, frozen=True):

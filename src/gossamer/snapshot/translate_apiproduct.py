@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 
+from gossamer.apidocs import spec as openapi
+from gossamer.apidocs.spec import product_documents
 from gossamer.resources import Resource
 from gossamer.resources.kinds.gossamer_kinds import ApiProduct as ApiProductResource
 from gossamer.resources.kinds.gossamer_kinds import Plan
 from gossamer.resources.kinds.istio_networking import StringMatch as UriMatch
+from gossamer.resources.podconfig import ConfigSource
 from gossamer.snapshot.durations import seconds
 from gossamer.snapshot.model import (
     ApiKeyHash,
@@ -25,13 +29,52 @@ IssuedKey = tuple[str, str, str, float, str]
 def api_products(
     resources: Iterable[Resource], issued: Sequence[IssuedKey], now: float
 ) -> tuple[ApiProduct, ...]:
-    """Every ApiProduct with its manifest keys and the issued keys still valid at `now`."""
-    products = [r for r in resources if isinstance(r, ApiProductResource)]
+    """Every ApiProduct with its manifest keys and the issued keys still valid at `now`, and
+    its documentation from the ConfigMaps among `resources`."""
+    everything = list(resources)
+    products = [r for r in everything if isinstance(r, ApiProductResource)]
     products.sort(key=lambda product: (product.namespace, product.name))
-    return tuple(_product(product, issued, now) for product in products)
+    source = ConfigSource.of(everything) if any(p.spec.openapi for p in products) else None
+    return tuple(_product(product, issued, now, source) for product in products)
 
 
-def _product(resource: ApiProductResource, issued: Sequence[IssuedKey], now: float) -> ApiProduct:
+def _documentation(resource: ApiProductResource, source: ConfigSource | None) -> tuple[str, str]:
+    """(path, combined OpenAPI JSON), or ("", "") when the product has none or one of its
+    documents cannot be read (validation names it: nothing is served half-way)."""
+    spec = resource.spec
+    docs = spec.openapi
+    if docs is None or source is None:
+        return "", ""
+    documents, problems = product_documents(resource, source)
+    if problems:
+        return "", ""
+    routes = [
+        openapi.RouteMatch(*_match_parts(route.uri), tuple(m.upper() for m in route.methods))
+        for route in spec.routes
+    ]
+    combined = openapi.combine(
+        documents,
+        routes,
+        title=docs.title or resource.name,
+        description=spec.description or "",
+        hosts=spec.hosts,
+        key_header=(spec.api_key.header or "").lower(),
+        key_param=spec.api_key.query_param or "",
+    )
+    return docs.path.rstrip("/") or "/", json.dumps(combined, separators=(",", ":"))
+
+
+def _match_parts(uri: UriMatch) -> tuple[str, str]:
+    match = _match(uri)
+    return match.kind, match.value
+
+
+def _product(
+    resource: ApiProductResource,
+    issued: Sequence[IssuedKey],
+    now: float,
+    source: ConfigSource | None = None,
+) -> ApiProduct:
     spec = resource.spec
     name = f"{resource.namespace}/{resource.name}"
     route_names = {route.name: index for index, route in enumerate(spec.routes) if route.name}
@@ -47,6 +90,7 @@ def _product(resource: ApiProductResource, issued: Sequence[IssuedKey], now: flo
         for product, consumer, sha256, expires_at, key_id in issued
         if product == name and consumer in consumers and (not expires_at or expires_at > now)
     )
+    docs_path, combined = _documentation(resource, source)
     return ApiProduct(
         name=name,
         routes=tuple(
@@ -59,6 +103,8 @@ def _product(resource: ApiProductResource, issued: Sequence[IssuedKey], now: flo
         hosts=tuple(host.lower() for host in spec.hosts),
         key_header=(spec.api_key.header or "").lower(),
         key_param=spec.api_key.query_param or "",
+        docs_path=docs_path,
+        openapi=combined,
     )
 
 

@@ -223,3 +223,54 @@ async def test_two_gateways_share_one_limit(
         assert sent > budget * 1.5, "the load did not exceed the limit"
         # Never more than the shared budget; at most a lease slice per gateway less.
         assert budget - 2 * 3 - 2 <= admitted <= budget + 1, (admitted, budget)
+
+
+OPENAPI = """openapi: 3.0.3
+info: {title: records-service, version: "3.0.0"}
+paths:
+  /records:
+    get: {summary: List records, responses: {"200": {description: the records}}}
+    post: {summary: Add a record, responses: {"201": {description: added}}}
+  /admin/reset:
+    post: {summary: Reset, responses: {"204": {description: done}}}
+"""
+
+
+async def test_the_gateway_serves_the_products_documentation_without_a_key(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "records-openapi"},
+        "data": {"openapi.yaml": OPENAPI},
+    }
+    await create(client, f"{CORE}/configmaps", config_map)
+    body = product()
+    body["spec"]["description"] = "Records for partners"
+    body["spec"]["openapi"] = {
+        "title": "Records API",
+        "specs": [{"configMapKeyRef": {"name": "records-openapi", "key": "openapi.yaml"}}],
+    }
+    await mesh(client, backend, body)
+    async with gateway_client(plane, token, tmp_path) as api:
+        spec = await api.get("/docs/openapi.json")
+        assert spec.status_code == 200, spec.text
+        assert spec.headers["content-type"] == "application/json"
+        document = spec.json()
+        # The product's routes: GET under /records, anything under /admin; POST /records is
+        # the service's, not the product's.
+        assert {p: sorted(ops) for p, ops in document["paths"].items()} == {
+            "/admin/reset": ["post"],
+            "/records": ["get"],
+        }
+        assert document["info"]["title"] == "Records API"
+        assert document["servers"] == [{"url": f"https://{HOST}"}]
+        assert document["components"]["securitySchemes"]["apiKeyHeader"]["name"] == "x-api-key"
+        html = await api.get("/docs")
+        assert html.status_code == 200
+        assert html.headers["content-type"].startswith("text/html")
+        assert "List records" in html.text and "Records API" in html.text
+        assert (await api.post("/docs")).status_code == 405
+        # The API itself still wants its key.
+        assert (await api.get("/records")).status_code == 401

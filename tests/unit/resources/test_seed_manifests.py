@@ -84,6 +84,7 @@ def test_the_reference_application_is_valid_with_no_warning() -> None:
     assert kinds == [
         "ApiProduct",
         "AuthorizationPolicy",
+        "ConfigMap",
         "Deployment",
         "DestinationRule",
         "Ingress",

@@ -143,6 +143,28 @@ class Consumer(Model):
     keys: list[ApiKey]
 
 
+class OpenApiConfigMapRef(Model):
+    """A key of a ConfigMap in the product's namespace that holds an OpenAPI 3 document."""
+
+    name: str
+    key: str
+
+
+class OpenApiSource(Model):
+    """One service's OpenAPI document."""
+
+    config_map_key_ref: OpenApiConfigMapRef
+
+
+class ApiDocs(Model):
+    """The product's API documentation, from its services' OpenAPI documents: the gateway serves
+    the combined spec at `PATH/openapi.json` and a page for consumers at `PATH`."""
+
+    specs: list[OpenApiSource]
+    path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]*$")] = "/docs"
+    title: str | None = None
+
+
 class ApiProductSpec(Model):
     """An API exposed at the gateway with keys, rate limits and quotas."""
 
@@ -153,6 +175,7 @@ class ApiProductSpec(Model):
     api_key: ApiKeyLocation = Field(default_factory=ApiKeyLocation)
     plans: list[Plan]
     consumers: list[Consumer] = Field(default_factory=list)
+    openapi: ApiDocs | None = None
 
 
 class ApiProduct(Resource):
