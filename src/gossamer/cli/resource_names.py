@@ -34,6 +34,10 @@ SHORT_NAMES: dict[str, tuple[str, ...]] = {
 LEGACY_GROUPS = frozenset({"extensions"})
 """Groups served for old manifests only: a name that also fits a current group means that one."""
 
+YIELDING_GROUPS = frozenset({"gateway.networking.k8s.io"})
+"""Groups whose names yield to another group's: `gateway` and `gw` keep meaning Istio's Gateway,
+as before the Gateway API was read; `gateways.gateway.networking.k8s.io` names the other."""
+
 _VERSION = re.compile(r"v(\d+)(?:(alpha|beta)(\d+))?\Z")
 _STABILITY = {None: 2, "beta": 1, "alpha": 0}
 
@@ -59,7 +63,10 @@ def preferred_resources(catalog: Iterable[ServedResource]) -> list[ServedResourc
         chosen = best.get(key)
         if chosen is None or version_priority(served.version) > version_priority(chosen.version):
             best[key] = served
-    return sorted(best.values(), key=lambda s: (s.group in LEGACY_GROUPS, s.group, s.plural))
+    return sorted(
+        best.values(),
+        key=lambda s: (s.group in LEGACY_GROUPS, s.group in YIELDING_GROUPS, s.group, s.plural),
+    )
 
 
 def kind_ref(kind: str, group: str) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gossamer.resources.base import Labels
+from gossamer.resources.gateway_api_checks import gateway_api_problems
 from gossamer.resources.hosts import host_matches, qualify, service_fqdn
 from gossamer.resources.kinds.apps import Workload
 from gossamer.resources.kinds.config import ServiceAccount
@@ -27,6 +28,7 @@ from gossamer.resources.kinds.istio_security import (
 from gossamer.resources.loader import LoadedResource
 from gossamer.resources.podconfig import ConfigSource, container_env, pod_volumes
 from gossamer.resources.problems import Problem, Severity
+from gossamer.resources.support import support_key
 
 # Istio's root namespace: a policy there applies mesh-wide, so its selector may match anything.
 ROOT_NAMESPACE = "istio-system"
@@ -92,6 +94,7 @@ def analyze(resources: Sequence[LoadedResource]) -> list[Problem]:
                 )
             )
     problems.extend(_host_conflicts(resources))
+    problems.extend(gateway_api_problems(resources))
     source = ConfigSource.of(loaded.resource for loaded in resources)
     for loaded in resources:
         if isinstance(loaded.resource, Workload):
@@ -104,12 +107,12 @@ def analyze(resources: Sequence[LoadedResource]) -> list[Problem]:
 def _index(resources: Sequence[LoadedResource], index: _Index) -> Iterator[Problem]:
     for loaded in resources:
         resource = loaded.resource
-        key = (resource.KIND, loaded.namespace, loaded.name)
+        key = (support_key(type(resource)), loaded.namespace, loaded.name)
         if key in index.objects:
             first = index.objects[key]
             yield loaded.problem(
                 ("metadata", "name"),
-                f"{key[0]} {key[1]}/{key[2]} is already defined at {first.where}",
+                f"{resource.KIND} {key[1]}/{key[2]} is already defined at {first.where}",
                 code="duplicate-object",
             )
             continue

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from gossamer.resources.base import Resource
 from gossamer.resources.registry import KINDS, MODELS, api_version
 from gossamer.resources.schema import fields_of
-from gossamer.resources.support import is_enforced
+from gossamer.resources.support import is_enforced, support_key
 
 BEGIN = "<!-- BEGIN GENERATED REFERENCE: make docs -->"
 END = "<!-- END GENERATED REFERENCE -->"
@@ -52,7 +52,7 @@ def _rows(
             continue
         if shape.model is None and shape.description.endswith("any"):
             status = "kept as given, not checked inside"
-        elif is_enforced(kind.KIND, path):
+        elif is_enforced(support_key(kind), path):
             status = "acts on it"
         else:
             status = "accepted, not enforced yet"

@@ -16,6 +16,9 @@ from gossamer.resources.kinds.autoscaling import HorizontalPodAutoscaler
 from gossamer.resources.kinds.batch import CronJob, Job
 from gossamer.resources.kinds.config import ConfigMap, Namespace, Secret, ServiceAccount
 from gossamer.resources.kinds.core import Service
+from gossamer.resources.kinds.gateway_api import Gateway as ApiGateway
+from gossamer.resources.kinds.gateway_api import GatewayClass, ReferenceGrant
+from gossamer.resources.kinds.gateway_api_routes import GRPCRoute, HTTPRoute, TCPRoute, TLSRoute
 from gossamer.resources.kinds.gossamer_kinds import ApiProduct, Topic
 from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
 from gossamer.resources.kinds.istio_networking import (
@@ -77,6 +80,10 @@ MODELS: tuple[type[Resource], ...] = (
     ApiProduct,
     TelemetryProvider,
     HorizontalPodAutoscaler,
+    GatewayClass,
+    ApiGateway,
+    HTTPRoute,
+    ReferenceGrant,
     # Kept without acting on them (gossamer.resources.support.KEPT).
     DaemonSet,
     ReplicaSet,
@@ -101,6 +108,9 @@ MODELS: tuple[type[Resource], ...] = (
     ClusterRole,
     RoleBinding,
     ClusterRoleBinding,
+    GRPCRoute,
+    TLSRoute,
+    TCPRoute,
 )
 
 # Older API groups that serve the same schema as a model above.
@@ -147,6 +157,9 @@ def lookup(version_text: str, kind: str) -> type[Resource]:
     if model is not None:
         return model
     served = sorted(api_version(g, v) for (g, v, k) in KINDS if k == kind)
+    # A kind several groups have (Gateway) is named in the group the manifest wrote, if any.
+    same_group = [text for text in served if split_api_version(text)[0] == group]
+    served = same_group or served
     if served:
         return _raise(
             "apiVersion",

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gossamer.resources.base import Resource
 from gossamer.resources.loader import LoadedResource
 from gossamer.resources.problems import Problem, Severity
 from gossamer.resources.yamlsource import FieldPath
@@ -368,6 +369,78 @@ _API_PRODUCT = (
     | _at("spec.openapi.specs.configMapKeyRef", ("name", "key"))
 )
 
+# Gateway API (snapshot/translate_gateway_api.py, docs/gateway-api.md): the ingress gateway serves
+# the HTTP and HTTPS listeners of Gateways of its classes; HTTPRoutes route there and, with a
+# Service parent, in the sidecars. Not acted on: addresses, infrastructure, ListenerSets, TLS
+# options and client validation, session persistence, external authorization, extension filters,
+# a redirect's ReplacePrefixMatch, and backend filters other than header modifiers.
+_OBJECT_REF = ("group", "kind", "name", "namespace")
+_BACKEND_REF = (*_OBJECT_REF, "port")
+_HEADER_FILTER = ("set", "set.name", "set.value", "add", "add.name", "add.value", "remove")
+_HEADER_MODIFIERS = ("requestHeaderModifier", "responseHeaderModifier")
+_SELECTOR_FIELDS = (
+    "matchLabels",
+    "matchExpressions",
+    "matchExpressions.key",
+    "matchExpressions.operator",
+    "matchExpressions.values",
+)
+_GATEWAY_CLASS = _at("spec", ("controllerName",))
+_API_GATEWAY = (
+    _at("spec", ("gatewayClassName", "listeners"))
+    | _at("spec.listeners", ("name", "hostname", "port", "protocol", "tls", "allowedRoutes"))
+    | _at("spec.listeners.tls", ("mode", "certificateRefs"))
+    | _at("spec.listeners.tls.certificateRefs", _OBJECT_REF)
+    | _at("spec.listeners.allowedRoutes", ("namespaces", "kinds", "kinds.group", "kinds.kind"))
+    | _at("spec.listeners.allowedRoutes.namespaces", ("from", "selector"))
+    | _at("spec.listeners.allowedRoutes.namespaces.selector", _SELECTOR_FIELDS)
+)
+_ROUTE_FILTERS = "spec.rules.filters"
+_HTTP_ROUTE = (
+    _at("spec", ("parentRefs", "hostnames", "rules"))
+    | _at("spec.parentRefs", (*_OBJECT_REF, "sectionName", "port"))
+    | _at("spec.rules", ("name", "matches", "filters", "backendRefs", "timeouts", "retry"))
+    | _at("spec.rules.matches", ("path", "path.type", "path.value", "method"))
+    | _each(
+        ("spec.rules.matches.headers", "spec.rules.matches.queryParams"), ("type", "name", "value")
+    )
+    | _at(_ROUTE_FILTERS, ("type", *_HEADER_MODIFIERS))
+    | _each((f"{_ROUTE_FILTERS}.{name}" for name in _HEADER_MODIFIERS), _HEADER_FILTER)
+    | _at(f"{_ROUTE_FILTERS}.requestMirror", ("backendRef", "percent", "fraction"))
+    | _at(f"{_ROUTE_FILTERS}.requestMirror.backendRef", _BACKEND_REF)
+    | _at(f"{_ROUTE_FILTERS}.requestMirror.fraction", ("numerator", "denominator"))
+    | _at(f"{_ROUTE_FILTERS}.requestRedirect", ("scheme", "hostname", "path", "port", "statusCode"))
+    | _at(f"{_ROUTE_FILTERS}.requestRedirect.path", ("type", "replaceFullPath"))
+    | _at(f"{_ROUTE_FILTERS}.urlRewrite", ("hostname", "path"))
+    | _at(f"{_ROUTE_FILTERS}.urlRewrite.path", ("type", "replaceFullPath", "replacePrefixMatch"))
+    | _at(
+        f"{_ROUTE_FILTERS}.cors",
+        (
+            "allowOrigins",
+            "allowCredentials",
+            "allowMethods",
+            "allowHeaders",
+            "exposeHeaders",
+            "maxAge",
+        ),
+    )
+    | _at("spec.rules.backendRefs", (*_BACKEND_REF, "weight", "filters"))
+    | _at("spec.rules.backendRefs.filters", ("type", *_HEADER_MODIFIERS))
+    | _each(
+        (f"spec.rules.backendRefs.filters.{name}" for name in _HEADER_MODIFIERS), _HEADER_FILTER
+    )
+    | _at("spec.rules.timeouts", ("request", "backendRequest"))
+    | _at("spec.rules.retry", ("codes", "attempts", "backoff"))
+)
+_REFERENCE_GRANT = (
+    _at("spec", ("from", "to"))
+    | _at("spec.from", ("group", "kind", "namespace"))
+    | _at("spec.to", ("group", "kind", "name"))
+)
+# The name ENFORCED and KEPT know a kind by when another API group has a kind of the same name.
+GATEWAY_API_GATEWAY = "Gateway.gateway.networking.k8s.io"
+_QUALIFIED = {("gateway.networking.k8s.io", "Gateway"): GATEWAY_API_GATEWAY}
+
 # Field paths (camelCase, no list indices) that some part of Gossamer acts on, by kind: `gossamer
 # up`, the snapshots the proxies run, or the DNS. A field is listed with every field above it,
 # since `--strict` names only the outermost field not listed; a list's pattern covers each of its
@@ -397,6 +470,10 @@ ENFORCED: dict[str, frozenset[str]] = {
     "TelemetryProvider": _TELEMETRY_PROVIDER,
     "ApiProduct": _API_PRODUCT,
     "HorizontalPodAutoscaler": _HPA,
+    "GatewayClass": _GATEWAY_CLASS,
+    GATEWAY_API_GATEWAY: _API_GATEWAY,
+    "HTTPRoute": _HTTP_ROUTE,
+    "ReferenceGrant": _REFERENCE_GRANT,
 }
 
 # Kinds that load and are stored and served, but that nothing acts on yet: `--strict` names the
@@ -426,6 +503,9 @@ KEPT = frozenset(
         "ClusterRole",
         "RoleBinding",
         "ClusterRoleBinding",
+        "GRPCRoute",
+        "TLSRoute",
+        "TCPRoute",
     }
 )
 KIND_NOT_ENFORCED = "kind accepted and kept, not enforced yet"
@@ -433,6 +513,11 @@ KIND_NOT_ENFORCED = "kind accepted and kept, not enforced yet"
 # Fields that identify an object, describe it for people, or are written by a cluster: never
 # reported, since there is nothing to act on.
 _STRUCTURAL = frozenset({"apiVersion", "kind", "metadata", "spec", "status", "spec.description"})
+
+
+def support_key(model: type[Resource]) -> str:
+    """The name ENFORCED and KEPT know a kind by: its kind, qualified when two groups share it."""
+    return _QUALIFIED.get((model.GROUP, model.KIND), model.KIND)
 
 
 def is_enforced(kind: str, pattern: str) -> bool:
@@ -448,38 +533,39 @@ def not_enforced(loaded: LoadedResource) -> Iterator[Problem]:
     Only the outermost such field is named: when `spec.http` is not enforced, nothing below it is
     listed again. A kind nothing acts on is named once, at its `kind`.
     """
-    if loaded.kind in KEPT:
+    key = support_key(type(loaded.resource))
+    if key in KEPT:
         yield loaded.problem(("kind",), KIND_NOT_ENFORCED, Severity.NOTICE, "not-enforced")
         return
-    yield from _walk(loaded, loaded.resource, (), "")
+    yield from _walk(loaded, key, loaded.resource, (), "")
 
 
 def _walk(
-    loaded: LoadedResource, model: BaseModel, path: FieldPath, pattern: str
+    loaded: LoadedResource, key: str, model: BaseModel, path: FieldPath, pattern: str
 ) -> Iterator[Problem]:
     fields = type(model).model_fields
     for name in sorted(model.model_fields_set, key=list(fields).index):
         alias = fields[name].alias or name
         child_pattern = f"{pattern}.{alias}" if pattern else alias
         child_path = (*path, alias)
-        if not is_enforced(loaded.kind, child_pattern):
+        if not is_enforced(key, child_pattern):
             yield loaded.problem(child_path, NOT_ENFORCED, Severity.NOTICE, "not-enforced")
             continue
         if child_pattern in ("metadata", "status"):
             continue
-        yield from _descend(loaded, getattr(model, name), child_path, child_pattern)
+        yield from _descend(loaded, key, getattr(model, name), child_path, child_pattern)
 
 
 def _descend(
-    loaded: LoadedResource, value: Any, path: FieldPath, pattern: str
+    loaded: LoadedResource, key: str, value: Any, path: FieldPath, pattern: str
 ) -> Iterator[Problem]:
     if isinstance(value, BaseModel):
-        yield from _walk(loaded, value, path, pattern)
+        yield from _walk(loaded, key, value, path, pattern)
     elif isinstance(value, list):
         for position, item in enumerate(value):
             if isinstance(item, BaseModel):
-                yield from _walk(loaded, item, (*path, position), pattern)
+                yield from _walk(loaded, key, item, (*path, position), pattern)
     elif isinstance(value, dict):
-        for key, item in value.items():
+        for entry, item in value.items():
             if isinstance(item, BaseModel):
-                yield from _walk(loaded, item, (*path, str(key)), pattern)
+                yield from _walk(loaded, key, item, (*path, str(entry)), pattern)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from gossamer.resources import Resource
+from gossamer.resources.gateway_api_binding import GatewayApiIndex
 from gossamer.resources.kinds.apps import Container, Deployment, Probe, StatefulSet, Workload
 from gossamer.resources.kinds.batch import Job
 from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
@@ -30,6 +31,7 @@ from gossamer.resources.podconfig import (
     pod_volumes,
 )
 from gossamer.resources.problems import format_path
+from gossamer.snapshot.translate_gateway_api import wants_tls as gateway_api_wants_tls
 
 PortAllocator = Callable[[int], int]
 """A free port on loopback: the preferred one when it is free (0: no preference), else any."""
@@ -148,7 +150,8 @@ def plan_mesh(
     *,
     control_plane_port: int = 15010,
 ) -> MeshPlan:
-    """Replicas for every workload, and a gateway when an Ingress or Gateway exists."""
+    """Replicas for every workload, and a gateway when an Ingress or Gateway exists (a Gateway
+    API Gateway when its class is the mesh's)."""
     control_plane_port = ports(control_plane_port)
     replicas: list[Replica] = []
     deployments: list[tuple[str, str]] = []
@@ -157,8 +160,11 @@ def plan_mesh(
         if isinstance(resource, Workload):
             deployments.append((resource.namespace, resource.name))
             replicas.extend(_replicas(resource, ports, source))
-    wants_gateway = any(isinstance(r, Ingress | IngressV1Beta1 | Gateway) for r in resources)
-    wants_tls = any(
+    gateway_api = GatewayApiIndex.of(resources)
+    wants_gateway = bool(gateway_api.served_gateways()) or any(
+        isinstance(r, Ingress | IngressV1Beta1 | Gateway) for r in resources
+    )
+    wants_tls = gateway_api_wants_tls(gateway_api) or any(
         isinstance(r, Ingress | IngressV1Beta1) and any(t.secret_name for t in r.spec.tls)
         for r in resources
     )

@@ -44,6 +44,7 @@ from gossamer.snapshot.translate_clusters import (
     placeholder_cluster,
 )
 from gossamer.snapshot.translate_gateway import gateway_virtual_hosts
+from gossamer.snapshot.translate_gateway_api import gateway_api_certificates, mesh_http_routes
 from gossamer.snapshot.translate_routes import RouteContext, default_route, virtual_service_routes
 from gossamer.snapshot.translate_telemetry import telemetry_for
 
@@ -215,7 +216,9 @@ def gateway_snapshot(
         virtual_hosts=gateway_virtual_hosts(catalog, gateway.labels, gateway.http_port),
     )
     listeners = [Listener("gateway", gateway.address, gateway.http_port, "gateway", "gateway")]
-    certificates = ingress_certificates(catalog, gateway.secrets_dir)
+    certificates = ingress_certificates(catalog, gateway.secrets_dir) + gateway_api_certificates(
+        catalog.gateway_api, gateway.secrets_dir
+    )
     if gateway.https_port and certificates:
         tls = ListenerTls(certificates=certificates)
         listeners.append(
@@ -334,6 +337,12 @@ def _mesh_routes(catalog: Catalog, service: MeshService, port: MeshPort) -> tupl
         ports=frozenset({port.number}),
         port=port.number,
     )
+    attached = mesh_http_routes(
+        catalog.gateway_api, service.namespace, service.name, port.number, catalog.caller.namespace
+    )
+    if attached is not None:
+        # A Service that HTTPRoutes attach to is routed by them alone (GAMMA).
+        return attached
     routes = virtual_service_routes(catalog.mesh_virtual_services(service.host), context)
     return routes or (default_route(cluster_name(port.number, "", service.host)),)
 

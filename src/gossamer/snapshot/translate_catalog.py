@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from gossamer.resources import Resource
+from gossamer.resources.gateway_api_binding import GatewayApiIndex
 from gossamer.resources.hosts import host_matches, qualify, service_fqdn
 from gossamer.resources.kinds.apps import Workload
 from gossamer.resources.kinds.core import Service
@@ -76,6 +77,7 @@ class Catalog:
     ingresses: tuple[Ingress | IngressV1Beta1, ...]
     by_host: Mapping[str, MeshService]
     deployment_index: LabelIndex[Workload]
+    gateway_api: GatewayApiIndex = field(default_factory=GatewayApiIndex)
 
     def resolve(self, host: str, namespace: str) -> str:
         """A host as a rule in `namespace` writes it, as the mesh knows it.
@@ -199,6 +201,7 @@ def build_catalog(resources: Sequence[Resource], caller: Caller) -> Catalog:
         ingresses=tuple(r for r in resources if isinstance(r, Ingress | IngressV1Beta1)),
         by_host=services,
         deployment_index=LabelIndex((d.namespace, d.pod_labels, d) for d in deployments),
+        gateway_api=GatewayApiIndex.of(resources),
     )
 
 

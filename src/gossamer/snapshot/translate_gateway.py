@@ -1,4 +1,4 @@
-"""Virtual hosts of an ingress gateway: Ingress paths, Istio Gateways and their routes."""
+"""Virtual hosts of an ingress gateway: Ingress paths, Istio and Gateway API Gateways' routes."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from gossamer.snapshot.model import (
 )
 from gossamer.snapshot.translate_catalog import Catalog, labels_match
 from gossamer.snapshot.translate_clusters import cluster_name
+from gossamer.snapshot.translate_gateway_api import gateway_api_hosts
 from gossamer.snapshot.translate_routes import (
     DEFAULT_RETRY,
     RouteContext,
@@ -51,6 +52,8 @@ def gateway_virtual_hosts(
     for host, host_routes in _istio_routes(catalog, labels):
         routes.setdefault(host, []).extend(host_routes)
     for host, host_routes in _ingress_routes(catalog):
+        routes.setdefault(host, []).extend(host_routes)
+    for host, host_routes in gateway_api_hosts(catalog.gateway_api):
         routes.setdefault(host, []).extend(host_routes)
     return tuple(
         VirtualHost(name=host, domains=_domains(host, http_port), routes=tuple(routes[host]))

@@ -172,8 +172,8 @@ spec:
         "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: a}\n",
         [
             "m.yaml:2: Rollout a: kind: unknown kind Rollout: Gossamer does not read the API "
-            "group argoproj.io (apps, autoscaling, batch, core, extensions, gossamer.dev, "
-            "networking.istio.io, "
+            "group argoproj.io (apps, autoscaling, batch, core, extensions, "
+            "gateway.networking.k8s.io, gossamer.dev, networking.istio.io, "
             "networking.k8s.io, policy, rbac.authorization.k8s.io, security.istio.io, "
             "telemetry.istio.io)",
         ],
