@@ -59,6 +59,13 @@ def control_plane(
         str,
         typer.Option(help="How long workload certificates are valid (60s at least); e.g. 24h, 5m."),
     ] = "24h",
+    instance_ttl: Annotated[
+        str,
+        typer.Option(
+            help="How long the registry keeps an instance whose proxy is gone (or whose "
+            "replica's lease lapsed) before removing it; e.g. 30s, 2m."
+        ),
+    ] = "30s",
 ) -> None:
     """Run the control plane: the resource store and its API with watches."""
     # Imported here so that other commands (the proxy above all) do not load the control plane.
@@ -75,7 +82,12 @@ def control_plane(
         lifetime = seconds(certificate_lifetime)
         if lifetime < MIN_LIFETIME_S:
             raise ValueError(f"--certificate-lifetime must be at least {MIN_LIFETIME_S:.0f}s")
-        mesh = dataclasses.replace(config.mesh, mtls=mtls, certificate_lifetime_s=lifetime)
+        ttl = seconds(instance_ttl)
+        if ttl <= 0:
+            raise ValueError("--instance-ttl must be more than 0s")
+        mesh = dataclasses.replace(
+            config.mesh, mtls=mtls, certificate_lifetime_s=lifetime, instance_ttl_s=ttl
+        )
         config = dataclasses.replace(config, mesh=mesh)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None

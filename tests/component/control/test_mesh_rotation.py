@@ -1,7 +1,7 @@
-"""Certificates of one minute, renewed at half-life, under steady load for 75 seconds.
+"""Certificates of one minute, renewed at half-life, under steady load for 40 seconds.
 
 The lifetime is the shortest the CA signs; each sidecar renews about every 30 s (half of the
-life from issue, although notBefore is back-dated a minute), twice while requests flow.
+life from issue, although notBefore is back-dated a minute), once while requests flow.
 The DestinationRule recycles upstream connections every few requests, so new mTLS handshakes
 happen all along, with whichever certificates are current.
 """
@@ -22,7 +22,7 @@ from gossamer.control.server import ControlPlane, ControlPlaneConfig, Listen
 from ..proxy.backend import Backend
 from .test_mesh_push import APPS, CORE, ISTIO, create, deployment, eventually_async, sidecar
 
-LOAD_SECONDS = 75.0
+LOAD_SECONDS = 40.0
 WORKERS = 8
 
 
@@ -96,11 +96,11 @@ async def test_no_request_fails_across_certificate_rotations(short_lived: Contro
 
             await asyncio.gather(*(worker() for _ in range(WORKERS)))
             assert set(outcomes) == {"200"}, outcomes
-            assert outcomes["200"] > 2000
-            # Renewed at each half-life of the certificate's life from issue (30 s, give or
-            # take 5%): the first and two more each, not one per retry interval.
+            assert outcomes["200"] > 1000
+            # Renewed at the half-life of the certificate's life from issue (30 s, give or
+            # take 5%): the first and one more each, not one per retry interval.
             for side in (caller, reviews):
-                assert 3 <= side.agent.renewals <= 4, side.agent.renewals
+                assert 2 <= side.agent.renewals <= 3, side.agent.renewals
             assert caller.agent.identity.not_after > first_expiry
             # Upstream connections were recycled all along: hundreds of fresh handshakes.
             handshakes = reviews.proxy.stats.counters["gossamer_mtls_connections_total"]

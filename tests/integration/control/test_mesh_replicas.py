@@ -53,6 +53,7 @@ class Replica:
     port: int
     store: str
     state: Path
+    options: tuple[str, ...] = ()
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -65,6 +66,7 @@ class Replica:
             sys.executable,
             *("-m", "gossamer", "control-plane", "--store", self.store),
             *("--listen", f"127.0.0.1:{self.port}", "--state", str(self.state)),
+            *self.options,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
         )

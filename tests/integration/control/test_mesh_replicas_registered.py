@@ -19,8 +19,9 @@ from ...component.proxy.backend import Backend
 from .etcd import EtcdServer
 from .test_mesh_replicas import ISTIO, Load, Replica, free_port, until
 
-INSTANCE_TTL_S = 30.0
-"""The control plane's default TTL of an instance whose proxy or replica is gone."""
+INSTANCE_TTL_S = 10.0
+"""The TTL of an instance whose proxy or replica is gone (`--instance-ttl`; 30 s by default)."""
+TTL_OPTION = ("--instance-ttl", f"{INSTANCE_TTL_S:g}s")
 APPS = "/apis/apps/v1/namespaces/default/deployments"
 
 
@@ -62,7 +63,8 @@ async def test_killing_each_replica_in_turn_keeps_registered_endpoints_and_fails
 ) -> None:
     state = tmp_path / "state"
     store = f"etcd://{etcd_server.url.removeprefix('http://')}/mesh-{uuid.uuid4().hex}"
-    first, second = Replica(free_port(), store, state), Replica(free_port(), store, state)
+    first = Replica(free_port(), store, state, TTL_OPTION)
+    second = Replica(free_port(), store, state, TTL_OPTION)
     backend = await Backend("v1").start()
     proxies: list[asyncio.subprocess.Process] = []
     load_task: asyncio.Task[None] | None = None
