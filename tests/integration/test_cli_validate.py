@@ -61,7 +61,7 @@ def test_valid_manifests_exit_zero_and_list_what_was_found() -> None:
     assert result.returncode == 0, result.stdout
     assert "Ingress                greencompute/assetmanagement" in result.stdout
     assert "examples/assets/ingress.yaml:2" in result.stdout
-    assert result.stdout.rstrip().endswith("ok: 36 resources in 9 files: valid")
+    assert result.stdout.rstrip().endswith("ok: 37 resources in 9 files: valid")
 
 
 def test_invalid_manifests_exit_one_with_one_line_per_problem(tmp_path: Path) -> None:

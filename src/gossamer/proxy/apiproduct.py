@@ -25,7 +25,7 @@ from gossamer.proxy.budget import (
     Budgets,
 )
 from gossamer.proxy.exchange import Exchange
-from gossamer.proxy.router import CompiledRoute
+from gossamer.proxy.router import CompiledHeaderOps, CompiledRoute, compile_header_ops
 from gossamer.proxy.stats import ProxyStats
 from gossamer.snapshot.model import ApiPlan, ApiProduct
 from gossamer.snapshot.periods import PERIOD_SECONDS
@@ -40,6 +40,8 @@ API_BAD_REQUEST = "AB"
 """Access-log flag of a request whose key is given twice or malformed."""
 MAX_KEY_BYTES = 256
 REQUESTS_METRIC = "gossamer_apiproduct_requests_total"
+CONSUMER_HEADER = b"x-api-consumer"
+"""The consumer an admitted request's key belongs to, for the upstream."""
 
 
 DIGESTS_KEPT = 4096
@@ -49,7 +51,7 @@ DIGESTS_KEPT = 4096
 class Verdict:
     """The gate's answer: admit (`status` 0), refuse, or wait for a lease (`wait`)."""
 
-    __slots__ = ("consumer", "extra", "flag", "reason", "status", "wait")
+    __slots__ = ("consumer", "extra", "flag", "plan", "product", "reason", "status", "wait")
 
     def __init__(
         self,
@@ -60,6 +62,8 @@ class Verdict:
         consumer: str = "",
         extra: list[tuple[bytes, bytes]] | None = None,
         wait: asyncio.Future[None] | None = None,
+        product: CompiledProduct | None = None,
+        plan: ApiPlan | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
@@ -67,6 +71,9 @@ class Verdict:
         self.consumer = consumer
         self.extra = extra
         self.wait = wait
+        self.product = product
+        """The product an admitted request belongs to (its header changes)."""
+        self.plan = plan
 
 
 class ProductRoute:
@@ -96,7 +103,18 @@ class ProductRoute:
 class CompiledProduct:
     """One product as the gate reads it."""
 
-    __slots__ = ("hosts", "key_header", "key_param", "keys", "metric", "name", "plans", "routes")
+    __slots__ = (
+        "hosts",
+        "key_header",
+        "key_param",
+        "keys",
+        "metric",
+        "name",
+        "plans",
+        "request_ops",
+        "response_ops",
+        "routes",
+    )
 
     def __init__(self, config: ApiProduct) -> None:
         self.name = config.name
@@ -117,6 +135,8 @@ class CompiledProduct:
             if key.consumer in self.plans
         }
         self.metric: dict[tuple[str, str], str] = {}
+        self.request_ops = compile_header_ops(config.request_headers)
+        self.response_ops = compile_header_ops(config.response_headers)
 
     def route_of(self, authority: str, path: str, method: bytes) -> int:
         """The index of the product's route a request matches, or -1."""
@@ -220,16 +240,18 @@ class ProductGate:
             reason = f"plan {plan.name} does not include this route"
             verdict = Verdict(403, reason, flag=API_PLAN_DENIED, consumer=consumer)
             return self._count(product, consumer, "forbidden", verdict)
+        admitted = Verdict(0, consumer=consumer, product=product, plan=plan)
         if plan.rate <= 0 and plan.quota <= 0:
             # A plan without limits spends no budget: no lease to wait for.
-            return self._count(product, consumer, "allowed", Verdict(0, consumer=consumer))
+            return self._count(product, consumer, "allowed", admitted)
         allowance = self.budgets.allowance(product.name, consumer, plan)
         now = time.monotonic()
         outcome = allowance.take(now)
         if outcome == ADMIT:
-            return self._count(product, consumer, "allowed", Verdict(0, consumer=consumer))
+            return self._count(product, consumer, "allowed", admitted)
         if outcome == WAIT:
-            return Verdict(0, consumer=consumer, wait=allowance.wait())
+            admitted.wait = allowance.wait()
+            return admitted
         if outcome == UNAVAILABLE:
             verdict = Verdict(503, "api budget unavailable", flag=API_LIMITED, consumer=consumer)
             return self._count(product, consumer, "unavailable", verdict)
@@ -270,15 +292,20 @@ class ProductGate:
 class ProductExchange(Exchange):
     """A gateway request: past routing and the guard, its API product decides, then it goes on."""
 
-    __slots__ = ("consumer",)
+    __slots__ = ("body_plan", "consumer", "response_ops")
 
     consumer: str
     """The API consumer whose key the request carried, for the access log (set on dispatch)."""
+    body_plan: ApiPlan | None
+    """The plan whose `max_request_bytes` the body is counted against (None: no limit)."""
+    response_ops: CompiledHeaderOps | None
 
     def _dispatch(self, route: CompiledRoute, target: bytes) -> None:
         gate = self.runtime.products
         verdict = gate.decide(self, target) if gate is not None else None
         self.consumer = ""
+        self.body_plan = None
+        self.response_ops = None
         if verdict is not None:
             self.consumer = verdict.consumer
             wait = verdict.wait
@@ -288,7 +315,61 @@ class ProductExchange(Exchange):
             if verdict.status:
                 self.local(verdict.status, verdict.reason, verdict.flag, extra=verdict.extra)
                 return
+            product, plan = verdict.product, verdict.plan
+            if (
+                product is not None
+                and plan is not None
+                and not self._admit_product(product, plan, verdict.consumer)
+            ):
+                return
         super()._dispatch(route, target)
+
+    def _admit_product(self, product: CompiledProduct, plan: ApiPlan, consumer: str) -> bool:
+        """The plan's body limit, then the product's header changes; False when refused."""
+        limit = plan.max_request_bytes
+        if limit:
+            head = self.head
+            if head.content_length > limit or self.body_size > limit:
+                self._too_large(plan)
+                return False
+            self.body_plan = plan
+        # The upstream learns who calls (as Kong tells its consumer), never from the client.
+        headers = [(n, v) for n, v in self.head.headers if n != CONSUMER_HEADER]
+        headers.append((CONSUMER_HEADER, consumer.encode("latin-1")))
+        if product.request_ops is not None:
+            headers = product.request_ops.apply(headers)
+        self.head.headers = headers
+        self.response_ops = product.response_ops
+        return True
+
+    def _too_large(self, plan: ApiPlan) -> None:
+        reason = (
+            f"request body larger than plan {plan.name} allows ({plan.max_request_bytes} bytes)"
+        )
+        if self.response_started:
+            self.client.abort()
+            return
+        self._drop_upstream()
+        self.local(413, reason, API_LIMITED)
+
+    def request_body(self, data: bytes) -> None:
+        """Count the body against the plan's limit (a chunked one has no length up front)."""
+        plan = self.body_plan
+        if plan is not None and self.body_size + len(data) > plan.max_request_bytes:
+            self.body_plan = None
+            if not self.finished:
+                self._too_large(plan)
+            return
+        super().request_body(data)
+
+    def on_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None:
+        """The product's response header changes, then as any response."""
+        ops = self.response_ops
+        if ops is not None and status >= 200:
+            headers = ops.apply(headers)
+        super().on_response_head(status, reason, headers, keep_alive)
 
     def _after_lease(self, route: CompiledRoute, target: bytes) -> None:
         if not self.finished:

@@ -183,7 +183,8 @@ class Exchange(ResponseSink):
         chunk = body_chunk(data, self.head.chunked)
         upstream = self._sending()
         hold = self.replay.add(chunk, upstream is not None)
-        self.body_size = self.replay.size
+        # The body's own bytes (not its chunked framing), past what the replay buffer keeps.
+        self.body_size += len(data)
         if upstream is not None:
             upstream.write(chunk)
         elif hold:

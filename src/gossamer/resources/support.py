@@ -359,7 +359,7 @@ _API_PRODUCT = (
     _at("spec", ("hosts", "routes", "apiKey", "plans", "consumers"))
     | _at("spec.routes", ("name", "uri", "uri.exact", "uri.prefix", "uri.regex", "methods"))
     | _at("spec.apiKey", ("header", "queryParam"))
-    | _at("spec.plans", ("name", "routes", "rateLimit", "quota", "failureMode"))
+    | _at("spec.plans", ("name", "routes", "rateLimit", "quota", "failureMode", "maxRequestBytes"))
     | _at("spec.plans.rateLimit", ("requests", "per", "burst"))
     | _at("spec.plans.quota", ("requests", "period"))
     | _at("spec.consumers", ("name", "plan", "keys", "keys.sha256"))
@@ -367,6 +367,9 @@ _API_PRODUCT = (
     | _at("spec.openapi", ("specs", "path", "title"))
     | _at("spec.openapi.specs", ("configMapKeyRef",))
     | _at("spec.openapi.specs.configMapKeyRef", ("name", "key"))
+    | _at("spec", ("headers",))
+    | _at("spec.headers", ("request", "response"))
+    | _each(("spec.headers.request", "spec.headers.response"), ("set", "add", "remove"))
 )
 
 # Gateway API (snapshot/translate_gateway_api.py, docs/gateway-api.md): the ingress gateway serves

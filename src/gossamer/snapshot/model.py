@@ -455,6 +455,8 @@ class ApiPlan(Struct, frozen=True):
     fail_open: bool = True
     """Without an answer from the control plane, admit within this gateway's share alone
     (True) or refuse with 503 (False)."""
+    max_request_bytes: int = 0
+    """A larger request body is refused with 413; 0: no limit but the listener's."""
 
 
 class ApiKeyHash(Struct, frozen=True):
@@ -492,7 +494,11 @@ class ApiProduct(Struct, frozen=True):
     docs_path: str = ""
     """Where the gateway serves the documentation page (and `PATH/openapi.json`); "" for none."""
     openapi: str = ""
-    """The combined OpenAPI document, as JSON (snapshot/openapi.py)."""
+    """The combined OpenAPI document, as JSON (apidocs/spec.py)."""
+    request_headers: HeaderOps | None = None
+    """Changes to the product's requests on their way upstream."""
+    response_headers: HeaderOps | None = None
+    """Changes to the product's responses."""
 
 
 class Security(Struct, frozen=True):

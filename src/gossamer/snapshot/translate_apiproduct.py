@@ -20,6 +20,7 @@ from gossamer.snapshot.model import (
     ApiProductRoute,
     StringMatch,
 )
+from gossamer.snapshot.translate_routes import header_ops
 
 IssuedKey = tuple[str, str, str, float, str]
 """(product `NAMESPACE/NAME`, consumer, sha256, expires_at (0: none), id): a key that
@@ -105,6 +106,8 @@ def _product(
         key_param=spec.api_key.query_param or "",
         docs_path=docs_path,
         openapi=combined,
+        request_headers=header_ops(spec.headers.request) if spec.headers else None,
+        response_headers=header_ops(spec.headers.response) if spec.headers else None,
     )
 
 
@@ -133,6 +136,7 @@ def _plan(plan: Plan, route_names: dict[str, int]) -> ApiPlan:
         quota=quota.requests if quota is not None else 0,
         quota_period=quota.period if quota is not None else "",
         fail_open=plan.failure_mode == "open",
+        max_request_bytes=plan.max_request_bytes or 0,
     )
 
 

@@ -274,3 +274,54 @@ async def test_the_gateway_serves_the_products_documentation_without_a_key(
         assert (await api.post("/docs")).status_code == 405
         # The API itself still wants its key.
         assert (await api.get("/records")).status_code == 401
+
+
+async def test_a_products_header_changes_its_consumer_upstream_and_a_plans_body_limit(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    body = product()
+    spec = body["spec"]
+    spec["routes"].append({"name": "upload", "uri": {"prefix": "/upload"}, "methods": ["POST"]})
+    spec["plans"][0]["routes"] = ["records", "upload"]
+    spec["plans"][0]["maxRequestBytes"] = 1000
+    spec["headers"] = {
+        "request": {"set": {"x-partner-api": "v1"}, "remove": ["x-internal"]},
+        "response": {"add": {"x-api-product": "records"}, "remove": ["x-asset-version"]},
+    }
+    await mesh(client, backend, body)
+    key = {"x-api-key": DEMO_KEY}
+    async with gateway_client(plane, token, tmp_path) as api:
+        sent = {**key, "x-internal": "secret", "x-api-consumer": "someone-else"}
+        answered = await api.get("/records/1", headers=sent)
+        assert answered.status_code == 200, answered.text
+        assert answered.headers["x-api-product"] == "records"
+        received = backend.requests[-1]
+        assert received.header("x-partner-api") == "v1"
+        assert received.header("x-internal") is None
+        # The consumer the key belongs to, whatever the client claimed.
+        assert [v for k, v in received.headers if k.lower() == "x-api-consumer"] == ["acme"]
+        # Outside the product nothing changes.
+        outside = await api.get("/public", headers={"x-internal": "kept"})
+        assert "x-api-product" not in outside.headers
+        assert backend.requests[-1].header("x-internal") == "kept"
+
+        small = await api.post("/upload", headers=key, content=b"x" * 1000)
+        assert small.status_code == 200
+        large = await api.post("/upload", headers=key, content=b"x" * 1001)
+        assert large.status_code == 413
+        assert "larger than plan partner allows (1000 bytes)" in large.headers["x-gossamer-reason"]
+
+        # A chunked body has no length up front: it is counted as it comes, and refused once
+        # it passes the limit (the client reads the 413 after sending what it could).
+        port = int(str(api.base_url).rsplit(":", 1)[1].rstrip("/"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"POST /upload HTTP/1.1\r\nhost: {HOST}\r\nx-api-key: {DEMO_KEY}\r\n"
+            "transfer-encoding: chunked\r\n\r\n"
+        )
+        writer.write(head.encode() + (b"258\r\n" + b"y" * 600 + b"\r\n") * 2)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert not any(r.body.startswith(b"y" * 1200) for r in backend.requests)

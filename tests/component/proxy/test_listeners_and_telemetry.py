@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -209,3 +209,30 @@ async def test_request_duration_counts_from_the_first_byte(
         if line.startswith("istio_request_duration_milliseconds_sum{")
     )
     assert float(total.rsplit(" ", 1)[1]) >= 300.0
+
+
+async def test_a_large_body_is_counted_whole_in_the_metrics_and_the_access_log(
+    backend: Backend, run_proxy: Run
+) -> None:
+    # Past the replay buffer (64 KiB) the body streams on; its size still counts every byte.
+    config = snapshot([to("one")], [cluster("one", backend.port)])
+    proxy = await run_proxy(Snapshot(
+        version="big", listeners=config.listeners, route_tables=config.route_tables,
+        clusters=config.clusters, telemetry=Telemetry(access_log=True),
+    ))  # fmt: skip
+    sink = io.StringIO()
+    for handle in proxy.proxy.listeners.values():
+        handle.runtime.log = sink
+    async with httpx.AsyncClient() as client:
+        assert (await client.post(proxy.url, content=b"z" * 200_000)).status_code == 200
+
+        async def chunked() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield b"c" * 50_000
+
+        assert (await client.post(proxy.url, content=chunked())).status_code == 200
+    sizes = [json.loads(line)["bytes_received"] for line in sink.getvalue().splitlines()]
+    assert sizes == [200_000, 150_000]
+    text = proxy.proxy.stats.prometheus()
+    [total] = [line for line in text.splitlines() if line.startswith("istio_request_bytes_sum{")]
+    assert total.endswith(" 350000"), total

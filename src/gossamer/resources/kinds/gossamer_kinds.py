@@ -19,7 +19,7 @@ from gossamer.resources.base import (
     Resource,
     ranged,
 )
-from gossamer.resources.kinds.istio_networking import StringMatch
+from gossamer.resources.kinds.istio_networking import Headers, StringMatch
 
 GOSSAMER_VERSIONS = ("v1alpha1",)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -126,6 +126,8 @@ class Plan(Model):
     rate_limit: RateLimit | None = None
     quota: Quota | None = None
     failure_mode: Literal["open", "closed"] = "open"
+    max_request_bytes: Positive | None = None
+    """Requests with a larger body are refused with 413."""
 
 
 class ApiKey(Model):
@@ -176,6 +178,8 @@ class ApiProductSpec(Model):
     plans: list[Plan]
     consumers: list[Consumer] = Field(default_factory=list)
     openapi: ApiDocs | None = None
+    headers: Headers | None = None
+    """Header changes on the product's requests (upstream) and responses."""
 
 
 class ApiProduct(Resource):
