@@ -15,6 +15,7 @@ from gossamer.control.api.catalog import Catalog
 from gossamer.control.apikeys.leases import LeaseBook
 from gossamer.control.auth import Principal, TokenRegistry, workload_principal
 from gossamer.control.mesh.distributor import Distributor
+from gossamer.control.mesh.gateway_status import GatewayStatus
 from gossamer.control.mesh.mirror import StoreMirror
 from gossamer.control.mesh.registry import LEASES, Registry
 from gossamer.control.store import ObjectKey, ResourceType, Store
@@ -107,6 +108,8 @@ class Mesh:
             grace_s=settings.restart_grace_s,
         )
         self.registry.status = self.distributor.status
+        self.gateway_status = GatewayStatus(store, self.mirror)
+        """Gateway API status on the stored routes and Gateways (gateway_status.py)."""
         self.settings = settings
 
     def __repr__(self) -> str:
@@ -115,6 +118,7 @@ class Mesh:
     async def start(self) -> None:
         """Read the whole store, then start following it and keeping the registry."""
         self.distributor.start()
+        self.gateway_status.start()
         self.mirror.subscribe(self._tokens_changed)
         self.mirror.start()
         await asyncio.wait_for(self.mirror.synced.wait(), self.settings.sync_timeout_s)
@@ -124,6 +128,7 @@ class Mesh:
     async def close(self) -> None:
         """Stop following the store."""
         self.distributor.close()
+        await self.gateway_status.close()
         await self.registry.close()
         await self.mirror.close()
 
