@@ -11,7 +11,6 @@ names what cannot be read, the gateway serves the result.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -128,14 +127,6 @@ def combine(
         "security": [{name: []} for name in schemes],
     }
     return combined
-
-
-def page(combined: Mapping[str, Any], template: str) -> bytes:
-    """The documentation page: `template` (static HTML) with the document inside it."""
-    data = json.dumps(combined, separators=(",", ":"))
-    # Inside <script>, "</" could end the element: JSON allows "<\/" for it.
-    embedded = data.replace("</", "<\\/")
-    return template.replace("/*SPEC*/null", embedded).encode()
 
 
 def product_documents(

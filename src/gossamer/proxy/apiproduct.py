@@ -9,7 +9,6 @@ exchange: it asks the gate after routing and the listener's guard, before the re
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import time
@@ -221,12 +220,13 @@ class ProductGate:
             where = _where(product)
             verdict = Verdict(401, f"api key required in {where}", flag=API_KEY_DENIED)
             return self._count(product, "", "missing_key", verdict)
-        if not _well_formed(key):
-            verdict = Verdict(401, "malformed api key", flag=API_KEY_DENIED)
-            return self._count(product, "", "unknown_key", verdict)
         digests = self.digests
         digest = digests.get(key)
         if digest is None:
+            # Only well-formed keys are kept: a key seen before needs no second look.
+            if not _well_formed(key):
+                verdict = Verdict(401, "malformed api key", flag=API_KEY_DENIED)
+                return self._count(product, "", "unknown_key", verdict)
             if len(digests) >= DIGESTS_KEPT:
                 digests.clear()  # made-up keys must not grow it without end
             digest = digests[key] = self.hash(key)
@@ -430,11 +430,10 @@ def _documents(
         if not product.docs_path or not product.openapi:
             continue
         # Only a gateway with documented products reads the page's template.
-        from gossamer.apidocs import template  # noqa: PLC0415
-        from gossamer.apidocs.spec import page  # noqa: PLC0415
+        from gossamer.apidocs import page, template  # noqa: PLC0415
 
         base = product.docs_path.rstrip("/")
-        html = page(json.loads(product.openapi), template())
+        html = page(product.openapi, template())
         spec = product.openapi.encode()
         for path, content_type, body in (
             (base or "/", b"text/html; charset=utf-8", html),

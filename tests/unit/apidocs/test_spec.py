@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gossamer.apidocs import template
-from gossamer.apidocs.spec import OpenApiError, RouteMatch, combine, page, parse
+from gossamer.apidocs import page, template
+from gossamer.apidocs.spec import OpenApiError, RouteMatch, combine, parse
 from gossamer.resources import load_text
 from gossamer.resources.analysis import analyze
 
@@ -97,7 +97,7 @@ def test_what_is_not_openapi_3_says_why(text: str, message: str) -> None:
 
 def test_the_page_carries_the_document_and_a_script_tag_in_it_cannot_end_the_script() -> None:
     combined = {"openapi": "3.0.3", "info": {"title": "</script><b>x", "version": "1"}, "paths": {}}
-    html = page(combined, template()).decode()
+    html = page(json.dumps(combined), template()).decode()
     assert "</script><b>" not in html
     start = html.index('<script id="spec" type="application/json">') + len(
         '<script id="spec" type="application/json">'
