@@ -26,8 +26,10 @@ spec:
   accessLogging: [{providers: [{name: envoy}]}]
 """
 
-INSTANCE_TTL_S = 30.0
-"""The control plane's default TTL of an instance whose proxy is gone (MeshSettings)."""
+INSTANCE_TTL_S = 10.0
+"""The TTL of an instance whose proxy is gone (`up --instance-ttl`; 30 s by default)."""
+RESTART_GRACE_S = 15.0
+"""After a start, the control plane collects nothing for this long (MeshSettings)."""
 
 
 class Impostor:
@@ -147,7 +149,10 @@ def test_an_impostor_on_the_control_planes_port_gets_no_token_and_a_restart_fail
         port = int(probe.getsockname()[1])
     # Every proxy writes its access log into its log file: a failure names the hop that failed.
     (hello / "access-log.yaml").write_text(ACCESS_LOG)
-    result = gossamer("up", ".", "--detach", "--control-plane-port", str(port), cwd=hello)
+    result = gossamer(
+        "up", ".", "--detach", "--control-plane-port", str(port),
+        "--instance-ttl", f"{INSTANCE_TTL_S:g}s", cwd=hello,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     state = hello / ".gossamer"
     up = json.loads((state / "up.json").read_text())
@@ -206,8 +211,9 @@ def test_an_impostor_on_the_control_planes_port_gets_no_token_and_a_restart_fail
     wait_for(hello, "the control plane back", lambda row: row["ready"], timeout=90)
     back_at = time.monotonic()
     assert gossamer("get", "virtualservices", cwd=hello).returncode == 0
-    # Every proxy reconnects, the registry keeps their endpoints: traffic goes on unharmed.
-    time.sleep(max(0.0, back_at + 30 - time.monotonic()))
+    # Every proxy reconnects, the registry keeps their endpoints: traffic goes on unharmed, past
+    # the restart's grace and the collection that follows it (every third of the TTL).
+    time.sleep(max(0.0, back_at + RESTART_GRACE_S + INSTANCE_TTL_S / 3 + 2 - time.monotonic()))
     load.stop()
     assert load.failures == [], load.failures[:5]
     assert load.ok > 100

@@ -65,6 +65,12 @@ def up(
         str,
         typer.Option(help="How often HorizontalPodAutoscalers are reconciled; e.g. 15s, 1s."),
     ] = "15s",
+    instance_ttl: Annotated[
+        str,
+        typer.Option(
+            help="How long the control plane keeps an instance whose sidecar is gone; e.g. 30s."
+        ),
+    ] = "30s",
 ) -> None:
     """Run the mesh the manifests describe: control plane, gateway, sidecars and apps."""
     from gossamer.resources.problems import Severity
@@ -83,7 +89,8 @@ def up(
     except ValueError as error:
         raise typer.BadParameter(f"{vip_network}: {error}", param_hint="--vip-network") from None
     lifetime_s = _lifetime(certificate_lifetime)
-    hpa_sync_s = _sync_period(hpa_sync_period)
+    hpa_sync_s = _sync_period(hpa_sync_period, "--hpa-sync-period")
+    instance_ttl_s = _sync_period(instance_ttl, "--instance-ttl")
     result = validate_paths([path])
     errors = [p for p in result.problems if p.severity is Severity.ERROR]
     if errors or not result.loaded.resources:
@@ -105,6 +112,7 @@ def up(
             lifetime_s,
             control_plane_port,
             hpa_sync_s,
+            instance_ttl_s,
         )
         return
     resources = [loaded.resource for loaded in result.loaded.resources]
@@ -123,20 +131,21 @@ def up(
             dns_forward=tuple(dns_forward or ()),
             certificate_lifetime_s=lifetime_s,
             hpa_sync_s=hpa_sync_s,
+            instance_ttl_s=instance_ttl_s,
         )
     )
     raise typer.Exit(code)
 
 
-def _sync_period(text: str) -> float:
+def _sync_period(text: str, option: str) -> float:
     from gossamer.snapshot.durations import seconds
 
     try:
         period = seconds(text)
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--hpa-sync-period") from None
+        raise typer.BadParameter(str(error), param_hint=option) from None
     if period <= 0:
-        raise typer.BadParameter("must be more than 0s", param_hint="--hpa-sync-period")
+        raise typer.BadParameter("must be more than 0s", param_hint=option)
     return period
 
 
@@ -306,6 +315,7 @@ async def _run(
     dns_forward: tuple[str, ...],
     certificate_lifetime_s: float,
     hpa_sync_s: float,
+    instance_ttl_s: float,
 ) -> int:
     from gossamer.runtime.local import LocalMesh, LocalMeshConfig
     from gossamer.runtime.plan import PlanError, plan_mesh
@@ -332,6 +342,7 @@ async def _run(
         state=state,
         certificate_lifetime_s=certificate_lifetime_s,
         hpa_sync_s=hpa_sync_s,
+        instance_ttl_s=instance_ttl_s,
     )
     mesh = LocalMesh(config, plan, resources, documents, ports)
     loop = asyncio.get_running_loop()
@@ -418,13 +429,14 @@ def _detach(  # noqa: PLR0917 - the options of `up`, passed on to the background
     certificate_lifetime_s: float,
     control_plane_port: int | None,
     hpa_sync_s: float,
+    instance_ttl_s: float,
 ) -> None:
     state.mkdir(parents=True, exist_ok=True)
     (state / "up.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "gossamer", "up", str(path), "--no-view"]
     argv += ["--ready-timeout", str(ready_timeout), "--vip-network", vip_network]
     argv += ["--certificate-lifetime", f"{certificate_lifetime_s:g}s"]
-    argv += ["--hpa-sync-period", f"{hpa_sync_s:g}s"]
+    argv += ["--hpa-sync-period", f"{hpa_sync_s:g}s", "--instance-ttl", f"{instance_ttl_s:g}s"]
     for forwarder in dns_forward:
         argv += ["--dns-forward", forwarder]
     if gateway_port is not None:

@@ -98,6 +98,8 @@ class LocalMeshConfig:
     """How long workload certificates are valid; proxies renew at half of it."""
     hpa_sync_s: float = SYNC_S
     """How often HorizontalPodAutoscalers are reconciled (autoscaler.py)."""
+    instance_ttl_s: float = 30.0
+    """How long the control plane keeps an instance whose proxy is gone."""
 
 
 class LocalMesh:
@@ -408,6 +410,7 @@ class LocalMesh:
         argv += ["--listen", f"127.0.0.1:{self.plan.control_plane_port}"]
         argv += ["--state", str(self.config.state / "control-plane")]
         argv += ["--certificate-lifetime", f"{self.config.certificate_lifetime_s:g}s"]
+        argv += ["--instance-ttl", f"{self.config.instance_ttl_s:g}s"]
         port = self.plan.control_plane_port
         return ProcessSpec(
             name=CONTROL_PLANE,
