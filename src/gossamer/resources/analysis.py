@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from gossamer.resources.base import Labels
 from gossamer.resources.gateway_api_checks import gateway_api_problems
 from gossamer.resources.hosts import host_matches, qualify, service_fqdn
-from gossamer.resources.kinds.apps import Workload
-from gossamer.resources.kinds.config import ServiceAccount
+from gossamer.resources.kinds.apps import StatefulSet, Workload
+from gossamer.resources.kinds.config import Namespace, ServiceAccount
 from gossamer.resources.kinds.core import Service
 from gossamer.resources.kinds.gossamer_kinds import ApiProduct, Topic
 from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
@@ -48,6 +48,7 @@ class _Index:
     gateways: dict[tuple[str, str], LoadedResource] = field(default_factory=dict)
     topics: set[tuple[str, str]] = field(default_factory=set)
     accounts: set[tuple[str, str]] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)
 
     def host_known(self, fqdn: str) -> bool:
         return fqdn in self.services or any(host_matches(p, fqdn) for p in self.external_hosts)
@@ -94,11 +95,14 @@ def analyze(resources: Sequence[LoadedResource]) -> list[Problem]:
                 )
             )
     problems.extend(_host_conflicts(resources))
+    problems.extend(_undeclared_namespaces(resources, index))
     problems.extend(gateway_api_problems(resources))
     source = ConfigSource.of(loaded.resource for loaded in resources)
     for loaded in resources:
         if isinstance(loaded.resource, Workload):
             problems.extend(_pod_references(loaded, loaded.resource, source, index))
+            if isinstance(loaded.resource, StatefulSet):
+                problems.extend(_governing_service(loaded, loaded.resource, index))
         elif isinstance(loaded.resource, ApiProduct) and loaded.resource.spec.openapi:
             problems.extend(_api_documents(loaded, loaded.resource, source))
     return problems
@@ -121,6 +125,8 @@ def _index(resources: Sequence[LoadedResource], index: _Index) -> Iterator[Probl
             index.services[service_fqdn(loaded.name, loaded.namespace)] = loaded
         elif isinstance(resource, ServiceAccount):
             index.accounts.add((loaded.namespace, loaded.name))
+        elif isinstance(resource, Namespace):
+            index.namespaces.add(loaded.name)
         elif isinstance(resource, Workload):
             index.deployments.setdefault(loaded.namespace, []).append(loaded)
         elif isinstance(resource, WorkloadEntry):
@@ -367,6 +373,47 @@ def _pod_references(
             "refuse the pods",
             WARNING,
             "unknown-service-account",
+        )
+
+
+# Namespaces every cluster has (and Istio's, which its install creates).
+_BUILT_IN_NAMESPACES = frozenset(
+    {"default", "kube-system", "kube-public", "kube-node-lease", "istio-system"}
+)
+
+
+def _undeclared_namespaces(resources: Sequence[LoadedResource], index: _Index) -> Iterator[Problem]:
+    """When the files declare Namespaces, an object in one they do not declare (kubectl would
+    refuse it: namespace not found). Files that declare none leave namespaces to the cluster."""
+    if not index.namespaces:
+        return
+    for loaded in resources:
+        namespace = loaded.namespace
+        if isinstance(loaded.resource, Namespace) or not namespace:
+            continue
+        if namespace not in index.namespaces and namespace not in _BUILT_IN_NAMESPACES:
+            yield loaded.problem(
+                ("metadata", "namespace"),
+                f"no Namespace {namespace} in the files, which declare "
+                f"{', '.join(sorted(index.namespaces))}; Kubernetes would refuse the object",
+                WARNING,
+                "unknown-namespace",
+            )
+
+
+def _governing_service(
+    loaded: LoadedResource, workload: StatefulSet, index: _Index
+) -> Iterator[Problem]:
+    """A StatefulSet's `serviceName` should name a Service: without it the replicas get no DNS
+    names of their own (NAME-i.SERVICE...)."""
+    name = workload.spec.service_name
+    if name and service_fqdn(name, loaded.namespace) not in index.services:
+        yield loaded.problem(
+            ("spec", "serviceName"),
+            f"no Service {name} in namespace {loaded.namespace}: the replicas get no DNS names "
+            "of their own",
+            WARNING,
+            "unknown-service",
         )
 
 

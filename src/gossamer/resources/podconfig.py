@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gossamer.resources.base import Resource
 from gossamer.resources.kinds.apps import (
@@ -232,14 +233,34 @@ def _key(
 
 
 def pod_volumes(
-    pod: PodSpec, namespace: str, source: ConfigSource, path: FieldPath
+    pod: PodSpec,
+    namespace: str,
+    source: ConfigSource,
+    path: FieldPath,
+    facts: PodFacts | None = None,
 ) -> tuple[list[VolumeFiles], list[Missing]]:
-    """Each volume of the pod as files, and the ConfigMaps, Secrets and keys that are missing."""
+    """Each volume of the pod as files, and the ConfigMaps, Secrets and keys that are missing.
+    Without `facts` (validation), Downward API files are left empty."""
     volumes: list[VolumeFiles] = []
     missing: list[Missing] = []
     for index, volume in enumerate(pod.volumes):
         where = (*path, "volumes", index)
-        if volume.config_map is not None:
+        if isinstance(volume.downward_api, Mapping):
+            files = _downward_files(volume.downward_api, facts, DEFAULT_MODE)
+            volumes.append(VolumeFiles(volume.name, files))
+        elif isinstance(volume.projected, Mapping):
+            volumes.append(
+                _projected(
+                    volume.name,
+                    volume.projected,
+                    namespace=namespace,
+                    source=source,
+                    facts=facts,
+                    where=where,
+                    missing=missing,
+                )
+            )
+        elif volume.config_map is not None:
             volumes.append(
                 _files(
                     volume.name,
@@ -303,6 +324,78 @@ def _files(
                 )
             continue
         files.append((item.path, values[item.key], mode if item.mode is None else item.mode))
+    return VolumeFiles(name, tuple(files))
+
+
+def _downward_files(
+    spec: Mapping[str, Any], facts: PodFacts | None, default_mode: int
+) -> tuple[tuple[str, bytes, int], ...]:
+    """A downwardAPI volume's items: a fieldRef's value per file; `metadata.labels` and
+    `metadata.annotations` whole, one `key="value"` line each, as the kubelet writes them."""
+    mode = spec.get("defaultMode", default_mode)
+    files = []
+    for item in spec.get("items") or []:
+        if not isinstance(item, Mapping) or not item.get("path"):
+            continue
+        field_path = (item.get("fieldRef") or {}).get("fieldPath")
+        if not isinstance(field_path, str):
+            continue  # resourceFieldRef: a local process has no resource limits
+        text = ""
+        if facts is not None:
+            if field_path in ("metadata.labels", "metadata.annotations"):
+                table = facts.labels if field_path == "metadata.labels" else facts.annotations
+                text = "".join(f'{key}="{value}"\n' for key, value in sorted(table.items()))
+            else:
+                text = facts.field(field_path) or ""
+        files.append((str(item["path"]), text.encode(), int(item.get("mode", mode))))
+    return tuple(files)
+
+
+def _projected(
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    namespace: str,
+    source: ConfigSource,
+    facts: PodFacts | None,
+    where: FieldPath,
+    missing: list[Missing],
+) -> VolumeFiles:
+    """A projected volume: its ConfigMap, Secret and Downward API sources in one folder
+    (serviceAccountToken and clusterTrustBundle sources write nothing: there is no cluster)."""
+    mode = int(spec.get("defaultMode", DEFAULT_MODE))
+    files: list[tuple[str, bytes, int]] = []
+    for position, projection in enumerate(spec.get("sources") or []):
+        if not isinstance(projection, Mapping):
+            continue
+        at = (*where, "projected", "sources", position)
+        if isinstance(projection.get("configMap"), Mapping):
+            origin: ConfigMapVolumeSource | SecretVolumeSource = (
+                ConfigMapVolumeSource.model_validate(
+                    {**projection["configMap"], "defaultMode": mode}
+                )
+            )
+            table, kind, key = source.config_maps, "ConfigMap", "configMap"
+        elif isinstance(projection.get("secret"), Mapping):
+            secret = dict(projection["secret"])
+            secret["secretName"] = secret.pop("name", "")
+            origin = SecretVolumeSource.model_validate({**secret, "defaultMode": mode})
+            table, kind, key = source.secrets, "Secret", "secret"
+        elif isinstance(projection.get("downwardAPI"), Mapping):
+            files.extend(_downward_files(projection["downwardAPI"], facts, mode))
+            continue
+        else:
+            continue
+        found: list[Missing] = []
+        part = _files(
+            name, origin, table, kind=kind, namespace=namespace, where=(*at, key), missing=found
+        )
+        # A projection names its object by `name` (a Secret volume by `secretName`).
+        missing.extend(
+            Missing(tuple("name" if p == "secretName" else p for p in m.path), m.message)
+            for m in found
+        )
+        files.extend(part.files)
     return VolumeFiles(name, tuple(files))
 
 

@@ -43,7 +43,8 @@ _HEADER_OPERATIONS = (
 # identity and labels, and probes readiness on the app's one port: a probe's own port, host and
 # scheme are not used. Named container ports give the inbound ports of a sidecar that is told no
 # app port (snapshot/translate.py). ConfigMaps and Secrets reach the process as environment
-# variables and as files (runtime/volumes.py), and so do the Downward API's fields.
+# variables and as files (runtime/volumes.py), and so do the Downward API's fields; downwardAPI
+# and projected volumes (their configMap, secret and downwardAPI sources) are written as files.
 _KEY_REF = ("name", "key", "optional")
 _CONTAINER = (
     "command",
@@ -94,6 +95,7 @@ def _pod(template: str, *more: str) -> frozenset[str]:
         | _at(spec, ("serviceAccountName", "serviceAccount", "volumes", *more))
         | _at(f"{spec}.containers", _CONTAINER)
         | _at(f"{spec}.volumes", ("name", "configMap", "secret", "emptyDir"))
+        | _at(f"{spec}.volumes", ("downwardAPI", "projected"))
         | _at(f"{spec}.volumes.configMap", ("name", *_FILES))
         | _at(f"{spec}.volumes.secret", ("secretName", *_FILES))
     )

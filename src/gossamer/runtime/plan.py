@@ -221,7 +221,9 @@ def replica_of(
     source = source or ConfigSource()
     path = ("spec", "template", "spec", "containers", 0)
     env = container_env(container, workload.namespace, source, facts, path)
-    volumes, missing = pod_volumes(pod, workload.namespace, source, ("spec", "template", "spec"))
+    volumes, missing = pod_volumes(
+        pod, workload.namespace, source, ("spec", "template", "spec"), facts
+    )
     _refuse(where, [*env.missing, *env.unavailable, *missing])
     return Replica(
         deployment=workload.name,

@@ -41,7 +41,7 @@ KINDS_TABLE: list[tuple[str, str, str]] = [
     (
         "apps/v1",
         "StatefulSet",
-        "spec:\n  serviceName: a\n  selector: {matchLabels: {app: a}}" + _POD,
+        "spec:\n  selector: {matchLabels: {app: a}}" + _POD,
     ),
     ("apps/v1", "DaemonSet", "spec: {selector: {matchLabels: {app: a}}}"),
     ("apps/v1", "ReplicaSet", "spec: {replicas: 2}"),

@@ -163,3 +163,45 @@ def test_up_refuses_a_missing_reference_naming_the_field(
     with pytest.raises(PlanError) as raised:
         plan_mesh([r.resource for r in loaded.resources], lambda _: next(ports))
     assert str(raised.value) == message
+
+
+def test_downward_api_and_projected_volumes_are_written_as_the_kubelet_writes_them(
+    tmp_path: Path,
+) -> None:
+    text = MANIFESTS.replace(
+        "        - {name: scratch, emptyDir: {}}\n",
+        """        - {name: scratch, emptyDir: {}}
+        - name: podinfo
+          downwardAPI:
+            items:
+              - {path: name, fieldRef: {fieldPath: metadata.name}}
+              - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+              - {path: cpu, resourceFieldRef: {containerName: web, resource: limits.cpu}}
+        - name: bundle
+          projected:
+            defaultMode: 0440
+            sources:
+              - configMap: {name: settings, items: [{key: color, path: colors/now}]}
+              - secret: {name: keys}
+              - downwardAPI: {items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]}
+              - serviceAccountToken: {path: token-sa, expirationSeconds: 3600}
+""",
+    ).replace(
+        "            - {name: data, mountPath: /data}\n",
+        "            - {name: data, mountPath: /data}\n"
+        "            - {name: podinfo, mountPath: /etc/podinfo}\n"
+        "            - {name: bundle, mountPath: /etc/bundle}\n",
+    )
+    replica = next(r for r in _plan(text).replicas if r.pod == "web-1")
+    materialize(replica, tmp_path)
+    root = tmp_path / "shop" / "web-1"
+    assert (root / "podinfo" / "name").read_text() == "web-1"
+    labels = (root / "podinfo" / "labels").read_text()
+    assert 'app="web"\n' in labels and 'statefulset.kubernetes.io/pod-name="web-1"\n' in labels
+    assert not (root / "podinfo" / "cpu").exists()  # no resource limits for a local process
+    assert (root / "bundle" / "colors" / "now").read_text() == "blue"
+    assert (root / "bundle" / "token").read_text() == "tok"
+    assert (root / "bundle" / "note").read_text() == "plain"
+    assert (root / "bundle" / "ns").read_text() == "shop"
+    assert stat.S_IMODE((root / "bundle" / "token").stat().st_mode) == 0o440
+    assert not (root / "bundle" / "token-sa").exists()
