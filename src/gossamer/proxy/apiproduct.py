@@ -13,7 +13,10 @@ import math
 import re
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
+
+import msgspec
 
 from gossamer.proxy.budget import (
     ADMIT,
@@ -29,6 +32,11 @@ from gossamer.proxy.stats import ProxyStats
 from gossamer.snapshot.model import ApiPlan, ApiProduct
 from gossamer.snapshot.periods import PERIOD_SECONDS
 
+if TYPE_CHECKING:
+    from gossamer.apidocs.validate import Operation, Problem, RequestValidator
+    from gossamer.proxy.downstream import DownstreamConnection
+    from gossamer.proxy.http1 import RequestHead
+
 API_KEY_DENIED = "AK"
 """Access-log flag of a request refused for its API key (missing, unknown, expired)."""
 API_PLAN_DENIED = "AP"
@@ -42,6 +50,9 @@ REQUESTS_METRIC = "gossamer_apiproduct_requests_total"
 CONSUMER_HEADER = b"x-api-consumer"
 """The consumer an admitted request's key belongs to, for the upstream."""
 
+
+MAX_CHECKED_BODY = 65536
+"""The largest body a product's document is checked against (it is held until whole)."""
 
 DIGESTS_KEPT = 4096
 """Distinct keys whose SHA-256 a gateway keeps (hashing is a third of a product's decision)."""
@@ -113,6 +124,7 @@ class CompiledProduct:
         "request_ops",
         "response_ops",
         "routes",
+        "validator",
     )
 
     def __init__(self, config: ApiProduct) -> None:
@@ -136,6 +148,12 @@ class CompiledProduct:
         self.metric: dict[tuple[str, str], str] = {}
         self.request_ops = compile_header_ops(config.request_headers)
         self.response_ops = compile_header_ops(config.response_headers)
+        self.validator: RequestValidator | None = None
+        if config.validate_requests and config.openapi:
+            # Only a gateway whose product asks for it loads jsonschema.
+            from gossamer.apidocs.validate import RequestValidator  # noqa: PLC0415
+
+            self.validator = RequestValidator(msgspec.json.decode(config.openapi))
 
     def route_of(self, authority: str, path: str, method: bytes) -> int:
         """The index of the product's route a request matches, or -1."""
@@ -161,7 +179,7 @@ class CompiledProduct:
 class ProductGate:
     """Every product a gateway listener enforces, under one snapshot."""
 
-    __slots__ = ("budgets", "digests", "documents", "hash", "products", "stats")
+    __slots__ = ("budgets", "digests", "documents", "hash", "products", "stats", "validating")
 
     def __init__(
         self, products: tuple[ApiProduct, ...], budgets: Budgets, stats: ProxyStats
@@ -175,6 +193,8 @@ class ProductGate:
         """Recent keys' digests: a client sends the same key again and again."""
         self.products = [CompiledProduct(product) for product in products]
         self.documents = _documents(products)
+        self.validating = any(product.validator is not None for product in self.products)
+        """Some product checks request bodies: exchanges keep theirs until they are whole."""
         """Path to (hosts, content type, body) of each documentation page and spec."""
         self.budgets = budgets
         self.stats = stats
@@ -292,13 +312,26 @@ class ProductGate:
 class ProductExchange(Exchange):
     """A gateway request: past routing and the guard, its API product decides, then it goes on."""
 
-    __slots__ = ("body_plan", "consumer", "response_ops")
+    __slots__ = ("body_plan", "consumer", "held", "raw_body", "response_ops")
 
     consumer: str
     """The API consumer whose key the request carried, for the access log (set on dispatch)."""
     body_plan: ApiPlan | None
     """The plan whose `max_request_bytes` the body is counted against (None: no limit)."""
     response_ops: CompiledHeaderOps | None
+    held: tuple[Operation, CompiledRoute, bytes] | None
+    """A request whose body is checked before it goes on (apidocs/validate.py)."""
+    raw_body: bytearray | None
+    """The body as it came, while a product may check it."""
+
+    def __init__(self, client: DownstreamConnection, head: RequestHead) -> None:
+        super().__init__(client, head)
+        # Set before any body arrives: a request queued behind another gets its body first.
+        self.consumer = ""
+        self.body_plan = None
+        self.response_ops = None
+        self.held = None
+        self.raw_body = None
 
     def _dispatch(self, route: CompiledRoute, target: bytes) -> None:
         gate = self.runtime.products
@@ -306,6 +339,7 @@ class ProductExchange(Exchange):
         self.consumer = ""
         self.body_plan = None
         self.response_ops = None
+        self.held = None
         if verdict is not None:
             self.consumer = verdict.consumer
             wait = verdict.wait
@@ -316,13 +350,38 @@ class ProductExchange(Exchange):
                 self.local(verdict.status, verdict.reason, verdict.flag, extra=verdict.extra)
                 return
             product, plan = verdict.product, verdict.plan
-            if (
-                product is not None
-                and plan is not None
-                and not self._admit_product(product, plan, verdict.consumer)
-            ):
-                return
+            if product is not None and plan is not None:
+                if not self._admit_product(product, plan, verdict.consumer):
+                    return
+                if product.validator is not None and not self._valid(product, route, target):
+                    return
         super()._dispatch(route, target)
+
+    def _valid(self, product: CompiledProduct, route: CompiledRoute, target: bytes) -> bool:
+        """Check the request against the product's document; hold it for its body if that is
+        checked too. False when it was refused or is held."""
+        assert product.validator is not None
+        operation = product.validator.operation(self.head.method, self.path)
+        if operation is None:
+            return True
+        at = target.find(b"?")
+        query = target[at + 1 :].decode("latin-1") if at >= 0 else ""
+        problem = operation.check_head(self.path, query, self.head.headers)
+        if problem is None and operation.wants_body:
+            if not (self.request_done or self.head.bodiless()):
+                self.held = (operation, route, target)
+                return False
+            problem = operation.check_body(bytes(self.raw_body or b""))
+        if problem is not None:
+            self._invalid(problem)
+            return False
+        return True
+
+    def _invalid(self, problem: Problem) -> None:
+        body = msgspec.json.encode({"error": problem.message, "field": problem.field})
+        extra = [(b"content-type", b"application/json")]
+        reason = f"request does not match the API: {problem.message}"
+        self.local(400, reason, API_BAD_REQUEST, body=body, extra=extra)
 
     def _admit_product(self, product: CompiledProduct, plan: ApiPlan, consumer: str) -> bool:
         """The plan's body limit, then the product's header changes; False when refused."""
@@ -353,14 +412,42 @@ class ProductExchange(Exchange):
         self.local(413, reason, API_LIMITED)
 
     def request_body(self, data: bytes) -> None:
-        """Count the body against the plan's limit (a chunked one has no length up front)."""
+        """Count the body against the plan's limit (a chunked one has no length up front), and
+        keep it while a product may check it."""
         plan = self.body_plan
         if plan is not None and self.body_size + len(data) > plan.max_request_bytes:
             self.body_plan = None
             if not self.finished:
                 self._too_large(plan)
             return
+        gate = self.runtime.products
+        if gate is not None and gate.validating and not self.finished:
+            raw = self.raw_body
+            if raw is None:
+                raw = self.raw_body = bytearray()
+            if len(raw) + len(data) > MAX_CHECKED_BODY:
+                self.raw_body = None
+                if self.held is not None:
+                    self.held = None
+                    self.local(413, "request body too large to check against the API", API_LIMITED)
+                    return
+            else:
+                raw += data
         super().request_body(data)
+
+    def request_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """A held request, whole: check its body, then send it on."""
+        super().request_end(trailers)
+        held = self.held
+        if held is None or self.finished:
+            return
+        self.held = None
+        operation, route, target = held
+        problem = operation.check_body(bytes(self.raw_body or b""))
+        if problem is not None:
+            self._invalid(problem)
+            return
+        Exchange._dispatch(self, route, target)
 
     def on_response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool

@@ -366,7 +366,7 @@ _API_PRODUCT = (
     | _at("spec.plans.quota", ("requests", "period"))
     | _at("spec.consumers", ("name", "plan", "keys", "keys.sha256"))
     | _at("spec", ("openapi",))
-    | _at("spec.openapi", ("specs", "path", "title"))
+    | _at("spec.openapi", ("specs", "path", "title", "validateRequests"))
     | _at("spec.openapi.specs", ("configMapKeyRef",))
     | _at("spec.openapi.specs.configMapKeyRef", ("name", "key"))
     | _at("spec", ("headers",))

@@ -495,6 +495,8 @@ class ApiProduct(Struct, frozen=True):
     """Where the gateway serves the documentation page (and `PATH/openapi.json`); "" for none."""
     openapi: str = ""
     """The combined OpenAPI document, as JSON (apidocs/spec.py)."""
+    validate_requests: bool = False
+    """Requests are checked against `openapi` (apidocs/validate.py)."""
     request_headers: HeaderOps | None = None
     """Changes to the product's requests on their way upstream."""
     response_headers: HeaderOps | None = None

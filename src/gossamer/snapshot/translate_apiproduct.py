@@ -106,6 +106,7 @@ def _product(
         key_param=spec.api_key.query_param or "",
         docs_path=docs_path,
         openapi=combined,
+        validate_requests=bool(combined and spec.openapi and spec.openapi.validate_requests),
         request_headers=header_ops(spec.headers.request) if spec.headers else None,
         response_headers=header_ops(spec.headers.response) if spec.headers else None,
     )

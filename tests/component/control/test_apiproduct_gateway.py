@@ -325,3 +325,102 @@ async def test_a_products_header_changes_its_consumer_upstream_and_a_plans_body_
         writer.close()
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert not any(r.body.startswith(b"y" * 1200) for r in backend.requests)
+
+
+CHECKED = """openapi: 3.0.3
+info: {title: records, version: "1"}
+paths:
+  /records:
+    get:
+      parameters:
+        - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100}}
+        - {name: x-tenant, in: header, required: true, schema: {type: string}}
+      responses: {"200": {description: ok}}
+  /upload:
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Record"}
+      responses: {"201": {description: added}}
+components:
+  schemas:
+    Record:
+      type: object
+      required: [name, size]
+      properties:
+        name: {type: string, minLength: 1}
+        size: {type: integer, minimum: 0}
+"""
+
+
+async def test_requests_are_checked_against_the_document_when_the_product_asks(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "checked-openapi"},
+        "data": {"openapi.yaml": CHECKED},
+    }
+    await create(client, f"{CORE}/configmaps", config_map)
+    body = product()
+    spec = body["spec"]
+    spec["routes"].append({"name": "upload", "uri": {"prefix": "/upload"}, "methods": ["POST"]})
+    spec["plans"][0]["routes"] = ["records", "upload"]
+    spec["openapi"] = {
+        "validateRequests": True,
+        "specs": [{"configMapKeyRef": {"name": "checked-openapi", "key": "openapi.yaml"}}],
+    }
+    await mesh(client, backend, body)
+    key = {"x-api-key": DEMO_KEY}
+    async with gateway_client(plane, token, tmp_path) as api:
+        tenant = {**key, "x-tenant": "acme"}
+
+        async def refused(response: httpx.Response, field: str) -> None:
+            assert response.status_code == 400, response.text
+            assert response.json()["field"] == field, response.text
+            assert "does not match the API" in response.headers["x-gossamer-reason"]
+
+        await refused(await api.get("/records", headers=key), "header.x-tenant")
+        await refused(await api.get("/records?limit=abc", headers=tenant), "query.limit")
+        await refused(await api.get("/records?limit=500", headers=tenant), "query.limit")
+        assert (await api.get("/records?limit=5", headers=tenant)).status_code == 200
+        # Paths the document does not describe are not its business.
+        assert (await api.get("/records/1", headers=key)).status_code == 200
+
+        before = len(backend.requests)
+        await refused(await api.post("/upload", headers=key, json={"name": "a"}), "body.size")
+        await refused(await api.post("/upload", headers=key, content=b"{not json"), "body")
+        await refused(await api.post("/upload", headers=key), "body")
+        await refused(
+            await api.post("/upload", headers=key, json={"name": "a", "size": -1}), "body.size"
+        )
+        assert len(backend.requests) == before  # nothing refused reached the upstream
+        good = await api.post("/upload", headers=key, json={"name": "a", "size": 3})
+        assert good.status_code == 200, good.text
+        assert backend.requests[-1].body == b'{"name":"a","size":3}'
+
+
+async def test_a_pipelined_request_with_a_body_queued_behind_a_slow_one_is_served(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    body = product()
+    body["spec"]["routes"].append({"name": "upload", "uri": {"prefix": "/upload"}})
+    body["spec"]["plans"][0]["routes"] = ["records", "upload"]
+    await mesh(client, backend, body)
+    async with gateway_client(plane, token, tmp_path) as api:
+        port = int(str(api.base_url).rsplit(":", 1)[1].rstrip("/"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        common = f"host: {HOST}\r\nx-api-key: {DEMO_KEY}\r\n"
+        writer.write(
+            f"GET /records HTTP/1.1\r\n{common}x-delay: 0.3\r\n\r\n".encode()
+            + f"POST /upload HTTP/1.1\r\n{common}content-length: 5\r\n\r\nhello".encode()
+            + f"GET /records HTTP/1.1\r\n{common}connection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.count(b"HTTP/1.1 200") == 3, answer[:600]
+        assert any(r.body == b"hello" for r in backend.requests)

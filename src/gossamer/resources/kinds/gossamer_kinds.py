@@ -165,6 +165,8 @@ class ApiDocs(Model):
     specs: list[OpenApiSource]
     path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]*$")] = "/docs"
     title: str | None = None
+    validate_requests: bool = False
+    """Refuse with 400 a request the document says is wrong (its parameters and JSON body)."""
 
 
 class ApiProductSpec(Model):
