@@ -62,6 +62,7 @@ class Allowance:
         "limit",
         "local_quota",
         "local_quota_end",
+        "low_water",
         "pending",
         "period",
         "permits",
@@ -105,6 +106,10 @@ class Allowance:
         self.period = ""
         self.fail_open = True
         self.cap = 1
+        self.low_water = 1.0
+        """Ask for more below this many permits: half the last lease's demand, at least two
+        (or half the cap) so that a slow consumer's next request finds one (half the cap until a
+        first lease)."""
         self.adopt(plan)
 
     def __repr__(self) -> str:
@@ -125,6 +130,7 @@ class Allowance:
         self.period = plan.quota_period
         self.fail_open = plan.fail_open
         self.cap = lease_cap(plan)
+        self.low_water = self.cap / 2
 
     def take(self, now: float) -> int:
         """Spend a permit: ADMIT, RATE_LIMITED, QUOTA_EXCEEDED, WAIT (for a lease) or
@@ -133,7 +139,7 @@ class Allowance:
             self.permits -= 1.0
             self.used += 1
             self.last_used = now
-            if not self.pending and self.permits * 2 < self.cap:
+            if not self.pending and self.permits < self.low_water:
                 self.budgets.ask(self)
             return ADMIT
         budgets = self.budgets
@@ -201,7 +207,11 @@ class Allowance:
         demand = math.ceil(self.used / elapsed * LEASE_AHEAD_S) + len(self.waiters)
         self.used = 0
         self.asked_at = now
-        return Lease(self.product, self.consumer, want=max(1, min(self.cap, demand)))
+        want = max(1, min(self.cap, demand))
+        # Half of what the demand asked for: a gateway using a tenth of the cap asked again
+        # after every answer (hundreds of leases a second at full speed).
+        self.low_water = max(want / 2, min(self.cap / 2, 2.0))
+        return Lease(self.product, self.consumer, want=want)
 
     def granted(self, grant: Grant, now: float) -> None:
         """A lease's answer: add its permits and wake those waiting for it."""
