@@ -58,6 +58,7 @@ from gossamer.runtime.plan import (
     replica_of,
 )
 from gossamer.runtime.pods import PodPublisher, declared_containers, keep_published
+from gossamer.runtime.settle import routing_settled
 from gossamer.runtime.spec import ProcessSpec, ReadinessProbe, RestartPolicy
 from gossamer.runtime.status import Phase, ProcessEvent, ProcessStatus
 from gossamer.runtime.summary import jobs_summary, services_summary, status_row
@@ -199,8 +200,14 @@ class LocalMesh:
         for replica in self.plan.replicas:
             self._start_replica(replica)
         self._write_up_file(ready=False)
+        started = time.monotonic()
         for supervisor in self._long_running():
             await supervisor.wait_ready(ready_timeout_s)
+        # Ready processes, then routing that reaches them (settle.py).
+        instances = sum(1 for replica, _ in self.replicas.values() if replica.kind != "Job")
+        left = max(5.0, ready_timeout_s - (time.monotonic() - started))
+        async with self._api() as api:
+            await routing_settled(api, instances, left)
         self._write_up_file(ready=True)
         self.write_status()
         loop = asyncio.get_running_loop()
