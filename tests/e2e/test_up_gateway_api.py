@@ -5,8 +5,6 @@ HTTPRoute on a Service that sends a sidecar's calls to one version."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,22 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.test_up_hello import alive, gossamer
+from tests.e2e.test_up_hello import gossamer
+from tests.e2e.test_up_kubernetes import _mesh
 
-FOLDER = Path(__file__).resolve().parent / "kubernetes" / "gateway-api"
 HOST = {"host": "shop.example.com"}
 
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "gateway-api"
-    shutil.copytree(FOLDER, folder, ignore=shutil.ignore_patterns(".gossamer", "__pycache__"))
-    yield folder
-    up_file = folder / ".gossamer" / "up.json"
-    if up_file.exists():  # a failed test must not leave a mesh running
-        pid = json.loads(up_file.read_text())["pid"]
-        if gossamer("down", cwd=folder).returncode != 0 and alive(pid):
-            subprocess.run(["kill", "-9", str(pid)], check=False)
+    yield from _mesh(tmp_path, "gateway-api")
 
 
 def _get(http: httpx.Client, path: str) -> Any:

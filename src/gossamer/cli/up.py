@@ -89,8 +89,8 @@ def up(
     except ValueError as error:
         raise typer.BadParameter(f"{vip_network}: {error}", param_hint="--vip-network") from None
     lifetime_s = _lifetime(certificate_lifetime)
-    hpa_sync_s = _sync_period(hpa_sync_period, "--hpa-sync-period")
-    instance_ttl_s = _sync_period(instance_ttl, "--instance-ttl")
+    hpa_sync_s = _positive_duration(hpa_sync_period, "--hpa-sync-period")
+    instance_ttl_s = _positive_duration(instance_ttl, "--instance-ttl")
     result = validate_paths([path])
     errors = [p for p in result.problems if p.severity is Severity.ERROR]
     if errors or not result.loaded.resources:
@@ -137,7 +137,7 @@ def up(
     raise typer.Exit(code)
 
 
-def _sync_period(text: str, option: str) -> float:
+def _positive_duration(text: str, option: str) -> float:
     from gossamer.snapshot.durations import seconds
 
     try:

@@ -82,8 +82,7 @@ def upstream_head(exchange: Exchange, route: CompiledRoute, target: bytes) -> by
         own.append((b"x-request-id", request_id))
     own.extend(upstream_trace_headers(trace, incoming))
     if peer_line:
-        name, _, value = peer_line.rstrip(b"\r\n").partition(b": ")
-        own.append((name, value))
+        own.append(runtime.peer_field)
     kept = headers if dropped is None else [(n, v) for n, v in headers if n not in dropped]
     return _edited_head(exchange, route, target, kept + own, has_host)
 

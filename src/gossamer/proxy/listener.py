@@ -67,6 +67,7 @@ class ListenerRuntime:
         "limits",
         "log",
         "node",
+        "peer_field",
         "peer_line",
         "port",
         "products",
@@ -121,8 +122,10 @@ class ListenerRuntime:
         self.scheme = b"https" if listener.tls is not None else b"http"
         self.proto_line = b"x-forwarded-proto: " + self.scheme + b"\r\n"
         # Who this workload is, for the sidecars it calls (peer.py); inbound listeners say nothing.
+        self.peer_field = (PEER_HEADER, header_value(node))
+        """This workload's peer metadata as a header, for the sidecars it calls (peer.py)."""
         self.peer_line = (
-            b"" if self.role == "inbound" else PEER_HEADER + b": " + header_value(node) + b"\r\n"
+            b"" if self.role == "inbound" else PEER_HEADER + b": " + self.peer_field[1] + b"\r\n"
         )
         self.limits = ConnectionLimits(listener.limits)
         self.drop_underscore_headers = listener.headers_with_underscores == "drop"

@@ -60,6 +60,7 @@ class GatewayStatus:
         self.writes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._again = False
 
     def __repr__(self) -> str:
         return f"<GatewayStatus {self.writes} writes>"
@@ -88,9 +89,15 @@ class GatewayStatus:
     def _run(self) -> None:
         self._timer = None
         if self._task is not None and not self._task.done():
-            self._changed(frozenset({ObjectKey(ROUTES, "", "")}))  # after the one under way
+            self._again = True  # a change during a pass: one more pass when it ends
             return
-        self._task = asyncio.get_running_loop().create_task(self.write_all())
+        self._task = asyncio.get_running_loop().create_task(self._passes())
+
+    async def _passes(self) -> None:
+        self._again = True
+        while self._again:
+            self._again = False
+            await self.write_all()
 
     async def write_all(self) -> None:
         """Compute every status and write those that differ from what is stored."""
