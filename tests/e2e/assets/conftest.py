@@ -161,6 +161,15 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+ACCESS_LOG = """\
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+"""
+
+
 @pytest.fixture(scope="package")
 def assets_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AssetsApp]:
     if shutil.which("node") is None:
@@ -171,6 +180,8 @@ def assets_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AssetsApp]:
         folder,
         ignore=shutil.ignore_patterns(".gossamer", "__pycache__", ".data", "simulator.yaml"),
     )
+    # Every proxy writes its access log into its log file: a failure names the hop that failed.
+    (folder / "access-log.yaml").write_text(ACCESS_LOG)
     result = gossamer("up", ".", "--detach", cwd=folder, timeout=240)
     up_file = folder / ".gossamer" / "up.json"
     try:
