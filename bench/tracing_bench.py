@@ -1,6 +1,6 @@
 """What tracing costs the proxy: requests per CPU-second with tracing off, at 1% and at 100%.
 
-Usage: python bench/tracing_bench.py [--duration 5] [--rounds 3] [--connections 50]
+Usage: python bench/tracing_bench.py [--duration 5] [--rounds 9] [--connections 50]
                                      [--markdown FILE]
 
 Three `gossamer proxy --bootstrap` processes run the snapshot of bench/proxy_bench.py (10 routes,
@@ -12,10 +12,14 @@ exchange, no storage). wrk sends no trace headers, so every request starts a tra
 proxy draws its sampling decision.
 
 The proxies are pinned to core 0; wrk, nginx and the receiver to core 1. They take turns,
-`--rounds` windows of `--duration` seconds each; the table gives medians of requests per
-CPU-second of the proxy (utime+stime from /proc/PID/stat over each window) and their ratios to
-tracing off, with the load core's CPU (wrk, nginx and the receiver) to show it is not the
-limit, and the spans each proxy sent and dropped (its own counters).
+`--rounds` rounds of one `--duration`-second window each, the order rotating from round to
+round so that none always runs first or last. The table gives medians of requests per
+CPU-second of the proxy (utime+stime from /proc/PID/stat over each window), with the load
+core's CPU (wrk, nginx and the receiver) to show it is not the limit, and the spans each proxy
+sent and dropped (its own counters). The ratios to tracing off are paired: each round's window
+is divided by the same round's "off" window, and the median of those ratios is reported with
+their lowest and highest, so that a machine that drifts between rounds (another process waking
+up, the CPU's clock) moves both sides of a ratio together.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,28 +135,45 @@ def span_counters(admin: int) -> dict[str, float]:
     return found
 
 
-def render(rows: dict[str, Result], spans: dict[str, dict[str, float]]) -> str:
+def paired_ratios(runs: dict[str, list[Result]]) -> dict[str, list[float]]:
+    """Each setting's requests per CPU-second over the same round's tracing-off window."""
+    return {
+        name: [
+            (r.per_cpu_s or 0.0) / (off.per_cpu_s or 1.0)
+            for r, off in zip(results, runs["off"], strict=True)
+        ]
+        for name, results in runs.items()
+    }
+
+
+def render(
+    rows: dict[str, Result], ratios: dict[str, list[float]], spans: dict[str, dict[str, float]]
+) -> str:
     off = rows["off"]
     lines = [
-        "| tracing | req per proxy CPU-s | / off | rps | / off | p99 ms | proxy CPU % "
-        "| load core CPU % | spans sent | spans dropped | errors |",
+        "| tracing | req per proxy CPU-s | / off (paired median) | lowest .. highest | rps "
+        "| p99 ms | proxy CPU % | load core CPU % | spans sent | spans dropped | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in rows.items():
         counters = spans.get(name, {})
         bound = " load-bound" if r.load_cpu_percent > LOAD_CORE_BUSY else ""
+        mine = ratios[name]
         lines.append(
-            f"| {name} | {r.per_cpu_s or 0:.0f} | {(r.per_cpu_s or 0) / (off.per_cpu_s or 1):.3f} "
-            f"| {r.rps:.0f} | {r.rps / off.rps:.3f} | {r.p99_ms:.3f} | {r.cpu_percent or 0:.0f} "
+            f"| {name} | {r.per_cpu_s or 0:.0f} | {statistics.median(mine):.3f} "
+            f"| {min(mine):.3f} .. {max(mine):.3f} "
+            f"| {r.rps:.0f} | {r.p99_ms:.3f} | {r.cpu_percent or 0:.0f} "
             f"| {r.load_cpu_percent:.0f}{bound} "
             f"| {counters.get('gossamer_tracing_spans_sent_total', 0):.0f} "
             f"| {counters.get('gossamer_tracing_spans_dropped_total', 0):.0f} | {r.errors} |"
         )
-    one = (rows["1%"].per_cpu_s or 0) / (off.per_cpu_s or 1)
+    one = statistics.median(ratios["1%"])
+    unpaired = (rows["1%"].per_cpu_s or 0) / (off.per_cpu_s or 1)
     lines += [
         "",
-        f"- 1% sampling keeps {one:.3f} of tracing off's requests per CPU-second; target >= "
-        f"{TARGET}: {'met' if one >= TARGET else 'NOT met'}",
+        f"- 1% sampling keeps {one:.3f} of tracing off's requests per CPU-second (median of "
+        f"{len(ratios['1%'])} paired rounds; the ratio of the two medians is {unpaired:.3f}); "
+        f"target >= {TARGET}: {'met' if one >= TARGET else 'NOT met'}",
     ]
     return "\n".join(lines)
 
@@ -159,7 +181,7 @@ def render(rows: dict[str, Result], spans: dict[str, dict[str, float]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per window")
-    parser.add_argument("--rounds", type=int, default=3, help="windows per setting")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds (one window per setting each)")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args()
@@ -185,8 +207,10 @@ def main() -> int:
         for port, _, _ in proxies.values():
             warm(port, PATH, args.connections)
         runs: dict[str, list[Result]] = {name: [] for name in proxies}
-        for _ in range(args.rounds):
-            for name, (port, _, pids) in proxies.items():
+        names = list(proxies)
+        for turn in range(args.rounds):
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                port, _, pids = proxies[name]
                 result = wrk(port, PATH, args.connections, args.duration, pids, load=load)
                 runs[name].append(result)
                 print(
@@ -198,9 +222,9 @@ def main() -> int:
         rows = {name: median(results) for name, results in runs.items()}
         spans = {name: span_counters(admin) for name, (_, admin, _) in proxies.items()}
         table = (
-            f"machine: {machine()}; hot path {native.describe()}; {args.rounds} windows of "
-            f"{args.duration} s per setting, {args.connections} connections, medians\n\n"
-            + render(rows, spans)
+            f"machine: {machine()}; hot path {native.describe()}; {args.rounds} rounds of one "
+            f"{args.duration} s window per setting, order rotating, {args.connections} "
+            "connections, medians\n\n" + render(rows, paired_ratios(runs), spans)
         )
         print()
         print(table)
