@@ -31,6 +31,7 @@ from gossamer.control.mesh.views import (
     compute_view,
     encode_update,
     gateway_part,
+    patch_endpoints,
     sidecar_part,
     view_key,
     vip_part,
@@ -265,9 +266,13 @@ class Distributor:
         resources = list(self.mirror.resources.values())
         if own or endpoints or self._security_stale:
             self._index_security(resources)
+        # Only endpoints changed (registrations, health): views are patched, not recomputed.
+        patch: frozenset[str] | None = None
         if endpoints:
             index = endpoint_index(resources, self._identity_of if self.roots else None)
             if index != self.endpoints:
+                if not views:
+                    patch = _changed_hosts(self.endpoints, index)
                 self.endpoints = index
                 views = True
         if not views:
@@ -282,7 +287,11 @@ class Distributor:
         changed: set[ViewKey] = set()
         for key in wanted:
             old = self.views.get(key)
-            state = compute_view(resources, self.endpoints, key, self.generation, old)
+            state = None
+            if old is not None and patch is not None:
+                state = patch_endpoints(old, self.endpoints, patch, self.generation)
+            if state is None:
+                state = compute_view(resources, self.endpoints, key, self.generation, old)
             if old is None or not state.same_as(old):
                 self.views[key] = state
                 changed.add(key)
@@ -544,3 +553,9 @@ _INTERNAL = frozenset(
 def pending_versions(streams: Iterable[ProxyStream]) -> int:
     """How many updates are sent and not yet answered (for tests and benchmarks)."""
     return sum(len(stream.pending) for stream in streams)
+
+
+def _changed_hosts(old: EndpointIndex, new: EndpointIndex) -> frozenset[str]:
+    """The service hosts whose endpoints differ between two indexes."""
+    keys = old.keys() | new.keys()
+    return frozenset(key[0] for key in keys if old.get(key) != new.get(key))
