@@ -63,6 +63,7 @@ class Allowance:
         "local_quota",
         "local_quota_end",
         "low_water",
+        "offered",
         "pending",
         "period",
         "permits",
@@ -92,6 +93,8 @@ class Allowance:
         self.limit = RATE_LIMITED
         self.degraded_until = 0.0
         self.used = 0
+        self.offered = 0
+        """Requests offered to the shared budget since the last lease, admitted or not."""
         self.asked_at = time.monotonic()
         self.last_used = 0.0
         self.remaining = 0
@@ -138,6 +141,7 @@ class Allowance:
         if self.permits >= 1.0:
             self.permits -= 1.0
             self.used += 1
+            self.offered += 1
             self.last_used = now
             if not self.pending and self.permits < self.low_water:
                 self.budgets.ask(self)
@@ -147,6 +151,7 @@ class Allowance:
             return self._take_local(now)
         if not budgets.connected or now < self.degraded_until:
             return self._take_local(now) if self.fail_open else UNAVAILABLE
+        self.offered += 1
         if now < self.empty_until:
             return self.limit
         if len(self.waiters) >= MAX_WAITERS:
@@ -202,16 +207,19 @@ class Allowance:
     # Leases
 
     def lease(self, now: float) -> Lease:
-        """What to ask for: the demand of the last `LEASE_AHEAD_S`, plus those waiting."""
+        """What to ask for: the demand of the last `LEASE_AHEAD_S`, plus those waiting; and the
+        rate of requests offered since the last lease, by which the control plane shares."""
         elapsed = max(now - self.asked_at, 0.01)
         demand = math.ceil(self.used / elapsed * LEASE_AHEAD_S) + len(self.waiters)
+        offered = max(0, self.offered) / elapsed
         self.used = 0
+        self.offered = 0
         self.asked_at = now
         want = max(1, min(self.cap, demand))
         # Half of what the demand asked for: a gateway using a tenth of the cap asked again
         # after every answer (hundreds of leases a second at full speed).
         self.low_water = max(want / 2, min(self.cap / 2, 2.0))
-        return Lease(self.product, self.consumer, want=want)
+        return Lease(self.product, self.consumer, want=want, demand=offered)
 
     def granted(self, grant: Grant, now: float) -> None:
         """A lease's answer: add its permits and wake those waiting for it."""
@@ -244,6 +252,8 @@ class Allowance:
 
     def _wake(self) -> None:
         waiters, self.waiters = self.waiters, []
+        # Each is decided again, and counted again then.
+        self.offered -= len(waiters)
         for future in waiters:
             if not future.done():
                 future.set_result(None)
@@ -285,7 +295,7 @@ class Budgets:
         key = (allowance.product, allowance.consumer)
         earlier = self.asking.get(key)
         if earlier is not None:
-            lease = Lease(lease.product, lease.consumer, lease.want, earlier.returned)
+            lease = Lease(lease.product, lease.consumer, lease.want, earlier.returned, lease.demand)
         self.asking[key] = lease
         loop = asyncio.get_running_loop()
         allowance.timer = loop.call_later(LEASE_TIMEOUT_S, allowance.expired)
@@ -317,8 +327,10 @@ class Budgets:
                 returned = int(allowance.permits)
                 allowance.permits -= returned
                 earlier = self.asking.get(key)
-                want = earlier.want if earlier is not None else 0
-                self.asking[key] = Lease(key[0], key[1], want, returned)
+                if earlier is not None:
+                    self.asking[key] = Lease(key[0], key[1], earlier.want, returned, earlier.demand)
+                else:
+                    self.asking[key] = Lease(key[0], key[1], 0, returned)
         if self.asking and self.wake is not None:
             self.wake.set()
 

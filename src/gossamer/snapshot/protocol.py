@@ -266,6 +266,9 @@ class Lease(Struct, frozen=True):
     consumer: str
     want: int = 0
     returned: int = 0
+    demand: float = 0.0
+    """Requests per second this gateway was offered for the consumer since its last lease,
+    admitted or not: the control plane shares the rate in proportion to it."""
 
 
 class LeaseRequest(Struct, frozen=True, tag="leases"):
