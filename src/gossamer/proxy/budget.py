@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gossamer.snapshot.model import ApiPlan
-from gossamer.snapshot.periods import period_end
+from gossamer.snapshot.periods import PERIOD_SECONDS, period_end
 from gossamer.snapshot.protocol import Grant, Lease, LeaseGrants, LeaseRequest
 
 ADMIT = 0
@@ -34,6 +34,9 @@ IDLE_RETURN_S = 1.0
 """Permits unused this long go back to the shared budget."""
 MAX_WAITERS = 256
 """Requests of one consumer waiting for a lease; past it, 429 at once."""
+HEADERS_FRESH_S = 1.0
+"""An admitted response's RateLimit field is formatted again after this long, or sooner when
+a lease is answered: the numbers in it are at most this old."""
 
 
 def lease_cap(plan: ApiPlan) -> int:
@@ -58,6 +61,8 @@ class Allowance:
         "degraded_until",
         "empty_until",
         "fail_open",
+        "headers",
+        "headers_until",
         "last_used",
         "limit",
         "local_quota",
@@ -67,8 +72,11 @@ class Allowance:
         "pending",
         "period",
         "permits",
+        "plan",
+        "policy",
         "product",
         "quota",
+        "quota_left",
         "rate",
         "remaining",
         "stamp",
@@ -98,6 +106,13 @@ class Allowance:
         self.asked_at = time.monotonic()
         self.last_used = 0.0
         self.remaining = 0
+        self.quota_left = -1
+        """Requests left in the quota period, as the last lease said (-1: not told yet)."""
+        self.headers: list[tuple[bytes, bytes]] = []
+        """RateLimit-Policy and RateLimit of admitted responses (`ratelimit_headers`)."""
+        self.headers_until = 0.0
+        self.plan = ""
+        self.policy = b""
         self.tokens = 0.0
         self.stamp = 0.0
         self.local_quota = 0
@@ -131,6 +146,9 @@ class Allowance:
         self.window = plan.window
         self.quota = plan.quota
         self.period = plan.quota_period
+        self.plan = plan.name
+        self.policy = _policy(plan)
+        self.headers_until = 0.0
         self.fail_open = plan.fail_open
         self.cap = lease_cap(plan)
         self.low_water = self.cap / 2
@@ -174,11 +192,40 @@ class Allowance:
             return (1.0 - self.tokens) / self.rate if self.rate > 0 else 1.0
         return max(0.0, self.empty_until - now)
 
-    def left(self) -> int:
+    def left(self, now: float) -> int:
         """Permits left, as far as this gateway knows (RateLimit's `r`)."""
-        if self._alone(now=time.monotonic()):
-            return int(self.tokens)
+        if self._alone(now):
+            return int(min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate))
         return self.remaining + int(self.permits)
+
+    def ratelimit_headers(self, now: float) -> list[tuple[bytes, bytes]]:
+        """`RateLimit-Policy` and `RateLimit` for an admitted response (the IETF draft's
+        structured form, as on a 429): formatted at most once a second, and again after a lease
+        is answered, so `r` and `t` may be that old."""
+        if now < self.headers_until:
+            return self.headers
+        self.headers_until = now + HEADERS_FRESH_S
+        items: list[str] = []
+        if self.rate > 0:
+            left = max(0, min(int(self.burst), self.left(now)))
+            full = max(0, math.ceil((self.burst - left) / self.rate))
+            items.append(f'"{self.plan}";r={left};t={full}')
+        if self.quota > 0:
+            wall = time.time()
+            if self._alone(now):
+                quota_left = self.quota - self.local_quota
+            elif self.quota_left >= 0:
+                quota_left = self.quota_left + int(self.permits)
+            else:
+                quota_left = self.quota
+            ends = period_end(self.period, wall)
+            reset = max(0, math.ceil(ends - wall))
+            items.append(f'"{self.plan}-quota";r={max(0, quota_left)};t={reset}')
+        self.headers = [
+            (b"ratelimit-policy", self.policy),
+            (b"ratelimit", ", ".join(items).encode("latin-1")),
+        ]
+        return self.headers
 
     def _alone(self, now: float) -> bool:
         budgets = self.budgets
@@ -229,6 +276,8 @@ class Allowance:
         else:
             self.permits += grant.granted
             self.remaining = grant.remaining
+            self.quota_left = grant.quota_remaining
+            self.headers_until = 0.0
             if grant.granted == 0:
                 self.empty_until = now + grant.retry_after
                 self.limit = QUOTA_EXCEEDED if grant.limit == "quota" else RATE_LIMITED
@@ -364,3 +413,13 @@ class Budgets:
         finally:
             self.wake = None
             self.connected = False
+
+
+def _policy(plan: ApiPlan) -> bytes:
+    """A plan's `RateLimit-Policy`: its bucket (burst in the rate's window), then its quota."""
+    items = []
+    if plan.rate > 0:
+        items.append(f'"{plan.name}";q={int(plan.burst)};w={max(1, round(plan.window))}')
+    if plan.quota > 0:
+        items.append(f'"{plan.name}-quota";q={plan.quota};w={PERIOD_SECONDS[plan.quota_period]}')
+    return ", ".join(items).encode("latin-1")

@@ -107,6 +107,7 @@ async def test_keys_and_plans_decide_401_403_and_200(
         assert (await api.get("/records", headers={"x-api-key": "wrong"})).status_code == 401
         ok = await api.get("/records/1", headers={"x-api-key": DEMO_KEY})
         assert ok.status_code == 200, ok.text
+        assert "ratelimit" not in ok.headers, "a plan without limits has no RateLimit fields"
         assert (await api.get(f"/records?apikey={DEMO_KEY}")).status_code == 200
         # The plan includes "records" only.
         denied = await api.get("/admin", headers={"x-api-key": DEMO_KEY})
@@ -179,6 +180,43 @@ async def test_a_rate_of_20_per_second_with_burst_40_admits_the_burst_then_429(
         assert limited.headers["retry-after"] == "1"
         assert limited.headers["ratelimit-policy"] == '"partner";q=40;w=1'
         assert limited.headers["ratelimit"] == '"partner";r=0;t=1'
+
+
+def ratelimit_items(value: str) -> dict[str, dict[str, int]]:
+    """A RateLimit or RateLimit-Policy field: each policy's name to its parameters."""
+    items: dict[str, dict[str, int]] = {}
+    for member in value.split(","):
+        name, *params = member.strip().split(";")
+        items[name.strip('"')] = {k: int(v) for k, v in (param.split("=") for param in params)}
+    return items
+
+
+async def test_admitted_responses_carry_the_plans_ratelimit_fields(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    rate = {"requests": 20, "per": "1s", "burst": 40}
+    await mesh(client, backend, product(rate=rate, quota={"requests": 1000, "period": "day"}))
+    async with gateway_client(plane, token, tmp_path) as api:
+        headers = {"x-api-key": DEMO_KEY}
+        seen: list[dict[str, dict[str, int]]] = []
+        response = await api.get("/records", headers=headers)
+        while response.status_code == 200:
+            assert ratelimit_items(response.headers["ratelimit-policy"]) == {
+                "partner": {"q": 40, "w": 1},
+                "partner-quota": {"q": 1000, "w": 86400},
+            }
+            seen.append(ratelimit_items(response.headers["ratelimit"]))
+            response = await api.get("/records", headers=headers)
+        assert response.status_code == 429
+        assert len(seen) >= 40
+        first, last = seen[0], seen[-1]
+        # The bucket starts full and is spent; the fields follow it lease by lease.
+        assert first["partner"]["r"] >= 30, seen[:3]
+        assert last["partner"]["r"] <= 10, seen[-3:]
+        assert all(0 <= item["partner"]["t"] <= 2 for item in seen)
+        quota = [item["partner-quota"] for item in seen]
+        assert all(990 - len(seen) <= q["r"] <= 1000 for q in quota), quota[-3:]
+        assert all(0 < q["t"] <= 86400 for q in quota)
 
 
 async def test_a_quota_counts_across_a_gateway_restart(

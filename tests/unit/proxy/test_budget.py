@@ -56,3 +56,19 @@ async def test_a_lease_reports_every_request_offered_admitted_or_refused_once() 
     assert allowance.take(start) == RATE_LIMITED  # another request
     lease = allowance.lease(start + 0.5)
     assert lease.demand == 5 / 0.5
+
+
+def test_ratelimit_fields_of_admitted_responses_are_formatted_at_most_once_a_second() -> None:
+    plan = ApiPlan("partner", rate=20, burst=40, quota=100, quota_period="day")
+    allowance = Budgets().allowance("ns/p", "acme", plan)
+    now = allowance.stamp
+    assert allowance.take(now) == ADMIT
+    first = allowance.ratelimit_headers(now)
+    assert first[0] == (b"ratelimit-policy", b'"partner";q=40;w=1, "partner-quota";q=100;w=86400')
+    name, value = first[1]
+    assert name == b"ratelimit"
+    assert value.startswith(b'"partner";r=39;t=1, "partner-quota";r=99;t=')
+    assert allowance.take(now) == ADMIT
+    assert allowance.ratelimit_headers(now + 0.5) is first
+    # A second later the local bucket has earned 20: it is full again.
+    assert allowance.ratelimit_headers(now + 1.0)[1][1].startswith(b'"partner";r=40;t=0, ')
