@@ -182,6 +182,52 @@ async def test_a_rate_of_20_per_second_with_burst_40_admits_the_burst_then_429(
         assert limited.headers["ratelimit"] == '"partner";r=0;t=1'
 
 
+def istio_gateway(name: str, selector: dict[str, str]) -> dict[str, Any]:
+    server = {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name},
+        "spec": {"selector": selector, "servers": [server]},
+    }
+
+
+async def test_a_product_applies_only_on_the_gateways_it_names(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    # `public` selects the mesh's ingress gateway (istio: ingressgateway), `partners` another.
+    await create(client, f"{ISTIO}/gateways", istio_gateway("public", {"istio": "ingressgateway"}))
+    await create(client, f"{ISTIO}/gateways", istio_gateway("partners", {"app": "partners-gw"}))
+    elsewhere = product()
+    elsewhere["spec"]["gateways"] = ["partners"]
+    await mesh(client, backend, elsewhere)
+    async with (
+        gateway(plane.url, token, tmp_path) as (http, _),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{http}", headers={"host": HOST}, timeout=5.0
+        ) as api,
+    ):
+
+        async def routed() -> bool:
+            return (await api.get("/records")).status_code != 404
+
+        await eventually_async(routed)
+        # Its first snapshot held the product: another gateway's product is not enforced here.
+        open_door = await api.get("/records")
+        assert open_door.status_code == 200, open_door.headers.get("x-gossamer-reason")
+        (await client.delete(f"{PRODUCTS}/records")).raise_for_status()
+        here = product()
+        here["spec"]["gateways"] = ["default/public"]
+        await create(client, PRODUCTS, here)
+
+        async def enforced() -> bool:
+            return (await api.get("/records")).status_code == 401
+
+        await eventually_async(enforced)
+        ok = await api.get("/records", headers={"x-api-key": DEMO_KEY})
+        assert ok.status_code == 200
+
+
 def ratelimit_items(value: str) -> dict[str, dict[str, int]]:
     """A RateLimit or RateLimit-Policy field: each policy's name to its parameters."""
     items: dict[str, dict[str, int]] = {}
