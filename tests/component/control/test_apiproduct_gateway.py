@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from gossamer.control.server import ControlPlane
+from gossamer.resources import load_paths
 
 from ..proxy.backend import Backend
 from .test_mesh_gateway_tls import gateway
@@ -226,6 +228,26 @@ async def test_a_product_applies_only_on_the_gateways_it_names(
         await eventually_async(enforced)
         ok = await api.get("/records", headers={"x-api-key": DEMO_KEY})
         assert ok.status_code == 200
+
+
+async def test_a_key_given_by_file_works_once_the_manifest_is_applied(
+    plane: ControlPlane, client: httpx.AsyncClient, token: str, backend: Backend, tmp_path: Path
+) -> None:
+    body = product()
+    body["spec"]["consumers"][0]["keys"] = [{"fromFile": "keys/acme.key"}]
+    folder = tmp_path / "manifests"
+    (folder / "keys").mkdir(parents=True)
+    (folder / "keys" / "acme.key").write_text("acme-key-from-a-file\n", encoding="utf-8")
+    (folder / "records.json").write_text(json.dumps(body), encoding="utf-8")
+    # What `gossamer apply -f` and `up` send: the documents as loaded.
+    [loaded] = load_paths([folder]).resources
+    assert "acme-key-from-a-file" not in json.dumps(loaded.document.data)
+    await mesh(client, backend, loaded.document.data)
+    async with gateway_client(plane, token, tmp_path) as api:
+        ok = await api.get("/records", headers={"x-api-key": "acme-key-from-a-file"})
+        assert ok.status_code == 200, ok.headers.get("x-gossamer-reason")
+        stored = (await client.get(f"{PRODUCTS}/records")).json()
+        assert "sha256" in stored["spec"]["consumers"][0]["keys"][0]
 
 
 def ratelimit_items(value: str) -> dict[str, dict[str, int]]:
