@@ -34,6 +34,8 @@ IDLE_RETURN_S = 1.0
 """Permits unused this long go back to the shared budget."""
 MAX_WAITERS = 256
 """Requests of one consumer waiting for a lease; past it, 429 at once."""
+DEMAND_AVERAGE_S = 0.5
+"""Time constant of the offered rate a gateway reports with its leases."""
 HEADERS_FRESH_S = 1.0
 """An admitted response's RateLimit field is formatted again after this long, or sooner when
 a lease is answered: the numbers in it are at most this old."""
@@ -59,6 +61,7 @@ class Allowance:
         "cap",
         "consumer",
         "degraded_until",
+        "demand",
         "empty_until",
         "fail_open",
         "headers",
@@ -103,6 +106,8 @@ class Allowance:
         self.used = 0
         self.offered = 0
         """Requests offered to the shared budget since the last lease, admitted or not."""
+        self.demand = 0.0
+        """Requests per second offered lately: `offered` averaged over `DEMAND_AVERAGE_S`."""
         self.asked_at = time.monotonic()
         self.last_used = 0.0
         self.remaining = 0
@@ -255,10 +260,14 @@ class Allowance:
 
     def lease(self, now: float) -> Lease:
         """What to ask for: the demand of the last `LEASE_AHEAD_S`, plus those waiting; and the
-        rate of requests offered since the last lease, by which the control plane shares."""
-        elapsed = max(now - self.asked_at, 0.01)
+        rate of requests offered lately, by which the control plane shares."""
+        since = max(now - self.asked_at, 1e-6)
+        elapsed = max(since, 0.01)
         demand = math.ceil(self.used / elapsed * LEASE_AHEAD_S) + len(self.waiters)
-        offered = max(0, self.offered) / elapsed
+        # An average on this gateway's own clock: leases a few milliseconds apart carry a few
+        # requests each and would swing the rate the control plane shares by.
+        weight = min(1.0, since / DEMAND_AVERAGE_S)
+        self.demand += weight * (max(0, self.offered) / since - self.demand)
         self.used = 0
         self.offered = 0
         self.asked_at = now
@@ -266,7 +275,7 @@ class Allowance:
         # Half of what the demand asked for: a gateway using a tenth of the cap asked again
         # after every answer (hundreds of leases a second at full speed).
         self.low_water = max(want / 2, min(self.cap / 2, 2.0))
-        return Lease(self.product, self.consumer, want=want, demand=offered)
+        return Lease(self.product, self.consumer, want=want, demand=self.demand)
 
     def granted(self, grant: Grant, now: float) -> None:
         """A lease's answer: add its permits and wake those waiting for it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gossamer.control.apikeys.sharing import ACTIVE_S, SharedBucket
+from gossamer.control.apikeys.sharing import ACTIVE_S, RETRY_CAP_S, SharedBucket
 
 TICK = 0.005
 SLICE = 13
@@ -131,3 +131,16 @@ def test_a_refused_replica_waits_for_its_own_share_of_the_rate() -> None:
     assert abs(bucket.retry_after("b") - 0.04) < 1e-9
     assert abs(bucket.retry_after("a") - 1 / 75) < 1e-9
     assert bucket.grant("b", 1, 100, 0.04) == 1
+
+
+def test_a_replica_with_a_small_share_is_told_to_come_back_soon_all_the_same() -> None:
+    bucket = SharedBucket(rate=100, burst=10, now=0.0)
+    assert bucket.grant("a", 10, 990, 0.0) == 10
+    assert bucket.grant("b", 1, 10, 0.0) == 0
+    # A hundredth of the rate would take 1 s; its share may grow meanwhile, and its credit
+    # would wait for it unspent.
+    assert bucket.retry_after("b") == RETRY_CAP_S
+    slow = SharedBucket(rate=2, burst=1, now=0.0)
+    assert slow.grant("a", 1, 99, 0.0) == 1
+    assert slow.grant("b", 1, 1, 0.0) == 0
+    assert slow.retry_after("b") == 0.5  # one permit at the whole rate

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 ACTIVE_S = 2.0
 """A replica that has not asked for this long has no share: its credit goes back to the pool."""
-DEMAND_SMOOTHING_S = 0.5
-"""Time constant of the demand average: a report this long after the last one replaces it."""
 MIN_DEMAND = 1.0
 """The weight of a replica that reports no demand (a gateway that does not report it)."""
+RETRY_CAP_S = 0.1
+"""A refused replica is told to ask again within this long (or one permit's time at the whole
+rate, if longer): its credit, which waits for it, then holds about a lease slice at most, even
+when its share grows while it waits."""
 
 
 @dataclass(slots=True)
@@ -30,7 +32,7 @@ class ReplicaShare:
     """What the bucket knows of one gateway replica."""
 
     demand: float
-    """Requests per second it was offered, smoothed."""
+    """Requests per second it was offered lately, as it last reported (averaged by it)."""
     credit: float
     """Tokens set aside for it."""
     seen: float
@@ -92,7 +94,8 @@ class SharedBucket:
         have = self.pool + (share.credit if share is not None else 0.0)
         if have >= 1.0:
             return 0.0
-        return (1.0 - have) / (self.rate * self._weight(share))
+        wait = (1.0 - have) / (self.rate * self._weight(share))
+        return min(wait, max(RETRY_CAP_S, 1.0 / self.rate))
 
     def refill(self, now: float) -> None:
         """Add what the rate earned since the last look: to the active replicas' credits in
@@ -117,8 +120,7 @@ class SharedBucket:
         if share is None:
             share = self.replicas[replica] = ReplicaShare(demand, 0.0, now)
             return share
-        alpha = min(1.0, max(0.0, now - share.seen) / DEMAND_SMOOTHING_S)
-        share.demand += alpha * (demand - share.demand)
+        share.demand = demand
         share.seen = now
         return share
 
