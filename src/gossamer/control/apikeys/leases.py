@@ -4,9 +4,9 @@ Each (product, consumer) has one token bucket here (its plan's rate and burst), 
 gateway replicas that ask in proportion to their demand (sharing.py), and a quota count. A
 lease asks for `want` permits; the grant debits both at once, so no permit is ever handed out
 twice and every gateway together admits at most what the plan allows. Unused permits come back
-with later leases. Quotas are reserved from the store in blocks (a record per
-consumer and period, advanced with compare-and-swap), so a restart of this control plane, or
-another replica, never hands out a quota twice; a restart forgets at most one block.
+with later leases. Quotas are reserved from the store in blocks (a record per consumer and
+period, advanced with compare-and-swap), so a restart of this control plane, or another
+replica, never hands out a quota twice; a restart forgets at most one block.
 docs/api-gateway.md, "Limits across replicas", gives the error bound.
 """
 
