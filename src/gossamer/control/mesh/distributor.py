@@ -522,7 +522,7 @@ class Distributor:
         security = self._security_of(stream)
         if hello.role == "gateway":
             issued = issued_keys(self.mirror.of_type(API_KEYS))
-            products = api_products(resources, issued, time.time())
+            products = api_products(resources, issued, time.time(), stream.labels)
             security = msgspec.structs.replace(security, api_products=products)
         return dataclasses.replace(own, security=security, telemetry=telemetry)
 
