@@ -55,9 +55,10 @@ log = logging.getLogger(__name__)
 QUIET_AFTER_RECOMPUTE = 2.0
 """After a recompute whose work took T, the next one waits until 2T has passed: while proxies
 join by the thousand (each registration a change) recomputes take at most a third of the time,
-and the rest goes to the joins; a lone change after a quiet period is not delayed. T runs from
-the recompute's start until every proxy it woke has composed its update: with 5,000 proxies
-connected, sending each its delta costs more than a recompute of endpoints alone."""
+and the rest goes to the joins; a lone change after a quiet period is not delayed. In a storm
+(changes that arrive while the proxies the last recompute woke are still being sent their
+updates) T runs until the last of them has composed its update: with 5,000 proxies connected,
+sending each its delta costs more than a recompute of endpoints alone."""
 
 ENTRIES = ResourceType("networking.istio.io", "workloadentries")
 # Policies: each proxy's own part enforces them; PeerAuthentication also says which endpoints
@@ -193,9 +194,13 @@ class Distributor:
         self._flushed_at = 0.0
         """When the last recompute started (the loop's clock)."""
         self._cost = 0.0
-        """How long the last recompute took, its streams' updates included once composed."""
+        """How long the last recompute took."""
+        self._ripple = 0.0
+        """How long from its start until the streams it woke had composed their updates."""
         self._rippling: set[str] = set()
         """Streams the last recompute woke that have not composed their update yet."""
+        self._storm = False
+        """A change came while `_rippling` was not empty."""
         self._timer: asyncio.TimerHandle | None = None
         self.on_ack: list[Any] = []
         """Callbacks `(stream, version, seconds since sent)` for each ACK (benchmarks use it)."""
@@ -248,6 +253,8 @@ class Distributor:
                     self._dirty_own = True
         if not (self._dirty_views or self._dirty_endpoints):
             return
+        if self._rippling:
+            self._storm = True
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self._timer is None:
@@ -258,7 +265,8 @@ class Distributor:
         self._timer = loop.call_at(max(at, self._quiet_until()), self._flush)
 
     def _quiet_until(self) -> float:
-        return self._flushed_at + (1.0 + QUIET_AFTER_RECOMPUTE) * self._cost
+        cost = max(self._cost, self._ripple) if self._storm else self._cost
+        return self._flushed_at + (1.0 + QUIET_AFTER_RECOMPUTE) * cost
 
     def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -272,6 +280,8 @@ class Distributor:
             return
         self._timer = None
         self._flushed_at = loop.time()
+        self._storm = False
+        self._ripple = 0.0
         started = time.perf_counter()
         try:
             self._recompute()
@@ -284,7 +294,7 @@ class Distributor:
         if stream.id in rippling:
             rippling.discard(stream.id)
             if not rippling:
-                self._cost = asyncio.get_running_loop().time() - self._flushed_at
+                self._ripple = asyncio.get_running_loop().time() - self._flushed_at
 
     def _recompute(self) -> None:
         views, own, endpoints = self._dirty_views, self._dirty_own, self._dirty_endpoints
