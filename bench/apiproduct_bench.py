@@ -78,6 +78,7 @@ from proxy_bench import (
     machine,
     median,
     nginx_backend,
+    paired_ratios,
     wait_port,
     warm,
     wrk,
@@ -516,17 +517,6 @@ def render_shared(phases: list[Phase]) -> str:
     return "\n".join(lines)
 
 
-def paired_ratios(runs: dict[str, list[Result]]) -> dict[str, list[float]]:
-    """Each setting's requests per CPU-second over the same round's "off" window."""
-    return {
-        name: [
-            (r.per_cpu_s or 0.0) / (off.per_cpu_s or 1.0)
-            for r, off in zip(results, runs["off"], strict=True)
-        ]
-        for name, results in runs.items()
-    }
-
-
 def render_throughput(
     rows: dict[str, Result], ratios: dict[str, list[float]], plane_cpu: dict[str, float]
 ) -> str:
@@ -604,7 +594,7 @@ async def measure_throughput(
             )
     rows = {name: median(results) for name, results in runs.items()}
     plane = {n: statistics.median(v) for n, v in plane_cpu.items()}
-    return render_throughput(rows, paired_ratios(runs), plane)
+    return render_throughput(rows, paired_ratios(runs, "off"), plane)
 
 
 async def profile(

@@ -395,6 +395,18 @@ def wrk(
     )
 
 
+def paired_ratios(runs: dict[str, list[Result]], base: str) -> dict[str, list[float]]:
+    """Each setting's requests per CPU-second over the same round's `base` window: a machine
+    that drifts between rounds moves both sides of a ratio together."""
+    return {
+        name: [
+            (r.per_cpu_s or 0.0) / (reference.per_cpu_s or 1.0)
+            for r, reference in zip(results, runs[base], strict=True)
+        ]
+        for name, results in runs.items()
+    }
+
+
 def median(results: list[Result]) -> Result:
     """Each figure's median over the rounds; the peak RSS is the highest, errors add up."""
     cpus = [r.cpu_percent for r in results if r.cpu_percent is not None]

@@ -46,6 +46,7 @@ from proxy_bench import (
     machine,
     median,
     nginx_backend,
+    paired_ratios,
     stop,
     wait_port,
     warm,
@@ -135,17 +136,6 @@ def span_counters(admin: int) -> dict[str, float]:
     return found
 
 
-def paired_ratios(runs: dict[str, list[Result]]) -> dict[str, list[float]]:
-    """Each setting's requests per CPU-second over the same round's tracing-off window."""
-    return {
-        name: [
-            (r.per_cpu_s or 0.0) / (off.per_cpu_s or 1.0)
-            for r, off in zip(results, runs["off"], strict=True)
-        ]
-        for name, results in runs.items()
-    }
-
-
 def render(
     rows: dict[str, Result], ratios: dict[str, list[float]], spans: dict[str, dict[str, float]]
 ) -> str:
@@ -226,7 +216,7 @@ def main() -> int:
         table = (
             f"machine: {machine()}; hot path {native.describe()}; {args.rounds} rounds of one "
             f"{args.duration} s window per setting, order rotating, {args.connections} "
-            "connections, medians\n\n" + render(rows, paired_ratios(runs), spans)
+            "connections, medians\n\n" + render(rows, paired_ratios(runs, "off"), spans)
         )
         print()
         print(table)
