@@ -181,7 +181,9 @@ def render(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per window")
-    parser.add_argument("--rounds", type=int, default=9, help="rounds (one window per setting each)")
+    parser.add_argument(
+        "--rounds", type=int, default=9, help="rounds (one window per setting each)"
+    )
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     args = parser.parse_args()
