@@ -1,0 +1,368 @@
+"""Opaque TCP through real proxies: bytes both ways, server-speaks-first, connect failures,
+mTLS between two proxies, AuthorizationPolicy on connections and Istio's TCP metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from gossamer.proxy import Proxy
+from gossamer.proxy.tcp_proxy import HALF_CLOSED_IDLE
+from gossamer.security.ca import CertificateAuthority
+from gossamer.security.identity import WorkloadIdentity
+from gossamer.security.spiffe import spiffe_id
+from gossamer.snapshot import (
+    AuthzOperation,
+    AuthzPolicy,
+    AuthzRule,
+    AuthzSource,
+    Cluster,
+    Endpoint,
+    InboundMtls,
+    Listener,
+    Node,
+    Security,
+    ServiceLabels,
+    Snapshot,
+    TcpRoute,
+    WeightedCluster,
+)
+
+from .waiting import eventually
+
+FRONTEND = spiffe_id("cluster.local", "default", "frontend")
+REDIS = spiffe_id("cluster.local", "data", "redis")
+SERVICE = "outbound|6379||redis.data.svc.cluster.local"
+BANNER = b"220 ready\r\n"
+
+
+class Upstream:
+    """A real TCP server: echoes each chunk back with a prefix, or greets first when `banner`."""
+
+    def __init__(self, banner: bytes = b"") -> None:
+        self.banner = banner
+        self.server: asyncio.Server | None = None
+        self.connections = 0
+        self.eofs = 0
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def start(self) -> Upstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.banner:
+            writer.write(self.banner)
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(b"echo:" + data)
+                await writer.drain()
+            self.eofs += 1
+            # After the client's half-close, the answer still goes back.
+            writer.write(b"bye")
+            await writer.drain()
+        writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and released)."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def tcp_listener(
+    name: str,
+    cluster: str,
+    *,
+    role: str = "outbound",
+    mtls: InboundMtls | None = None,
+    destination_port: int = 0,
+) -> Listener:
+    return Listener(
+        name,
+        "127.0.0.1",
+        0,
+        role,  # type: ignore[arg-type]
+        "",
+        mtls=mtls,
+        tcp=TcpRoute(
+            clusters=(WeightedCluster(cluster=cluster),), destination_port=destination_port
+        ),
+    )
+
+
+def vip_snapshot(endpoints: tuple[Endpoint, ...], roots: tuple[str, ...] = ()) -> Snapshot:
+    """A VIP-proxy-like snapshot: one opaque listener to the redis service's cluster."""
+    cluster = Cluster(
+        name=SERVICE,
+        endpoints=endpoints,
+        lb_policy="ROUND_ROBIN",
+        labels=ServiceLabels(
+            service="redis.data.svc.cluster.local",
+            service_name="redis",
+            namespace="data",
+            workload="redis",
+        ),
+    )
+    return Snapshot(
+        version="1",
+        node=Node(workload="frontend", service_account="frontend", service="frontend"),
+        listeners=(tcp_listener("vip|tcp", SERVICE),),
+        clusters=(cluster,),
+        security=Security(roots=roots),
+    )
+
+
+def sidecar_snapshot(
+    app_port: int,
+    roots: tuple[str, ...],
+    mode: str = "STRICT",
+    policies: tuple[AuthzPolicy, ...] = (),
+) -> Snapshot:
+    """The destination's sidecar: an inbound opaque listener to its app."""
+    app = Cluster(name="inbound|6379||", endpoints=(Endpoint(address="127.0.0.1", port=app_port),))
+    return Snapshot(
+        version="1",
+        node=Node(workload="redis", namespace="data", service_account="redis", service="redis"),
+        listeners=(
+            tcp_listener(
+                "inbound|tcp|6379",
+                app.name,
+                role="inbound",
+                mtls=InboundMtls(mode=mode),  # type: ignore[arg-type]
+                destination_port=6379,
+            ),
+        ),
+        clusters=(app,),
+        security=Security(roots=roots, authorization=policies),
+    )
+
+
+Start = Callable[..., Awaitable[Proxy]]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    proxies: list[Proxy] = []
+
+    async def run(snapshot: Snapshot, identity: tuple[str, str, str] | None = None) -> Proxy:
+        proxy = Proxy()
+        proxies.append(proxy)
+        if identity is not None:
+            proxy.set_identity(*identity)
+        await proxy.apply(snapshot)
+        return proxy
+
+    yield run
+    for proxy in proxies:
+        await proxy.close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    server = await Upstream().start()
+    yield server
+    server.close()
+
+
+def issue(ca: CertificateAuthority, spiffe: str, folder: Path) -> tuple[str, str, str]:
+    identity = WorkloadIdentity.create(spiffe)
+    namespace, account = spiffe.split("/ns/")[1].split("/sa/")
+    identity.accept(ca.sign(identity.csr(), namespace=namespace, service_account=account))
+    cert, key = identity.write(folder)
+    return str(cert), str(key), spiffe
+
+
+async def exchange(port: int, message: bytes, expect: int = 0) -> bytes:
+    """Send `message` and read the answer: `expect` bytes, or (with 0) half-close and read
+    until the other side closes. b"" when the proxy closes the connection first."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(message)
+        await writer.drain()
+        if not expect:
+            writer.write_eof()
+            return await asyncio.wait_for(reader.read(), 5.0)
+        answer = b""
+        while len(answer) < expect:
+            chunk = await asyncio.wait_for(reader.read(expect - len(answer)), 5.0)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+    except ConnectionResetError:
+        return b""
+    finally:
+        writer.close()
+
+
+def counter(proxy: Proxy, name: str, *needles: str) -> int:
+    """The sum of a counter's series whose labels hold every needle."""
+    return sum(
+        value
+        for key, value in proxy.stats.counters.items()
+        if key.startswith(name + "{") and all(needle in key for needle in needles)
+    )
+
+
+async def test_bytes_go_both_ways_and_a_half_close_is_passed_on(
+    start: Start, upstream: Upstream
+) -> None:
+    proxy = await start(vip_snapshot((Endpoint("127.0.0.1", upstream.port),)))
+    answer = await exchange(proxy.tcp.port("vip|tcp"), b"PING")
+    assert answer == b"echo:PINGbye"
+    assert upstream.eofs == 1
+    await eventually(lambda: counter(proxy, "istio_tcp_connections_closed_total") == 1)
+    labels = ('reporter="source"', 'destination_service_name="redis"', 'request_protocol="tcp"')
+    assert counter(proxy, "istio_tcp_connections_opened_total", *labels) == 1
+    assert counter(proxy, "istio_tcp_received_bytes_total", *labels) == len(b"PING")
+    assert counter(proxy, "istio_tcp_sent_bytes_total", *labels) == len(b"echo:PINGbye")
+    assert "istio_tcp_sent_bytes_total{" in proxy.stats.prometheus()
+
+
+async def test_the_server_speaks_first_without_a_byte_from_the_client(start: Start) -> None:
+    greeter = await Upstream(banner=BANNER).start()
+    try:
+        proxy = await start(vip_snapshot((Endpoint("127.0.0.1", greeter.port),)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.tcp.port("vip|tcp"))
+        try:
+            assert await asyncio.wait_for(reader.readexactly(len(BANNER)), 5.0) == BANNER
+        finally:
+            writer.close()
+    finally:
+        greeter.close()
+
+
+async def test_a_refused_endpoint_is_skipped_before_any_byte_is_sent(
+    start: Start, upstream: Upstream
+) -> None:
+    dead = Endpoint("127.0.0.1", free_port())
+    proxy = await start(vip_snapshot((dead, Endpoint("127.0.0.1", upstream.port))))
+    port = proxy.tcp.port("vip|tcp")
+    for _ in range(4):
+        assert await exchange(port, b"x") == b"echo:xbye"
+    assert upstream.connections == 4
+    assert counter(proxy, "gossamer_upstream_connect_failures_total") >= 1
+
+
+async def test_no_reachable_endpoint_closes_the_client_and_counts_why(start: Start) -> None:
+    proxy = await start(vip_snapshot((Endpoint("127.0.0.1", free_port()),)))
+    assert await exchange(proxy.tcp.port("vip|tcp"), b"x") == b""
+    await eventually(
+        lambda: counter(proxy, "istio_tcp_connections_closed_total", 'response_flags="UF"') == 1
+    )
+    empty = await start(
+        Snapshot(
+            version="1",
+            listeners=(tcp_listener("vip|none", "nothing"),),
+            clusters=(Cluster(name="nothing"),),
+        )
+    )
+    assert await exchange(empty.tcp.port("vip|none"), b"x") == b""
+
+
+async def mesh(
+    ca: CertificateAuthority,
+    tmp_path: Path,
+    start: Start,
+    app_port: int,
+    *,
+    mode: str = "STRICT",
+    policies: tuple[AuthzPolicy, ...] = (),
+) -> tuple[Proxy, Proxy]:
+    """A destination sidecar in front of `app_port`, and a source proxy that calls it."""
+    sidecar = await start(
+        sidecar_snapshot(app_port, ca.roots, mode, policies), issue(ca, REDIS, tmp_path / "r")
+    )
+    identity = REDIS if mode != "DISABLE" else ""
+    endpoint = Endpoint("127.0.0.1", sidecar.tcp.port("inbound|tcp|6379"), identity=identity)
+    source = await start(vip_snapshot((endpoint,), ca.roots), issue(ca, FRONTEND, tmp_path / "f"))
+    return sidecar, source
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    return CertificateAuthority.load_or_create(tmp_path / "ca")
+
+
+async def test_between_proxies_with_mtls_and_plaintext_refused_when_strict(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, upstream: Upstream
+) -> None:
+    sidecar, source = await mesh(ca, tmp_path, start, upstream.port)
+    assert await exchange(source.tcp.port("vip|tcp"), b"SET k v", 12) == b"echo:SET k v"
+    # Straight to the sidecar in plaintext: closed before the app sees anything.
+    assert await exchange(sidecar.tcp.port("inbound|tcp|6379"), b"x") == b""
+    assert upstream.connections == 1
+    await eventually(
+        lambda: counter(sidecar, "istio_tcp_connections_closed_total") == 1,
+        timeout=HALF_CLOSED_IDLE + 10,
+        what="closed once the client's end met the TLS hop's silence",
+    )
+    at_destination = (
+        'reporter="destination"',
+        f'source_principal="{FRONTEND}"',
+        'source_workload_namespace="default"',
+        'connection_security_policy="mutual_tls"',
+        'destination_workload="redis"',
+    )
+    assert counter(sidecar, "istio_tcp_connections_opened_total", *at_destination) == 1
+    at_source = ('reporter="source"', f'destination_principal="{REDIS}"', "mutual_tls")
+    assert counter(source, "istio_tcp_connections_opened_total", *at_source) == 1
+    assert sidecar.stats.counters["gossamer_mtls_plaintext_refused_total"] == 1
+
+
+async def test_plaintext_between_proxies_when_disabled(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, upstream: Upstream
+) -> None:
+    _, source = await mesh(ca, tmp_path, start, upstream.port, mode="DISABLE")
+    assert await exchange(source.tcp.port("vip|tcp"), b"GET k", 10) == b"echo:GET k"
+    assert counter(source, "istio_tcp_connections_opened_total", 'security_policy="none"') == 1
+
+
+async def test_a_deny_for_the_callers_namespace_closes_the_connection(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, upstream: Upstream
+) -> None:
+    deny = AuthzPolicy(
+        name="data/deny-default",
+        action="DENY",
+        rules=(AuthzRule(sources=(AuthzSource(namespaces=("default",)),)),),
+    )
+    sidecar, source = await mesh(ca, tmp_path, start, upstream.port, policies=(deny,))
+    assert await exchange(source.tcp.port("vip|tcp"), b"GET k", 10) == b""
+    assert upstream.connections == 0
+    assert counter(sidecar, "gossamer_tcp_denied_total") == 1
+
+
+async def test_an_allow_rule_with_http_fields_matches_no_connection(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, upstream: Upstream
+) -> None:
+    by_method = AuthzPolicy(
+        name="data/allow-get",
+        action="ALLOW",
+        rules=(AuthzRule(operations=(AuthzOperation(methods=("GET",)),)),),
+    )
+    by_port = AuthzPolicy(
+        name="data/allow-6379",
+        action="ALLOW",
+        rules=(AuthzRule(operations=(AuthzOperation(ports=("6379",)),)),),
+    )
+    _, denied = await mesh(ca, tmp_path / "a", start, upstream.port, policies=(by_method,))
+    assert await exchange(denied.tcp.port("vip|tcp"), b"x", 6) == b""
+    _, allowed = await mesh(ca, tmp_path / "b", start, upstream.port, policies=(by_method, by_port))
+    assert await exchange(allowed.tcp.port("vip|tcp"), b"x", 6) == b"echo:x"
