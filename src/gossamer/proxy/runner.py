@@ -195,6 +195,13 @@ def _parse(argv: list[str]) -> RunOptions:
     parser.add_argument("--outbound-port", type=int, default=15001)
     parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--app-port", type=int, default=0)
+    parser.add_argument(
+        "--tcp-port",
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="take the opaque TCP Service port NAME on PORT (repeatable)",
+    )
     parser.add_argument("--gateway-https-port", type=int, default=0)
     parser.add_argument("--secrets-dir", default="")
     parser.add_argument("--zone", default="")
@@ -240,16 +247,20 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if not token:
         parser.error("--control-plane needs --token or --token-file")
     register = args.role == "sidecar" and not args.no_register
+    tcp_ports = _tcp_ports(args.tcp_port, parser)
     hello = Hello(
         workload=args.workload,
         namespace=args.namespace,
         role=args.role,
-        instance=Instance(args.address, args.inbound_port, args.zone) if register else None,
+        instance=(
+            Instance(args.address, args.inbound_port, args.zone, tcp_ports) if register else None
+        ),
         address=args.address,
         outbound_port=args.outbound_port,
         inbound_port=args.inbound_port,
         gateway_port=args.gateway_port,
         app_port=args.app_port,
+        tcp_ports=tcp_ports,
         gateway_https_port=args.gateway_https_port,
         secrets_dir=str(Path(args.secrets_dir).resolve()) if args.secrets_dir else "",
         vip_network=args.vip_network,
@@ -265,6 +276,16 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         service_account=args.service_account,
         ca_file=args.ca_file,
     )
+
+
+def _tcp_ports(values: list[str], parser: argparse.ArgumentParser) -> tuple[tuple[str, int], ...]:
+    ports: dict[str, int] = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        if not name or not number.isdigit() or not 0 < int(number) < 65536:
+            parser.error(f"--tcp-port {value!r}: NAME=PORT with a port from 1 to 65535")
+        ports[name] = int(number)
+    return tuple(sorted(ports.items()))
 
 
 def entry(argv: list[str]) -> int:

@@ -31,6 +31,7 @@ from gossamer.resources.podconfig import (
     pod_volumes,
 )
 from gossamer.resources.problems import format_path
+from gossamer.snapshot.translate_catalog import opaque_port_names
 from gossamer.snapshot.translate_gateway_api import wants_tls as gateway_api_wants_tls
 
 PortAllocator = Callable[[int], int]
@@ -96,6 +97,10 @@ class Replica:
     """A Job's failed runs before it is failed."""
     volumes: tuple[VolumeFiles, ...] = ()
     mounts: tuple[Mount, ...] = ()
+    tcp_ports: tuple[tuple[str, int], ...] = ()
+    """(Service port name, sidecar port) for each opaque TCP port of the Services selecting
+    the workload: the sidecar takes that port's connections there, as the mesh-facing port
+    does for HTTP."""
 
     @property
     def pod(self) -> str:
@@ -159,7 +164,8 @@ def plan_mesh(
     for resource in resources:
         if isinstance(resource, Workload):
             deployments.append((resource.namespace, resource.name))
-            replicas.extend(_replicas(resource, ports, source))
+            opaque = opaque_port_names(resources, resource.namespace, resource.pod_labels)
+            replicas.extend(_replicas(resource, ports, source, opaque))
     gateway_api = GatewayApiIndex.of(resources)
     wants_gateway = bool(gateway_api.served_gateways()) or any(
         isinstance(r, Ingress | IngressV1Beta1 | Gateway) for r in resources
@@ -183,8 +189,13 @@ def plan_mesh(
     )
 
 
-def _replicas(workload: Workload, ports: PortAllocator, source: ConfigSource) -> list[Replica]:
-    return [replica_of(workload, index, ports, source) for index in range(replica_count(workload))]
+def _replicas(
+    workload: Workload, ports: PortAllocator, source: ConfigSource, opaque: Sequence[str]
+) -> list[Replica]:
+    return [
+        replica_of(workload, index, ports, source, opaque)
+        for index in range(replica_count(workload))
+    ]
 
 
 def replica_count(workload: Workload) -> int:
@@ -197,10 +208,15 @@ def replica_count(workload: Workload) -> int:
 
 
 def replica_of(
-    workload: Workload, index: int, ports: PortAllocator, source: ConfigSource | None = None
+    workload: Workload,
+    index: int,
+    ports: PortAllocator,
+    source: ConfigSource | None = None,
+    opaque: Sequence[str] = (),
 ) -> Replica:
-    """Replica number `index` of a workload, with fresh ports; ConfigMaps and Secrets from
-    `source` (PlanError naming the field when one it needs is missing)."""
+    """Replica number `index` of a workload, with fresh ports (one more per name in `opaque`,
+    its opaque TCP Service ports); ConfigMaps and Secrets from `source` (PlanError naming the
+    field when one it needs is missing)."""
     template = workload.template
     pod = template.spec
     where = f"{workload.KIND} {workload.namespace}/{workload.name}"
@@ -248,6 +264,7 @@ def replica_of(
             Mount(mount.name, mount.mount_path, mount.sub_path or "")
             for mount in container.volume_mounts
         ),
+        tcp_ports=tuple((name, ports(0)) for name in opaque),
     )
 
 

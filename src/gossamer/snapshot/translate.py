@@ -46,6 +46,7 @@ from gossamer.snapshot.translate_clusters import (
 from gossamer.snapshot.translate_gateway import gateway_virtual_hosts
 from gossamer.snapshot.translate_gateway_api import gateway_api_certificates, mesh_http_routes
 from gossamer.snapshot.translate_routes import RouteContext, default_route, virtual_service_routes
+from gossamer.snapshot.translate_tcp import inbound_tcp_listeners, vip_tcp_listener
 from gossamer.snapshot.translate_telemetry import telemetry_for
 
 __all__ = [
@@ -82,6 +83,9 @@ class SidecarSpec:
     address: str = LOCALHOST
     mtls: InboundMtls | None = None
     """How the inbound listener takes mesh mTLS (PeerAuthentication); None: plaintext only."""
+    tcp_ports: Mapping[str, int] = field(default_factory=dict)
+    """Opaque TCP Service port name -> the sidecar's mesh-facing port for it (the ports of its
+    WorkloadEntry); a TCP port without one is not served."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +164,11 @@ def sidecar_own(catalog: Catalog, sidecar: SidecarSpec, labels: Mapping[str, str
         service=canonical_name(labels, sidecar.workload),
         version=canonical_revision(labels),
     )
+    tcp = inbound_tcp_listeners(
+        _selecting(catalog, labels), sidecar.address, sidecar.tcp_ports, sidecar.mtls
+    )
+    # The TCP ports' app ports, where the HTTP ones do not already name them.
+    served = {**_derived_app_ports(catalog, sidecar.workload, labels, opaque=True), **app_ports}
     return SidecarOwn(
         node=node,
         listeners=(
@@ -172,9 +181,10 @@ def sidecar_own(catalog: Catalog, sidecar: SidecarSpec, labels: Mapping[str, str
                 "inbound",
                 mtls=sidecar.mtls,
             ),
+            *tcp,
         ),
         inbound=RouteTable(name="inbound", virtual_hosts=_inbound_hosts(app_ports)),
-        clusters=tuple(_inbound_clusters(catalog, node, app_ports, labels)),
+        clusters=tuple(_inbound_clusters(catalog, node, served if tcp else app_ports, labels)),
     )
 
 
@@ -249,7 +259,8 @@ def vip_snapshot(
     node: Node,
     version: str,
 ) -> Snapshot:
-    """The proxy behind the services' virtual IPs: a listener on each VIP and HTTP port.
+    """The proxy behind the services' virtual IPs: a listener on each VIP and HTTP or opaque
+    TCP port.
 
     The address a client dialled names the service, as iptables interception would: each
     listener routes every request with that service's routes, whatever its Host header says.
@@ -268,12 +279,15 @@ def vip_snapshot(
             )
             tables.append(RouteTable(name=name, virtual_hosts=(host,)))
             listeners.append(Listener(name, vip, port.number, "outbound", name))
+        listeners.extend(
+            vip_tcp_listener(catalog, service, port, vip) for port in service.tcp_ports
+        )
     return Snapshot(
         version=version,
         node=node,
         listeners=tuple(listeners),
         route_tables=tuple(tables),
-        clusters=_complete(list(outbound_clusters(catalog, endpoints)), tables),
+        clusters=_complete(list(outbound_clusters(catalog, endpoints)), tables, listeners),
         telemetry=telemetry_for(resources, node.namespace, {}),
     )
 
@@ -348,9 +362,10 @@ def _mesh_routes(catalog: Catalog, service: MeshService, port: MeshPort) -> tupl
 
 
 def _derived_app_ports(
-    catalog: Catalog, workload: str, labels: Mapping[str, str]
+    catalog: Catalog, workload: str, labels: Mapping[str, str], *, opaque: bool = False
 ) -> dict[int, int]:
-    """Each port of the Services selecting the workload, to the container port it targets."""
+    """Each HTTP (or, `opaque`, TCP) port of the Services selecting the workload, to the
+    container port it targets."""
     named = {
         port.name: port.container_port
         for deployment in catalog.deployments
@@ -361,7 +376,7 @@ def _derived_app_ports(
     }
     ports: dict[int, int] = {}
     for service in _selecting(catalog, labels):
-        for port in service.http_ports:
+        for port in service.tcp_ports if opaque else service.http_ports:
             target = named.get(port.target) if isinstance(port.target, str) else port.target
             if target is not None:
                 ports.setdefault(port.number, target)
@@ -424,10 +439,18 @@ def _inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
-def _complete(clusters: list[Cluster], tables: Iterable[RouteTable]) -> tuple[Cluster, ...]:
-    """The clusters by name, plus a placeholder for each one a route names but nothing defines."""
+def _complete(
+    clusters: list[Cluster], tables: Iterable[RouteTable], listeners: Iterable[Listener] = ()
+) -> tuple[Cluster, ...]:
+    """The clusters by name, plus a placeholder for each one a route (or a TCP listener)
+    names but nothing defines."""
     known = {cluster.name for cluster in clusters}
     named = {
+        target.cluster
+        for listener in listeners
+        if listener.tcp is not None
+        for target in listener.tcp.clusters
+    } | {
         target
         for table in tables
         for host in table.virtual_hosts

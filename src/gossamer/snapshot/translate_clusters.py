@@ -65,11 +65,11 @@ def cluster_name(port: int, subset: str, host: str) -> str:
 
 
 def outbound_clusters(catalog: Catalog, endpoints: EndpointIndex) -> Iterator[Cluster]:
-    """A cluster per HTTP port of every service, and one per DestinationRule subset."""
+    """A cluster per HTTP and opaque TCP port of every service, and one per subset."""
     for service in catalog.services:
         rule = catalog.destination_rule(service)
         top = rule.spec.traffic_policy if rule else None
-        for port in service.http_ports:
+        for port in service.served_ports:
             found = _endpoints(service, port, endpoints)
             yield _cluster(
                 cluster_name(port.number, "", service.host),

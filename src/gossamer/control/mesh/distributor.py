@@ -517,6 +517,7 @@ class Distributor:
             inbound_port=hello.inbound_port,
             address=hello.address,
             mtls=self.security.mtls(hello.namespace, stream.labels) if self.roots else None,
+            tcp_ports=dict(hello.tcp_ports),
         )
         index = self._index()
         if hello.app_port:
