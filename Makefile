@@ -8,8 +8,8 @@ NATIVE := src/gossamer/proxy/hotpath.digest
 PROXY_SOURCES := $(wildcard src/gossamer/proxy/*.py)
 
 # Debian packages that benchmarks and some tests run against (real servers, not mocks).
-SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd prometheus
-SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server prometheus
+SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd prometheus redis-server redis-cli
+SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server prometheus redis-server redis-tools
 
 .PHONY: demo test lint unit bench docs clean system-deps native node browser wheel
 
