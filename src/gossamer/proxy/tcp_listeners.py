@@ -47,7 +47,6 @@ class TcpRuntime:
         "clusters",
         "connect_attempts",
         "destination_port",
-        "idle_timeout",
         "inbound",
         "mtls",
         "name",
@@ -73,7 +72,6 @@ class TcpRuntime:
         self.inbound = listener.role == "inbound"
         self.mtls = listener.mtls
         self.destination_port = route.destination_port or listener.port
-        self.idle_timeout = route.idle_timeout
         self.connect_attempts = route.connect_attempts
         self.clusters = clusters
         self.targets = [target.cluster for target in route.clusters]

@@ -13,7 +13,8 @@ write buffer passes the high-water mark stops the other side's reads until it dr
 A half-close is passed on where the other side can take it (plain TCP). A TLS side has none:
 its end closes the connection once what is in flight is written, and after the client's end
 towards a TLS upstream (between proxies) the upstream's answer still flows back until it has
-been silent for HALF_CLOSED_IDLE. A connection idle for the route's `idle_timeout` is closed.
+been silent for HALF_CLOSED_IDLE. A connection idle for its cluster's `tcp_idle_timeout` (Istio's
+`connectionPool.tcp.idleTimeout`) is closed.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class TcpConnection(asyncio.Protocol):
         "early_size",
         "endpoint",
         "handle",
+        "idle_timeout",
         "last_activity",
         "peer",
         "principal",
@@ -86,6 +88,7 @@ class TcpConnection(asyncio.Protocol):
         self.secure = False
         self.client_ended = False
         self.closed = False
+        self.idle_timeout = 0.0
         self.last_activity = time.monotonic()
 
     def __repr__(self) -> str:
@@ -270,7 +273,8 @@ class TcpConnection(asyncio.Protocol):
         self.runtime.stats.incr(self.series.opened)
         self.last_activity = time.monotonic()
         loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.runtime.idle_timeout, self._check_idle)
+        self.idle_timeout = cluster.config.limits.tcp_idle_timeout
+        self.timer = loop.call_later(self.idle_timeout, self._check_idle)
         early, self.early, self.early_size = self.early, [], 0
         for data in early:
             self.data_received(data)
@@ -352,7 +356,7 @@ class TcpConnection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         idle = time.monotonic() - self.last_activity
-        limit = HALF_CLOSED_IDLE if self.client_ended else self.runtime.idle_timeout
+        limit = HALF_CLOSED_IDLE if self.client_ended else self.idle_timeout
         if idle < limit:
             self.timer = asyncio.get_running_loop().call_later(limit - idle, self._check_idle)
             return

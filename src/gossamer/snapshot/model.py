@@ -219,6 +219,9 @@ class PoolLimits(Struct, frozen=True):
     max_retries: int = 3
     connect_timeout: float = 1.0
     idle_timeout: float = 60.0
+    tcp_idle_timeout: float = 3600.0
+    """An opaque TCP connection with no bytes either way for this long is closed (Istio's
+    `connectionPool.tcp.idleTimeout`, one hour by default)."""
 
 
 class OutlierDetection(Struct, frozen=True):
@@ -338,8 +341,6 @@ class TcpRoute(Struct, frozen=True):
     destination_port: int = 0
     """The workload port AuthorizationPolicy `ports` and port-level mTLS see (inbound);
     0: the listener's own port."""
-    idle_timeout: float = 3600.0
-    """A connection with no bytes either way for this long is closed (Istio's TCP default)."""
     connect_attempts: int = 3
     """Endpoints tried, one after another, when connecting fails (no byte is sent before)."""
 

@@ -204,6 +204,8 @@ def _limits(pool: ConnectionPoolSettings | None) -> PoolLimits:
         changes["connect_timeout"] = seconds(tcp.connect_timeout)
     if http is not None and http.idle_timeout is not None:
         changes["idle_timeout"] = seconds(http.idle_timeout)
+    if tcp is not None and tcp.idle_timeout is not None:
+        changes["tcp_idle_timeout"] = seconds(tcp.idle_timeout)
     return msgspec.structs.replace(_DEFAULTS.limits, **changes)
 
 

@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from gossamer.proxy import Proxy
@@ -25,6 +26,7 @@ from gossamer.snapshot import (
     InboundMtls,
     Listener,
     Node,
+    PoolLimits,
     Security,
     ServiceLabels,
     Snapshot,
@@ -366,3 +368,43 @@ async def test_an_allow_rule_with_http_fields_matches_no_connection(
     assert await exchange(denied.tcp.port("vip|tcp"), b"x", 6) == b""
     _, allowed = await mesh(ca, tmp_path / "b", start, upstream.port, policies=(by_method, by_port))
     assert await exchange(allowed.tcp.port("vip|tcp"), b"x", 6) == b"echo:x"
+
+
+def limited(snapshot: Snapshot, limits: PoolLimits) -> Snapshot:
+    cluster = msgspec.structs.replace(snapshot.clusters[0], limits=limits)
+    return msgspec.structs.replace(snapshot, clusters=(cluster,))
+
+
+async def test_the_clusters_max_connections_closes_connections_past_it(
+    start: Start, upstream: Upstream
+) -> None:
+    snapshot = vip_snapshot((Endpoint("127.0.0.1", upstream.port),))
+    proxy = await start(limited(snapshot, PoolLimits(max_connections=1)))
+    port = proxy.tcp.port("vip|tcp")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"first")
+        assert await asyncio.wait_for(reader.readexactly(10), 5.0) == b"echo:first"
+        assert await exchange(port, b"second") == b""
+        overflow = ('response_flags="UO"', 'reporter="source"')
+        assert counter(proxy, "istio_tcp_connections_closed_total", *overflow) == 1
+    finally:
+        writer.close()
+    await eventually(lambda: proxy.clusters[SERVICE].counters.connections == 0)
+    assert await exchange(port, b"third") == b"echo:thirdbye"
+
+
+async def test_an_idle_connection_is_closed_after_the_clusters_tcp_idle_timeout(
+    start: Start, upstream: Upstream
+) -> None:
+    snapshot = vip_snapshot((Endpoint("127.0.0.1", upstream.port),))
+    proxy = await start(limited(snapshot, PoolLimits(tcp_idle_timeout=0.2)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.tcp.port("vip|tcp"))
+    try:
+        writer.write(b"hi")
+        assert await asyncio.wait_for(reader.readexactly(7), 5.0) == b"echo:hi"
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""
+    finally:
+        writer.close()
+    assert proxy.stats.counters["gossamer_tcp_idle_timeouts_total"] == 1
+    await eventually(lambda: not list(proxy.tcp.connections()))

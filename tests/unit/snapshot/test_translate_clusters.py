@@ -120,7 +120,7 @@ spec:
   trafficPolicy:
     loadBalancer: {simple: ROUND_ROBIN}
     connectionPool:
-      tcp: {maxConnections: 100, connectTimeout: 30ms}
+      tcp: {maxConnections: 100, connectTimeout: 30ms, idleTimeout: 10m}
       http: {http1MaxPendingRequests: 10, http2MaxRequests: 1000, maxRequestsPerConnection: 10,
              maxRetries: 5, idleTimeout: 1m30s}
     outlierDetection: {consecutive5xxErrors: 7, interval: 5m, baseEjectionTime: 15m}
@@ -144,6 +144,7 @@ spec:
         max_retries=5,
         connect_timeout=0.03,
         idle_timeout=90.0,
+        tcp_idle_timeout=600.0,
     )
     outlier = OutlierDetection(consecutive_5xx=7, interval=300.0, base_ejection_time=900.0)
     assert (top.lb_policy, top.limits, top.outlier_detection) == ("ROUND_ROBIN", limits, outlier)
