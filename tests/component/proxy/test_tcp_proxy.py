@@ -8,10 +8,11 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
-from gossamer.proxy import Proxy
+from gossamer.proxy import AdminServer, Proxy
 from gossamer.proxy.tcp_proxy import HALF_CLOSED_IDLE
 from gossamer.security.ca import CertificateAuthority
 from gossamer.security.identity import WorkloadIdentity
@@ -408,3 +409,27 @@ async def test_an_idle_connection_is_closed_after_the_clusters_tcp_idle_timeout(
         writer.close()
     assert proxy.stats.counters["gossamer_tcp_idle_timeouts_total"] == 1
     await eventually(lambda: not list(proxy.tcp.connections()))
+
+
+async def test_a_proxy_with_only_tcp_listeners_is_ready_and_lists_them(
+    start: Start, upstream: Upstream
+) -> None:
+    proxy = await start(vip_snapshot((Endpoint("127.0.0.1", upstream.port),)))
+    admin = AdminServer(proxy)
+    await admin.start("127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{admin.port}") as http:
+            assert (await http.get("/ready")).status_code == 200
+            listed = (await http.get("/listeners")).json()
+    finally:
+        await admin.close()
+    port = proxy.tcp.port("vip|tcp")
+    assert listed == [
+        {
+            "name": "vip|tcp",
+            "address": f"127.0.0.1:{port}",
+            "role": "outbound",
+            "protocol": "tcp",
+            "connections": 0,
+        }
+    ]
