@@ -215,9 +215,16 @@ class TcpConnection(asyncio.Protocol):
             self.upstream.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """The client is gone: close the upstream (after it flushes) and count the end."""
+        """The client is gone: close the upstream (after it flushes) and count the end; a dial
+        still on its way is given up."""
         self.handle.forget(self)
         self._close()
+        self._stop_dialling()
+
+    def _stop_dialling(self) -> None:
+        connecting = self.connecting
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
 
     # The upstream's side.
 
@@ -238,6 +245,11 @@ class TcpConnection(asyncio.Protocol):
             attempts += 1
             try:
                 upstream = await _open(self, endpoint, cluster.limits.connect_timeout, cluster)
+            except asyncio.CancelledError:
+                # The client left (or the proxy closes) while the dial was on its way.
+                cluster.free_slot(endpoint)
+                cluster.try_ended(endpoint, 0.0, record=False)
+                raise
             except (OSError, TimeoutError, MeshIdentityError) as error:
                 cluster.free_slot(endpoint)
                 cluster.try_ended(endpoint, 0.0, record=True, gateway_error=True)
@@ -349,6 +361,7 @@ class TcpConnection(asyncio.Protocol):
         """Drop both sides now (drain deadline passed, or the proxy closes)."""
         client, upstream = self.client, self.upstream
         self._close()
+        self._stop_dialling()
         if client is not None:
             client.abort()
         if upstream is not None:
