@@ -84,6 +84,7 @@ bench: $(STAMP) $(NATIVE) system-deps
 	$(BIN)/python bench/up_bench.py --markdown bench/results-up.md
 	$(BIN)/python bench/control_bench.py --markdown bench/results-control.md
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/mtls_bench.py --markdown bench/results-mtls.md
+	$(BIN)/python bench/tcp_bench.py --markdown bench/results-tcp.md
 
 docs: $(STAMP)
 	$(BIN)/python -m gossamer.resources.reference docs/resources.md

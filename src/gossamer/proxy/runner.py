@@ -116,7 +116,9 @@ async def _announce(
 def _serving(proxy: Proxy, admin: AdminServer, options: RunOptions) -> None:
     # Starting up left free memory all through the heap: give it back before traffic comes.
     release_free_memory()
-    ports = ", ".join(f"{n}={h.config.address}:{h.port}" for n, h in proxy.listeners.items())
+    bound = [(n, h.config.address, h.port) for n, h in proxy.listeners.items()]
+    bound += [(n, h.config.address, h.port) for n, h in proxy.tcp.handles.items()]
+    ports = ", ".join(f"{name}={address}:{port}" for name, address, port in bound)
     hot_path = native.describe()
     log.info(
         "serving snapshot %s: %s; admin on %s; hot path %s",
@@ -127,8 +129,7 @@ def _serving(proxy: Proxy, admin: AdminServer, options: RunOptions) -> None:
     )
     if options.ready_file is not None:
         options.ready_file.write_text(
-            "\n".join(f"{n} {h.port}" for n, h in proxy.listeners.items())
-            + f"\nadmin {admin.port}\n"
+            "\n".join(f"{name} {port}" for name, _, port in bound) + f"\nadmin {admin.port}\n"
         )
 
 
