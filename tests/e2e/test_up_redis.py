@@ -2,7 +2,7 @@
 reaches it at its VIP, the hop between proxies is mTLS (a STRICT PeerAuthentication, and a
 plaintext client straight at the sidecar is refused), an AuthorizationPolicy DENY for the
 callers' namespace closes connections until it is deleted, and both ends count Istio's TCP
-metrics."""
+metrics. Beside it, a service whose server speaks first greets a client that has sent nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -102,9 +103,25 @@ def tcp_metric(folder: Path, name: str, *needles: str) -> int:
     return total
 
 
+def greeting(host: str, port: int) -> bytes:
+    """What a server-speaks-first service says before the client sends a byte, then its answer
+    to one line; b"" when the connection ends first."""
+    try:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            stream = sock.makefile("rwb")
+            first = stream.readline()
+            stream.write(b"HELO mesh\r\n")
+            stream.flush()
+            return first + stream.readline()
+    except OSError:
+        return b""
+
+
 def sidecar_port(folder: Path) -> int:
     """The port redis' sidecar takes `tcp-redis` on, from its WorkloadEntry's ports."""
-    listed = gossamer("get", "workloadentries", "-n", "data", "-o", "json", cwd=folder)
+    listed = gossamer(
+        "get", "workloadentries", "-n", "data", "-l", "app=redis", "-o", "json", cwd=folder
+    )
     assert listed.returncode == 0, listed.stderr
     [entry] = json.loads(listed.stdout)["items"]
     return int(entry["spec"]["ports"]["tcp-redis"])
@@ -118,6 +135,10 @@ def test_redis_through_the_mesh_with_mtls_authorization_and_tcp_metrics(redis: P
     assert cli(vip, 6379, "GET", "greeting") == (0, "hello from the mesh")
     status, info = cli(vip, 6379, "INFO", "server")
     assert status == 0 and re.search(r"redis_version:\d", info), info
+
+    banner = _resolve(up, "banner.data.svc.cluster.local")
+    until(lambda: greeting(banner, 2525) != b"", "the banner service greets")
+    assert greeting(banner, 2525) == b"220 banner-0 ready\r\n250 HELO mesh\r\n"
 
     # STRICT: the sidecar takes only mTLS; a plaintext client at its port gets nothing.
     status, said = cli("127.0.0.1", sidecar_port(redis), "PING")
