@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gossamer.proxy.mtls import MeshAcceptor
 from gossamer.proxy.sockets import serve
@@ -48,12 +49,14 @@ class TcpRuntime:
         "connect_attempts",
         "destination_port",
         "inbound",
+        "log",
         "mtls",
         "name",
         "node",
         "series_by_key",
         "stats",
         "targets",
+        "version",
         "weights",
     )
 
@@ -82,6 +85,9 @@ class TcpRuntime:
             Authorizer(tcp_policies(policies)) if policies and listener.role != "outbound" else None
         )
         self.series_by_key: dict[tuple[str, str, str], TcpSeries] = {}
+        self.log: TextIO | None = sys.stdout if snapshot.telemetry.access_log else None
+        """Where each connection's access log line goes when it ends (the HTTP log's place)."""
+        self.version = snapshot.version
 
     def __repr__(self) -> str:
         return f"<TcpRuntime {self.name} -> {', '.join(self.targets)}>"

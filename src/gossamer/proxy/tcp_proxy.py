@@ -25,6 +25,8 @@ import random
 import time
 from typing import TYPE_CHECKING, cast
 
+import msgspec
+
 from gossamer.proxy.mtls import MeshIdentityError, port_mode
 from gossamer.proxy.tcp_stats import NO_FLAGS, TcpSeries
 from gossamer.security.authz import AuthzRequest
@@ -42,6 +44,9 @@ HIGH_WATER = 256 * 1024
 HALF_CLOSED_IDLE = 5.0
 """Seconds of silence after which a client's end, which a TLS upstream cannot be told of,
 closes the connection."""
+MTLS_REFUSED = "MTLS"
+RBAC_DENIED = "RBAC"
+NO_ALLOW_MATCHED = "(no ALLOW policy matched)"
 NO_HEALTHY_UPSTREAM = "UH"
 UPSTREAM_OVERFLOW = "UO"
 UPSTREAM_CONNECT_FAILURE = "UF"
@@ -59,14 +64,19 @@ class TcpConnection(asyncio.Protocol):
         "early",
         "early_size",
         "endpoint",
+        "flags",
         "handle",
         "idle_timeout",
         "last_activity",
         "peer",
+        "policy",
         "principal",
+        "received",
         "runtime",
         "secure",
+        "sent",
         "series",
+        "started",
         "timer",
         "upstream",
     )
@@ -89,7 +99,11 @@ class TcpConnection(asyncio.Protocol):
         self.client_ended = False
         self.closed = False
         self.idle_timeout = 0.0
-        self.last_activity = time.monotonic()
+        self.started = self.last_activity = time.monotonic()
+        self.flags = NO_FLAGS
+        self.policy = ""
+        self.received = 0
+        self.sent = 0
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("piping" if self.upstream else "connecting")
@@ -125,6 +139,7 @@ class TcpConnection(asyncio.Protocol):
             self.principal = peer_spiffe_id(transport.get_extra_info("peercert"))
             mesh_tls = self.handle.proxy.mesh_tls
             if mesh_tls is None or not mesh_tls.trusts(self.principal):
+                self.flags = MTLS_REFUSED
                 stats.incr("gossamer_mtls_refused_total")
                 log.info("refused mTLS peer %r from %s", self.principal, self.peer)
                 return False
@@ -134,6 +149,7 @@ class TcpConnection(asyncio.Protocol):
             and not self.secure
             and port_mode(mtls, runtime.destination_port) == "STRICT"
         ):
+            self.flags = MTLS_REFUSED
             stats.incr("gossamer_mtls_plaintext_refused_total")
             return False
         authorizer = runtime.authorizer
@@ -152,13 +168,15 @@ class TcpConnection(asyncio.Protocol):
             )
         )
         if not decision.allowed:
+            self.flags = RBAC_DENIED
+            self.policy = decision.policy or NO_ALLOW_MATCHED
             stats.incr(f'gossamer_tcp_denied_total{{listener="{runtime.name}"}}')
             log.info(
                 "tcp connection from %s (%s) to %s denied by %s",
                 self.peer,
                 self.principal or "plaintext",
                 runtime.name,
-                decision.policy or "(no ALLOW policy matched)",
+                self.policy,
             )
             return False
         return True
@@ -174,6 +192,7 @@ class TcpConnection(asyncio.Protocol):
             if self.early_size > HIGH_WATER and self.client is not None:
                 self.client.pause_reading()
             return
+        self.received += len(data)
         series = self.series
         if series is not None:
             self.runtime.stats.incr(series.received, len(data))
@@ -299,6 +318,8 @@ class TcpConnection(asyncio.Protocol):
 
     def _fail(self, cluster: ClusterState | None, flags: str) -> None:
         """No upstream: count the connection opened and closed with why, then close it."""
+        self.flags = flags
+        self.cluster = cluster
         if cluster is not None:
             series = self.runtime.series(cluster, self.principal, flags)
             stats = self.runtime.stats
@@ -309,6 +330,7 @@ class TcpConnection(asyncio.Protocol):
     def upstream_data(self, data: bytes) -> None:
         """Bytes from the upstream: on to the client."""
         self.last_activity = time.monotonic()
+        self.sent += len(data)
         series = self.series
         if series is not None:
             self.runtime.stats.incr(series.sent, len(data))
@@ -356,6 +378,10 @@ class TcpConnection(asyncio.Protocol):
             cluster.try_ended(endpoint, 0.0, record=False)
         if self.series is not None:
             self.runtime.stats.incr(self.series.closed)
+        log = self.runtime.log
+        if log is not None:
+            log.write(msgspec.json.encode(_log_entry(self)).decode() + "\n")
+            log.flush()
 
     def abort(self) -> None:
         """Drop both sides now (drain deadline passed, or the proxy closes)."""
@@ -446,6 +472,27 @@ async def _open(
             raise MeshIdentityError(f"upstream is {peer or 'anonymous'}, expected {identity}")
         side.identity = peer
     return side
+
+
+def _log_entry(connection: TcpConnection) -> dict[str, object]:
+    """A connection's access log line, in the fields of the HTTP log that apply to it."""
+    duration = time.monotonic() - connection.started
+    cluster, endpoint = connection.cluster, connection.endpoint
+    return {
+        "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - duration)),
+        "protocol": "TCP",
+        "listener": connection.runtime.name,
+        "response_flags": connection.flags,
+        "bytes_received": connection.received,
+        "bytes_sent": connection.sent,
+        "duration_ms": round(duration * 1000.0, 3),
+        "upstream_cluster": cluster.name if cluster is not None else None,
+        "upstream_host": f"{endpoint.address}:{endpoint.port}" if endpoint is not None else None,
+        "downstream_remote_address": connection.peer,
+        "downstream_peer_principal": connection.principal or None,
+        "authz_policy": connection.policy or None,
+        "snapshot_version": connection.runtime.version,
+    }
 
 
 def weighted_choice(weights: list[int]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from gossamer.snapshot import (
     ServiceLabels,
     Snapshot,
     TcpRoute,
+    Telemetry,
     WeightedCluster,
 )
 
@@ -433,3 +435,69 @@ async def test_a_proxy_with_only_tcp_listeners_is_ready_and_lists_them(
             "connections": 0,
         }
     ]
+
+
+async def test_connections_are_spread_over_the_routes_clusters_by_weight(start: Start) -> None:
+    first, second = await Upstream().start(), await Upstream().start()
+    try:
+        clusters = (
+            Cluster(name="one", endpoints=(Endpoint("127.0.0.1", first.port),)),
+            Cluster(name="two", endpoints=(Endpoint("127.0.0.1", second.port),)),
+        )
+        route = TcpRoute(clusters=(WeightedCluster("one", 3), WeightedCluster("two", 1)))
+        listener = msgspec.structs.replace(tcp_listener("split", "one"), tcp=route)
+        proxy = await start(Snapshot(version="1", listeners=(listener,), clusters=clusters))
+        port = proxy.tcp.port("split")
+        for _ in range(40):
+            assert await exchange(port, b"x") == b"echo:xbye"
+        # 3 to 1: with 40 connections, each side is all but certain to get a share.
+        assert first.connections + second.connections == 40
+        assert first.connections > second.connections > 0
+    finally:
+        first.close()
+        second.close()
+
+
+async def test_each_connection_has_an_access_log_line_when_it_ends(
+    ca: CertificateAuthority,
+    tmp_path: Path,
+    start: Start,
+    upstream: Upstream,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    deny = AuthzPolicy(
+        name="data/deny-default",
+        action="DENY",
+        rules=(AuthzRule(sources=(AuthzSource(namespaces=("default",)),)),),
+    )
+    snapshot = sidecar_snapshot(upstream.port, ca.roots, policies=(deny,))
+    logged = msgspec.structs.replace(snapshot, telemetry=Telemetry(access_log=True))
+    sidecar = await start(logged, issue(ca, REDIS, tmp_path / "r"))
+    endpoint = Endpoint("127.0.0.1", sidecar.tcp.port("inbound|tcp|6379"), identity=REDIS)
+    source = await start(
+        msgspec.structs.replace(
+            vip_snapshot((endpoint,), ca.roots), telemetry=Telemetry(access_log=True)
+        ),
+        issue(ca, FRONTEND, tmp_path / "f"),
+    )
+    assert await exchange(source.tcp.port("vip|tcp"), b"x", 6) == b""
+
+    seen: list[dict[str, object]] = []
+
+    def both_logged() -> bool:
+        seen.extend(json.loads(line) for line in capsys.readouterr().out.splitlines())
+        return len(seen) >= 2
+
+    # The source's line comes when its connection ends: after the sidecar's close.
+    await eventually(both_logged, timeout=HALF_CLOSED_IDLE + 10)
+    by_listener = {entry["listener"]: entry for entry in seen}
+    denied = by_listener["inbound|tcp|6379"]
+    assert denied["response_flags"] == "RBAC"
+    assert denied["authz_policy"] == "data/deny-default"
+    assert denied["downstream_peer_principal"] == FRONTEND
+    assert denied["upstream_cluster"] is None
+    called = by_listener["vip|tcp"]
+    assert called["protocol"] == "TCP"
+    assert called["upstream_cluster"] == SERVICE
+    assert called["upstream_host"] == f"127.0.0.1:{sidecar.tcp.port('inbound|tcp|6379')}"
+    assert called["bytes_received"] == 1
