@@ -54,6 +54,7 @@ class TcpRuntime:
         "name",
         "node",
         "series_by_key",
+        "sni",
         "stats",
         "targets",
         "version",
@@ -79,6 +80,11 @@ class TcpRuntime:
         self.clusters = clusters
         self.targets = [target.cluster for target in route.clusters]
         self.weights = [target.weight for target in route.clusters]
+        self.sni = [
+            (sni.hosts, [t.cluster for t in sni.clusters], [t.weight for t in sni.clusters])
+            for sni in route.sni
+        ]
+        """Routes by the ClientHello's server name (TLS passthrough); empty: none."""
         policies = snapshot.security.authorization
         # As HTTP: outbound listeners enforce nothing; the destination's sidecar decides.
         self.authorizer = (
@@ -92,11 +98,20 @@ class TcpRuntime:
     def __repr__(self) -> str:
         return f"<TcpRuntime {self.name} -> {', '.join(self.targets)}>"
 
-    def pick_cluster(self) -> ClusterState | None:
-        """The cluster for a new connection, by the route's weights."""
-        if len(self.targets) == 1:
-            return self.clusters.get(self.targets[0])
-        return self.clusters.get(self.targets[weighted_choice(self.weights)])
+    def pick_cluster(self, server_name: str | None = None) -> ClusterState | None:
+        """The cluster for a new connection, by the weights of its route: the one for the
+        ClientHello's `server_name` when the listener routes by SNI, else the listener's."""
+        targets, weights = self.targets, self.weights
+        if server_name is not None:
+            for hosts, sni_targets, sni_weights in self.sni:
+                if any(_names(pattern, server_name) for pattern in hosts):
+                    targets, weights = sni_targets, sni_weights
+                    break
+        if not targets:
+            return None
+        if len(targets) == 1:
+            return self.clusters.get(targets[0])
+        return self.clusters.get(targets[weighted_choice(weights)])
 
     def series(self, cluster: ClusterState, peer: str, flags: str) -> TcpSeries:
         """The metric names of a connection to `cluster` with this peer and outcome."""
@@ -255,6 +270,16 @@ class TcpListeners:
         """Every open connection (for the proxy's gauges and tests)."""
         for handle in self.handles.values():
             yield from handle.connections
+
+
+def _names(pattern: str, server_name: str) -> bool:
+    """Whether an SNI route's host covers a server name: `*`, `*.suffix` (one or more labels)
+    or the name itself."""
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return server_name.endswith(pattern[1:]) and len(server_name) > len(pattern) - 1
+    return pattern == server_name
 
 
 def _same_socket(old: Listener, new: Listener) -> bool:

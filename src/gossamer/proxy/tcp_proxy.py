@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, cast
 import msgspec
 
 from gossamer.proxy.mtls import MeshIdentityError, port_mode
+from gossamer.proxy.sni import read_sni
 from gossamer.proxy.tcp_stats import NO_FLAGS, TcpSeries
 from gossamer.security.authz import AuthzRequest
 from gossamer.security.spiffe import peer_spiffe_id
@@ -48,6 +49,9 @@ MTLS_REFUSED = "MTLS"
 RBAC_DENIED = "RBAC"
 NO_ALLOW_MATCHED = "(no ALLOW policy matched)"
 NO_HEALTHY_UPSTREAM = "UH"
+NO_ROUTE = "NR"
+SNI_TIMEOUT = 10.0
+"""Seconds a passthrough listener waits for a whole ClientHello."""
 UPSTREAM_OVERFLOW = "UO"
 UPSTREAM_CONNECT_FAILURE = "UF"
 
@@ -76,6 +80,7 @@ class TcpConnection(asyncio.Protocol):
         "secure",
         "sent",
         "series",
+        "server_name",
         "started",
         "timer",
         "upstream",
@@ -104,6 +109,7 @@ class TcpConnection(asyncio.Protocol):
         self.policy = ""
         self.received = 0
         self.sent = 0
+        self.server_name = ""
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("piping" if self.upstream else "connecting")
@@ -128,7 +134,12 @@ class TcpConnection(asyncio.Protocol):
         if not self._admitted(transport):
             self._close()
             return
-        self.connecting = asyncio.get_running_loop().create_task(self._connect())
+        loop = asyncio.get_running_loop()
+        if self.runtime.sni:
+            # TLS passthrough: the ClientHello's server name picks the route.
+            self.timer = loop.call_later(SNI_TIMEOUT, self._no_hello)
+            return
+        self.connecting = loop.create_task(self._connect(self.runtime.pick_cluster()))
 
     def _admitted(self, transport: asyncio.Transport) -> bool:
         """The peer's mTLS identity, the port's mTLS mode, then AuthorizationPolicy."""
@@ -191,6 +202,8 @@ class TcpConnection(asyncio.Protocol):
             self.early_size += len(data)
             if self.early_size > HIGH_WATER and self.client is not None:
                 self.client.pause_reading()
+            if self.connecting is None and self.runtime.sni and not self.closed:
+                self._route_by_sni()
             return
         self.received += len(data)
         series = self.series
@@ -202,6 +215,9 @@ class TcpConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         """The client stopped sending: pass it on where the upstream can take a half-close."""
         self.client_ended = True
+        if self.connecting is None and self.runtime.sni:
+            self._close()  # it ended before its ClientHello was complete
+            return False
         if self.upstream is None and not self.closed:
             return True  # passed on once connected
         return self._client_eof()
@@ -247,9 +263,37 @@ class TcpConnection(asyncio.Protocol):
 
     # The upstream's side.
 
-    async def _connect(self) -> None:
+    def _route_by_sni(self) -> None:
+        """Once the ClientHello is in, dial the route its server name picks."""
+        found = read_sni(b"".join(self.early))
+        if found.more:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not found.tls:
+            self.runtime.stats.incr("gossamer_tcp_not_tls_total")
+            self.flags = NO_ROUTE
+            self._close()
+            return
+        self.server_name = found.server_name
+        cluster = self.runtime.pick_cluster(found.server_name)
+        if cluster is None:
+            self.runtime.stats.incr("gossamer_tcp_no_sni_route_total")
+            self.flags = NO_ROUTE
+            self._close()
+            return
+        self.connecting = asyncio.get_running_loop().create_task(self._connect(cluster))
+
+    def _no_hello(self) -> None:
+        self.timer = None
+        if self.connecting is None:
+            self.runtime.stats.incr("gossamer_tcp_sni_timeouts_total")
+            self.flags = NO_ROUTE
+            self._close()
+
+    async def _connect(self, cluster: ClusterState | None) -> None:
         runtime = self.runtime
-        cluster = runtime.pick_cluster()
         endpoint = cluster.pick() if cluster is not None else None
         attempts = 0
         while True:
@@ -482,6 +526,7 @@ def _log_entry(connection: TcpConnection) -> dict[str, object]:
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - duration)),
         "protocol": "TCP",
         "listener": connection.runtime.name,
+        "requested_server_name": connection.server_name or None,
         "response_flags": connection.flags,
         "bytes_received": connection.received,
         "bytes_sent": connection.sent,

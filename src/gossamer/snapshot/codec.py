@@ -75,14 +75,17 @@ def check(snapshot: Snapshot) -> None:
 
 
 def _check_tcp(listener: Listener, clusters: set[str]) -> None:
-    assert listener.tcp is not None
+    route = listener.tcp
+    assert route is not None
     where = f"listener {listener.name}"
-    for target in listener.tcp.clusters:
-        if target.cluster not in clusters:
-            raise SnapshotError(f"{where}: no cluster named {target.cluster}")
-    if sum(c.weight for c in listener.tcp.clusters) <= 0:
-        raise SnapshotError(f"{where}: cluster weights add up to 0")
-    if listener.tcp.connect_attempts < 1:
+    for targets in (route.clusters, *(sni.clusters for sni in route.sni)):
+        for target in targets:
+            if target.cluster not in clusters:
+                raise SnapshotError(f"{where}: no cluster named {target.cluster}")
+        # Without SNI routes every connection goes to `clusters`; with them, none may.
+        if (targets or not route.sni) and sum(c.weight for c in targets) <= 0:
+            raise SnapshotError(f"{where}: cluster weights add up to 0")
+    if route.connect_attempts < 1:
         raise SnapshotError(f"{where}: connect_attempts must be at least 1")
 
 

@@ -330,14 +330,25 @@ class InboundMtls(Struct, frozen=True):
     ports: tuple[tuple[int, MtlsMode], ...] = ()
 
 
+class SniRoute(Struct, frozen=True):
+    """TLS connections whose ClientHello names one of `hosts` (exact, or `*.suffix`), to
+    weighted clusters, the TLS unopened (a VirtualService `tls` rule: passthrough)."""
+
+    hosts: tuple[str, ...]
+    clusters: tuple[WeightedCluster, ...]
+
+
 class TcpRoute(Struct, frozen=True):
     """What an opaque TCP listener does with each connection: bytes to one of weighted clusters.
 
     The cluster is picked per connection by weight (a VirtualService `tcp` route, or the
     service's own cluster); the bytes then flow both ways unread until either side closes.
+    With `sni`, the listener first reads the TLS ClientHello and the first route that names its
+    server name decides; `clusters` (which may be empty: closed) take the others.
     """
 
     clusters: tuple[WeightedCluster, ...]
+    sni: tuple[SniRoute, ...] = ()
     destination_port: int = 0
     """The workload port AuthorizationPolicy `ports` and port-level mTLS see (inbound);
     0: the listener's own port."""
