@@ -204,6 +204,7 @@ def _parse(argv: list[str]) -> RunOptions:
         help="take the opaque TCP Service port NAME on PORT (repeatable)",
     )
     parser.add_argument("--gateway-https-port", type=int, default=0)
+    parser.add_argument("--gateway-passthrough-port", type=int, default=0)
     parser.add_argument("--secrets-dir", default="")
     parser.add_argument("--zone", default="")
     parser.add_argument("--ready-url")
@@ -263,6 +264,7 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         app_port=args.app_port,
         tcp_ports=tcp_ports,
         gateway_https_port=args.gateway_https_port,
+        gateway_passthrough_port=args.gateway_passthrough_port,
         secrets_dir=str(Path(args.secrets_dir).resolve()) if args.secrets_dir else "",
         vip_network=args.vip_network,
         name=f"{args.workload}-{os.getpid()}",

@@ -348,7 +348,7 @@ class TcpConnection(asyncio.Protocol):
         self.runtime.stats.incr(self.series.opened)
         self.last_activity = time.monotonic()
         loop = asyncio.get_running_loop()
-        self.idle_timeout = cluster.config.limits.tcp_idle_timeout
+        self.idle_timeout = cluster.limits.tcp_idle_timeout
         self.timer = loop.call_later(self.idle_timeout, self._check_idle)
         early, self.early, self.early_size = self.early, [], 0
         for data in early:

@@ -136,7 +136,8 @@ _INGRESS = (
 
 # VirtualService HTTP rules are routes (snapshot/translate_routes.py), their CORS policies
 # answered by the proxy (proxy/cors.py); tcp rules pick the clusters of opaque TCP listeners
-# (snapshot/translate_tcp.py); tls rules, delegation and session persistence are not translated.
+# (snapshot/translate_tcp.py), tls rules route PASSTHROUGH Gateway servers by SNI
+# (snapshot/translate_passthrough.py); delegation and session persistence are not translated.
 _MATCH = (
     "name",
     "port",
@@ -176,7 +177,11 @@ _CORS = (
     "unmatchedPreflights",
 )
 _VIRTUAL_SERVICE = (
-    _at("spec", ("hosts", "gateways", "exportTo", "http", "tcp"))
+    _at("spec", ("hosts", "gateways", "exportTo", "http", "tcp", "tls"))
+    | _at("spec.tls", ("match", "route"))
+    | _at("spec.tls.match", ("sniHosts", "port", "gateways"))
+    | _at("spec.tls.route", ("weight",))
+    | _at("spec.tls.route.destination", _DESTINATION)
     | _at("spec.tcp", ("match", "route"))
     | _at("spec.tcp.match", ("port", "sourceLabels", "gateways", "sourceNamespace"))
     | _at("spec.tcp.route", ("weight",))
@@ -250,7 +255,8 @@ _DESTINATION_RULE = (
 
 # The ingress gateway serves a Gateway's plain HTTP servers (snapshot/translate_gateway.py).
 _GATEWAY = _at("spec", ("selector", "servers")) | _at(
-    "spec.servers", ("port", "port.number", "port.protocol", "hosts", "tls", "tls.httpsRedirect")
+    "spec.servers",
+    ("port", "port.number", "port.protocol", "hosts", "tls", "tls.httpsRedirect", "tls.mode"),
 )
 
 # ServiceEntry hosts, with their endpoints or the WorkloadEntries they select

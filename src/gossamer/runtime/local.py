@@ -409,6 +409,11 @@ class LocalMesh:
                     if self.plan.gateway_https_port
                     else None
                 ),
+                "gateway_passthrough": (
+                    f"127.0.0.1:{self.plan.gateway_passthrough_port}"
+                    if self.plan.gateway_passthrough_port
+                    else None
+                ),
                 "dns": f"127.0.0.1:{self.plan.dns_port}",
                 "vip_network": self.plan.vip_network,
                 "events": self.events_url,
@@ -502,6 +507,8 @@ class LocalMesh:
             argv += ["--workers", str(self.plan.gateway_workers)]
         if self.plan.gateway_https_port is not None:
             argv += ["--gateway-https-port", str(self.plan.gateway_https_port)]
+        if self.plan.gateway_passthrough_port is not None:
+            argv += ["--gateway-passthrough-port", str(self.plan.gateway_passthrough_port)]
             argv += ["--secrets-dir", str(self.workdir / "secrets")]
         return ProcessSpec(
             name=GATEWAY,

@@ -33,6 +33,7 @@ from gossamer.resources.podconfig import (
 from gossamer.resources.problems import format_path
 from gossamer.snapshot.translate_catalog import opaque_port_names
 from gossamer.snapshot.translate_gateway_api import wants_tls as gateway_api_wants_tls
+from gossamer.snapshot.translate_passthrough import serves_passthrough
 
 PortAllocator = Callable[[int], int]
 """A free port on loopback: the preferred one when it is free (0: no preference), else any."""
@@ -132,6 +133,8 @@ class MeshPlan:
     replicas: tuple[Replica, ...]
     gateway_port: int | None = None
     gateway_https_port: int | None = None
+    gateway_passthrough_port: int | None = None
+    """Set when an Istio Gateway has a PASSTHROUGH server: TLS routed by SNI there."""
     """Set when an Ingress has `tls`: its hosts are served over TLS there."""
     gateway_admin_port: int | None = None
     gateway_workers: int = 1
@@ -179,6 +182,7 @@ def plan_mesh(
         replicas=tuple(replicas),
         gateway_port=ports(gateway_port) if wants_gateway else None,
         gateway_https_port=ports(8443) if wants_tls else None,
+        gateway_passthrough_port=ports(9443) if _wants_passthrough(resources) else None,
         gateway_admin_port=ports(0) if wants_gateway else None,
         gateway_workers=_gateway_workers(resources),
         dns_port=ports(15053),
@@ -276,6 +280,13 @@ def _refuse(where: str, missing: list[Missing]) -> None:
 
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 GATEWAY_WORKERS_ANNOTATION = "gossamer.dev/gateway-workers"
+
+
+def _wants_passthrough(resources: Sequence[Resource]) -> bool:
+    return any(
+        isinstance(r, Gateway) and any(serves_passthrough(s) for s in r.spec.servers)
+        for r in resources
+    )
 
 
 def _gateway_workers(resources: Sequence[Resource]) -> int:

@@ -84,6 +84,8 @@ class Hello(Struct, frozen=True, tag="hello"):
     inbound_port: int = 15006
     gateway_port: int = 8080
     gateway_https_port: int = 0
+    gateway_passthrough_port: int = 0
+    """Where a gateway routes PASSTHROUGH TLS by SNI; 0: no such listener."""
     """Where a gateway serves Ingress `tls` hosts; 0: no TLS listener."""
     secrets_dir: str = ""
     """Where a gateway reads Ingress TLS secrets (SECRETS_DIR/NAME/tls.crt, tls.key)."""

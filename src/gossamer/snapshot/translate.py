@@ -22,6 +22,7 @@ from gossamer.snapshot.model import (
     RouteTable,
     ServiceLabels,
     Snapshot,
+    TcpRoute,
     Telemetry,
     VirtualHost,
     WeightedCluster,
@@ -45,6 +46,7 @@ from gossamer.snapshot.translate_clusters import (
 )
 from gossamer.snapshot.translate_gateway import gateway_virtual_hosts
 from gossamer.snapshot.translate_gateway_api import gateway_api_certificates, mesh_http_routes
+from gossamer.snapshot.translate_passthrough import passthrough_routes
 from gossamer.snapshot.translate_routes import RouteContext, default_route, virtual_service_routes
 from gossamer.snapshot.translate_tcp import inbound_tcp_listeners, vip_tcp_listener
 from gossamer.snapshot.translate_telemetry import telemetry_for
@@ -99,6 +101,8 @@ class GatewaySpec:
     labels: Mapping[str, str] = field(default_factory=lambda: {"istio": "ingressgateway"})
     https_port: int = 0
     """Where Ingress `tls` hosts are served over TLS; 0: not at all."""
+    passthrough_port: int = 0
+    """Where TLS for Gateway servers in PASSTHROUGH mode is routed by SNI; 0: not at all."""
     secrets_dir: str = ""
     """An Ingress's `secretName: NAME` is read from SECRETS_DIR/NAME/tls.crt and tls.key."""
     # Istio's ingress gateway identity, which AuthorizationPolicies name as a principal.
@@ -236,6 +240,19 @@ def gateway_snapshot(
                 "gateway-tls", gateway.address, gateway.https_port, "gateway", "gateway", tls=tls
             )
         )
+    sni = passthrough_routes(catalog, gateway.labels) if gateway.passthrough_port else ()
+    if sni:
+        route = TcpRoute(clusters=(), sni=sni)
+        listeners.append(
+            Listener(
+                "gateway-passthrough",
+                gateway.address,
+                gateway.passthrough_port,
+                "gateway",
+                "",
+                tcp=route,
+            )
+        )
     return Snapshot(
         version=version,
         node=Node(
@@ -247,7 +264,7 @@ def gateway_snapshot(
         ),
         listeners=tuple(listeners),
         route_tables=(table,),
-        clusters=_complete(list(outbound_clusters(catalog, endpoints)), (table,)),
+        clusters=_complete(list(outbound_clusters(catalog, endpoints)), (table,), listeners),
         telemetry=telemetry_for(resources, gateway.namespace, gateway.labels),
     )
 
@@ -449,7 +466,8 @@ def _complete(
         target.cluster
         for listener in listeners
         if listener.tcp is not None
-        for target in listener.tcp.clusters
+        for targets in (listener.tcp.clusters, *(sni.clusters for sni in listener.tcp.sni))
+        for target in targets
     } | {
         target
         for table in tables

@@ -22,7 +22,7 @@ from gossamer.snapshot.model import InboundMtls, Listener, TcpRoute, WeightedClu
 from gossamer.snapshot.translate_catalog import Catalog, MeshPort, MeshService, labels_match
 from gossamer.snapshot.translate_clusters import cluster_name
 
-__all__ = ["inbound_tcp_listeners", "tcp_targets", "vip_tcp_listener"]
+__all__ = ["inbound_tcp_listeners", "tcp_targets", "vip_tcp_listener", "weighted_destinations"]
 
 
 def vip_tcp_listener(catalog: Catalog, service: MeshService, port: MeshPort, vip: str) -> Listener:
@@ -73,7 +73,7 @@ def tcp_targets(
     for virtual_service in catalog.mesh_virtual_services(service.host):
         for rule in virtual_service.spec.tcp:
             if _applies(rule, port.number, catalog):
-                targets = _weighted(virtual_service, rule.route, catalog, port.number)
+                targets = weighted_destinations(virtual_service, rule.route, catalog, port.number)
                 if targets:
                     return targets
     return (WeightedCluster(cluster=cluster_name(port.number, "", service.host)),)
@@ -94,12 +94,14 @@ def _matches(match: L4MatchAttributes, port: int, catalog: Catalog) -> bool:
     )
 
 
-def _weighted(
+def weighted_destinations(
     virtual_service: VirtualService,
     route: list[RouteDestination],
     catalog: Catalog,
     port: int,
 ) -> tuple[WeightedCluster, ...]:
+    """A `tcp` or `tls` rule's destinations as weighted clusters (a destination without a port
+    takes `port` when its service has it)."""
     # A lone destination takes every connection whatever its weight, as in Istio.
     single = len(route) == 1
     targets = []

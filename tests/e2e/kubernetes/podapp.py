@@ -1,12 +1,14 @@
 """A stand-in for the containers of the Kubernetes-shaped test folders: it tells what its
-environment and mounted files hold, answers as bookinfo's services do, runs as a Job, or (role
-`banner`) speaks a line-based TCP protocol in which the server speaks first, as SMTP does."""
+environment and mounted files hold, answers as bookinfo's services do, runs as a Job, (role
+`banner`) speaks a line-based TCP protocol in which the server speaks first, as SMTP does, or
+(role `tls`) answers over HTTPS with the tls.crt and tls.key of its working folder."""
 
 from __future__ import annotations
 
 import json
 import os
 import socketserver
+import ssl
 import sys
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,6 +73,12 @@ def job() -> int:
 if __name__ == "__main__":
     if ROLE == "job":
         sys.exit(job())
+    if ROLE == "tls":
+        server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain("tls.crt", "tls.key")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.serve_forever()
     if ROLE == "banner":
         socketserver.ThreadingTCPServer.allow_reuse_address = True
         with socketserver.ThreadingTCPServer(("127.0.0.1", int(os.environ["PORT"])), Banner) as s:

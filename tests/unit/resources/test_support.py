@@ -93,7 +93,7 @@ def test_what_the_runtime_acts_on_is_enforced(kind: str, pattern: str) -> None:
         ("ApiProduct", "spec.gateways"),
         ("ApiProduct", "spec.consumers.keys.fromFile"),
         ("VirtualService", "spec.http.sessionPersistence"),
-        ("VirtualService", "spec.tls"),
+        ("VirtualService", "spec.tls.match.sourceLabels"),
         ("VirtualService", "spec.tcp.match.destinationSubnets"),
         ("DestinationRule", "spec.trafficPolicy.tls"),
         ("DestinationRule", "spec.trafficPolicy.outlierDetection.interval"),

@@ -503,6 +503,7 @@ class Distributor:
                 namespace=hello.namespace,
                 http_port=hello.gateway_port,
                 https_port=hello.gateway_https_port,
+                passthrough_port=hello.gateway_passthrough_port,
                 secrets_dir=hello.secrets_dir,
                 address=hello.address,
                 labels=dict(stream.labels),
