@@ -27,6 +27,7 @@ from gossamer.snapshot import (
     Endpoint,
     InboundMtls,
     Listener,
+    ListenerLimits,
     Node,
     PoolLimits,
     Security,
@@ -501,3 +502,48 @@ async def test_each_connection_has_an_access_log_line_when_it_ends(
     assert called["upstream_cluster"] == SERVICE
     assert called["upstream_host"] == f"127.0.0.1:{sidecar.tcp.port('inbound|tcp|6379')}"
     assert called["bytes_received"] == 1
+
+
+async def test_a_new_snapshot_keeps_the_socket_and_open_connections(start: Start) -> None:
+    first, second = await Upstream().start(), await Upstream().start()
+    try:
+        proxy = await start(vip_snapshot((Endpoint("127.0.0.1", first.port),)))
+        port = proxy.tcp.port("vip|tcp")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"before")
+        assert await asyncio.wait_for(reader.readexactly(11), 5.0) == b"echo:before"
+        moved = vip_snapshot((Endpoint("127.0.0.1", second.port),))
+        await proxy.apply(msgspec.structs.replace(moved, version="2"))
+        assert proxy.tcp.port("vip|tcp") == port
+        # The open connection carries on to the endpoint it had; new ones go to the new one.
+        writer.write(b"after")
+        assert await asyncio.wait_for(reader.readexactly(10), 5.0) == b"echo:after"
+        assert await exchange(port, b"new") == b"echo:newbye"
+        assert (first.connections, second.connections) == (1, 1)
+        writer.close()
+    finally:
+        first.close()
+        second.close()
+
+
+async def test_a_removed_listener_drains_its_connections_then_drops_them(
+    start: Start, upstream: Upstream
+) -> None:
+    snapshot = vip_snapshot((Endpoint("127.0.0.1", upstream.port),))
+    [listener] = snapshot.listeners
+    short = msgspec.structs.replace(listener, limits=ListenerLimits(drain_timeout=0.5))
+    proxy = await start(msgspec.structs.replace(snapshot, listeners=(short,)))
+    port = proxy.tcp.port("vip|tcp")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"hi")
+        assert await asyncio.wait_for(reader.readexactly(7), 5.0) == b"echo:hi"
+        await proxy.apply(msgspec.structs.replace(snapshot, version="2", listeners=()))
+        # Still served while it drains; closed at the drain deadline.
+        writer.write(b"still")
+        assert await asyncio.wait_for(reader.readexactly(10), 5.0) == b"echo:still"
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""
+    finally:
+        writer.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
