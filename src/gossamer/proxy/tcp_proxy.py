@@ -67,6 +67,7 @@ class TcpConnection(asyncio.Protocol):
         "connecting",
         "early",
         "early_size",
+        "end_held",
         "endpoint",
         "flags",
         "handle",
@@ -102,6 +103,8 @@ class TcpConnection(asyncio.Protocol):
         self.principal = ""
         self.secure = False
         self.client_ended = False
+        self.end_held = False
+        """The client's end could not be passed on (a TLS upstream): silence ends it sooner."""
         self.closed = False
         self.idle_timeout = 0.0
         self.started = self.last_activity = time.monotonic()
@@ -219,7 +222,8 @@ class TcpConnection(asyncio.Protocol):
             self._close()  # it ended before its ClientHello was complete
             return False
         if self.upstream is None and not self.closed:
-            return True  # passed on once connected
+            # Passed on once connected; a TLS client has no half-close to keep open.
+            return self.client is not None and self.client.can_write_eof()
         return self._client_eof()
 
     def _client_eof(self) -> bool:
@@ -234,6 +238,7 @@ class TcpConnection(asyncio.Protocol):
         # A TLS upstream cannot be told. The client may still wait for an answer (as after
         # `nc`'s half-close), or may be gone (a full close looks the same): the answer is
         # passed on while it flows, and HALF_CLOSED_IDLE of silence ends the connection.
+        self.end_held = True
         if self.timer is not None:
             self.timer.cancel()
         self.timer = asyncio.get_running_loop().call_later(HALF_CLOSED_IDLE, self._check_idle)
@@ -350,9 +355,18 @@ class TcpConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.idle_timeout = cluster.limits.tcp_idle_timeout
         self.timer = loop.call_later(self.idle_timeout, self._check_idle)
+        upstream.piped = True
+        said, upstream.early = upstream.early, []
+        for data in said:
+            self.upstream_data(data)
         early, self.early, self.early_size = self.early, [], 0
         for data in early:
             self.data_received(data)
+        if upstream.lost:
+            self._close()
+            return
+        if upstream.eof and not self.upstream_eof():
+            return
         client = self.client
         assert client is not None
         if self.client_ended:
@@ -439,7 +453,7 @@ class TcpConnection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         idle = time.monotonic() - self.last_activity
-        limit = HALF_CLOSED_IDLE if self.client_ended else self.idle_timeout
+        limit = HALF_CLOSED_IDLE if self.end_held else self.idle_timeout
         if idle < limit:
             self.timer = asyncio.get_running_loop().call_later(limit - idle, self._check_idle)
             return
@@ -449,14 +463,22 @@ class TcpConnection(asyncio.Protocol):
 
 
 class UpstreamSide(asyncio.Protocol):
-    """The upstream's side of a TcpConnection: what it reads goes to the client."""
+    """The upstream's side of a TcpConnection: what it reads goes to the client.
 
-    __slots__ = ("connection", "eof", "identity", "transport")
+    Until the connection takes it (`piped`, once its peer is checked), what it reads is held,
+    and its end or loss is only noted: a side that fails the identity check never reaches the
+    client.
+    """
+
+    __slots__ = ("connection", "early", "eof", "identity", "lost", "piped", "transport")
 
     def __init__(self, connection: TcpConnection) -> None:
         self.connection = connection
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.eof = False
+        self.lost = False
+        self.piped = False
+        self.early: list[bytes] = []
         self.identity = ""
         """The upstream's SPIFFE id when reached over mTLS (checked against its endpoint)."""
 
@@ -468,12 +490,15 @@ class UpstreamSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Bytes from the upstream."""
-        self.connection.upstream_data(data)
+        if self.piped:
+            self.connection.upstream_data(data)
+        else:
+            self.early.append(data)
 
     def eof_received(self) -> bool:
         """The upstream stopped sending."""
         self.eof = True
-        return self.connection.upstream_eof()
+        return self.connection.upstream_eof() if self.piped else True
 
     def pause_writing(self) -> None:
         """The upstream reads slowly: stop reading the client."""
@@ -489,7 +514,9 @@ class UpstreamSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The upstream connection is gone."""
-        self.connection.upstream_lost()
+        self.lost = True
+        if self.piped:
+            self.connection.upstream_lost()
 
 
 async def _open(

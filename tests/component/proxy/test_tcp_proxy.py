@@ -547,3 +547,21 @@ async def test_a_removed_listener_drains_its_connections_then_drops_them(
         writer.close()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_an_upstream_that_is_not_who_its_endpoint_says_is_skipped(
+    ca: CertificateAuthority, tmp_path: Path, start: Start, upstream: Upstream
+) -> None:
+    identity = issue(ca, REDIS, tmp_path)
+    one, two = [await start(sidecar_snapshot(upstream.port, ca.roots), identity) for _ in "12"]
+    expected = spiffe_id("cluster.local", "data", "other")
+    impostor = Endpoint("127.0.0.1", one.tcp.port("inbound|tcp|6379"), identity=expected)
+    genuine = Endpoint("127.0.0.1", two.tcp.port("inbound|tcp|6379"), identity=REDIS)
+    sidecar_on_both = msgspec.structs.replace(
+        vip_snapshot((impostor, genuine), ca.roots), version="2"
+    )
+    source = await start(sidecar_on_both, issue(ca, FRONTEND, tmp_path / "f"))
+    for _ in range(3):
+        assert await exchange(source.tcp.port("vip|tcp"), b"k", 6) == b"echo:k"
+    assert counter(source, "gossamer_upstream_connect_failures_total") >= 1
+    assert counter(source, "istio_tcp_connections_opened_total", 'response_flags="-"') == 3
