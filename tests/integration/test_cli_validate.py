@@ -156,3 +156,28 @@ def test_python_dash_m_runs_the_same_command() -> None:
         check=False,
     )
     assert result.stdout.strip() == f"gossamer {__version__}"
+
+
+def test_a_key_file_that_is_missing_is_named_at_its_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "product.yaml"
+    manifest.write_text(
+        "apiVersion: gossamer.dev/v1alpha1\n"
+        "kind: ApiProduct\n"
+        "metadata: {name: records}\n"
+        "spec:\n"
+        "  routes: [{uri: {prefix: /records}}]\n"
+        "  plans: [{name: basic}]\n"
+        "  consumers:\n"
+        "    - name: acme\n"
+        "      plan: basic\n"
+        "      keys:\n"
+        "        - fromFile: keys/acme.key\n",
+        encoding="utf-8",
+    )
+    missing = run("validate", "-f", str(tmp_path))
+    assert missing.returncode == 1
+    assert f"{manifest}:11:" in missing.stdout, missing.stdout
+    assert "cannot read the key file" in missing.stdout
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "acme.key").write_text("acme-key\n", encoding="utf-8")
+    assert run("validate", "-f", str(tmp_path)).returncode == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -100,6 +101,12 @@ def control_plane(
         )
 
     def ready(plane: ControlPlane) -> None:
+        # The whole store and the first views, read by now, live until they change: out of
+        # the collector's sight, a full collection no longer walks them (with 5,000 services,
+        # a pause of 0.1 to 0.3 s each time while the proxies reconnect after a restart).
+        # What replaces them later is collected as usual.
+        gc.collect()
+        gc.freeze()
         sys.stdout.write(
             f"gossamer control-plane: listening on {plane.url} "
             f"(store {config.store_location}, admin token in {plane.token_file}"

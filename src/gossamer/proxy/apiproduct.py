@@ -61,7 +61,17 @@ DIGESTS_KEPT = 4096
 class Verdict:
     """The gate's answer: admit (`status` 0), refuse, or wait for a lease (`wait`)."""
 
-    __slots__ = ("consumer", "extra", "flag", "plan", "product", "reason", "status", "wait")
+    __slots__ = (
+        "consumer",
+        "extra",
+        "flag",
+        "limits",
+        "plan",
+        "product",
+        "reason",
+        "status",
+        "wait",
+    )
 
     def __init__(
         self,
@@ -84,6 +94,8 @@ class Verdict:
         self.product = product
         """The product an admitted request belongs to (its header changes)."""
         self.plan = plan
+        self.limits: list[tuple[bytes, bytes]] | None = None
+        """An admitted request's RateLimit-Policy and RateLimit, for its response."""
 
 
 class ProductRoute:
@@ -268,6 +280,7 @@ class ProductGate:
         now = time.monotonic()
         outcome = allowance.take(now)
         if outcome == ADMIT:
+            admitted.limits = allowance.ratelimit_headers(now)
             return self._count(product, consumer, "allowed", admitted)
         if outcome == WAIT:
             admitted.wait = allowance.wait()
@@ -312,7 +325,7 @@ class ProductGate:
 class ProductExchange(Exchange):
     """A gateway request: past routing and the guard, its API product decides, then it goes on."""
 
-    __slots__ = ("body_plan", "consumer", "held", "raw_body", "response_ops")
+    __slots__ = ("body_plan", "consumer", "held", "limits", "raw_body", "response_ops")
 
     consumer: str
     """The API consumer whose key the request carried, for the access log (set on dispatch)."""
@@ -323,6 +336,8 @@ class ProductExchange(Exchange):
     """A request whose body is checked before it goes on (apidocs/validate.py)."""
     raw_body: bytearray | None
     """The body as it came, while a product may check it."""
+    limits: list[tuple[bytes, bytes]] | None
+    """RateLimit-Policy and RateLimit for the response of a request its plan limits."""
 
     def __init__(self, client: DownstreamConnection, head: RequestHead) -> None:
         super().__init__(client, head)
@@ -332,6 +347,7 @@ class ProductExchange(Exchange):
         self.response_ops = None
         self.held = None
         self.raw_body = None
+        self.limits = None
 
     def _dispatch(self, route: CompiledRoute, target: bytes) -> None:
         gate = self.runtime.products
@@ -340,8 +356,10 @@ class ProductExchange(Exchange):
         self.body_plan = None
         self.response_ops = None
         self.held = None
+        self.limits = None
         if verdict is not None:
             self.consumer = verdict.consumer
+            self.limits = verdict.limits
             wait = verdict.wait
             if wait is not None:
                 wait.add_done_callback(lambda _: self._after_lease(route, target))
@@ -452,10 +470,15 @@ class ProductExchange(Exchange):
     def on_response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
     ) -> None:
-        """The product's response header changes, then as any response."""
+        """The product's response header changes and the plan's RateLimit fields, then as any
+        response."""
         ops = self.response_ops
         if ops is not None and status >= 200:
             headers = ops.apply(headers)
+        limits = self.limits
+        if limits is not None and status >= 200:
+            # Appended: an upstream's own RateLimit fields stay, as further list members.
+            headers = headers + limits
         super().on_response_head(status, reason, headers, keep_alive)
 
     def _after_lease(self, route: CompiledRoute, target: bytes) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gossamer.snapshot.model import ApiPlan
-from gossamer.snapshot.periods import period_end
+from gossamer.snapshot.periods import PERIOD_SECONDS, period_end
 from gossamer.snapshot.protocol import Grant, Lease, LeaseGrants, LeaseRequest
 
 ADMIT = 0
@@ -34,6 +34,11 @@ IDLE_RETURN_S = 1.0
 """Permits unused this long go back to the shared budget."""
 MAX_WAITERS = 256
 """Requests of one consumer waiting for a lease; past it, 429 at once."""
+DEMAND_AVERAGE_S = 0.5
+"""Time constant of the offered rate a gateway reports with its leases."""
+HEADERS_FRESH_S = 1.0
+"""An admitted response's RateLimit field is formatted again after this long, or sooner when
+a lease is answered: the numbers in it are at most this old."""
 
 
 def lease_cap(plan: ApiPlan) -> int:
@@ -56,18 +61,25 @@ class Allowance:
         "cap",
         "consumer",
         "degraded_until",
+        "demand",
         "empty_until",
         "fail_open",
+        "headers",
+        "headers_until",
         "last_used",
         "limit",
         "local_quota",
         "local_quota_end",
         "low_water",
+        "offered",
         "pending",
         "period",
         "permits",
+        "plan",
+        "policy",
         "product",
         "quota",
+        "quota_left",
         "rate",
         "remaining",
         "stamp",
@@ -92,9 +104,20 @@ class Allowance:
         self.limit = RATE_LIMITED
         self.degraded_until = 0.0
         self.used = 0
+        self.offered = 0
+        """Requests offered to the shared budget since the last lease, admitted or not."""
+        self.demand = 0.0
+        """Requests per second offered lately: `offered` averaged over `DEMAND_AVERAGE_S`."""
         self.asked_at = time.monotonic()
         self.last_used = 0.0
         self.remaining = 0
+        self.quota_left = -1
+        """Requests left in the quota period, as the last lease said (-1: not told yet)."""
+        self.headers: list[tuple[bytes, bytes]] = []
+        """RateLimit-Policy and RateLimit of admitted responses (`ratelimit_headers`)."""
+        self.headers_until = 0.0
+        self.plan = ""
+        self.policy = b""
         self.tokens = 0.0
         self.stamp = 0.0
         self.local_quota = 0
@@ -128,6 +151,9 @@ class Allowance:
         self.window = plan.window
         self.quota = plan.quota
         self.period = plan.quota_period
+        self.plan = plan.name
+        self.policy = _policy(plan)
+        self.headers_until = 0.0
         self.fail_open = plan.fail_open
         self.cap = lease_cap(plan)
         self.low_water = self.cap / 2
@@ -138,6 +164,7 @@ class Allowance:
         if self.permits >= 1.0:
             self.permits -= 1.0
             self.used += 1
+            self.offered += 1
             self.last_used = now
             if not self.pending and self.permits < self.low_water:
                 self.budgets.ask(self)
@@ -147,6 +174,7 @@ class Allowance:
             return self._take_local(now)
         if not budgets.connected or now < self.degraded_until:
             return self._take_local(now) if self.fail_open else UNAVAILABLE
+        self.offered += 1
         if now < self.empty_until:
             return self.limit
         if len(self.waiters) >= MAX_WAITERS:
@@ -169,11 +197,40 @@ class Allowance:
             return (1.0 - self.tokens) / self.rate if self.rate > 0 else 1.0
         return max(0.0, self.empty_until - now)
 
-    def left(self) -> int:
+    def left(self, now: float) -> int:
         """Permits left, as far as this gateway knows (RateLimit's `r`)."""
-        if self._alone(now=time.monotonic()):
-            return int(self.tokens)
+        if self._alone(now):
+            return int(min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate))
         return self.remaining + int(self.permits)
+
+    def ratelimit_headers(self, now: float) -> list[tuple[bytes, bytes]]:
+        """`RateLimit-Policy` and `RateLimit` for an admitted response (the IETF draft's
+        structured form, as on a 429): formatted at most once a second, and again after a lease
+        is answered, so `r` and `t` may be that old."""
+        if now < self.headers_until:
+            return self.headers
+        self.headers_until = now + HEADERS_FRESH_S
+        items: list[str] = []
+        if self.rate > 0:
+            left = max(0, min(int(self.burst), self.left(now)))
+            full = max(0, math.ceil((self.burst - left) / self.rate))
+            items.append(f'"{self.plan}";r={left};t={full}')
+        if self.quota > 0:
+            wall = time.time()
+            if self._alone(now):
+                quota_left = self.quota - self.local_quota
+            elif self.quota_left >= 0:
+                quota_left = self.quota_left + int(self.permits)
+            else:
+                quota_left = self.quota
+            ends = period_end(self.period, wall)
+            reset = max(0, math.ceil(ends - wall))
+            items.append(f'"{self.plan}-quota";r={max(0, quota_left)};t={reset}')
+        self.headers = [
+            (b"ratelimit-policy", self.policy),
+            (b"ratelimit", ", ".join(items).encode("latin-1")),
+        ]
+        return self.headers
 
     def _alone(self, now: float) -> bool:
         budgets = self.budgets
@@ -202,16 +259,23 @@ class Allowance:
     # Leases
 
     def lease(self, now: float) -> Lease:
-        """What to ask for: the demand of the last `LEASE_AHEAD_S`, plus those waiting."""
-        elapsed = max(now - self.asked_at, 0.01)
+        """What to ask for: the demand of the last `LEASE_AHEAD_S`, plus those waiting; and the
+        rate of requests offered lately, by which the control plane shares."""
+        since = max(now - self.asked_at, 1e-6)
+        elapsed = max(since, 0.01)
         demand = math.ceil(self.used / elapsed * LEASE_AHEAD_S) + len(self.waiters)
+        # An average on this gateway's own clock: leases a few milliseconds apart carry a few
+        # requests each and would swing the rate the control plane shares by.
+        weight = min(1.0, since / DEMAND_AVERAGE_S)
+        self.demand += weight * (max(0, self.offered) / since - self.demand)
         self.used = 0
+        self.offered = 0
         self.asked_at = now
         want = max(1, min(self.cap, demand))
         # Half of what the demand asked for: a gateway using a tenth of the cap asked again
         # after every answer (hundreds of leases a second at full speed).
         self.low_water = max(want / 2, min(self.cap / 2, 2.0))
-        return Lease(self.product, self.consumer, want=want)
+        return Lease(self.product, self.consumer, want=want, demand=self.demand)
 
     def granted(self, grant: Grant, now: float) -> None:
         """A lease's answer: add its permits and wake those waiting for it."""
@@ -221,6 +285,8 @@ class Allowance:
         else:
             self.permits += grant.granted
             self.remaining = grant.remaining
+            self.quota_left = grant.quota_remaining
+            self.headers_until = 0.0
             if grant.granted == 0:
                 self.empty_until = now + grant.retry_after
                 self.limit = QUOTA_EXCEEDED if grant.limit == "quota" else RATE_LIMITED
@@ -244,6 +310,8 @@ class Allowance:
 
     def _wake(self) -> None:
         waiters, self.waiters = self.waiters, []
+        # Each is decided again, and counted again then.
+        self.offered -= len(waiters)
         for future in waiters:
             if not future.done():
                 future.set_result(None)
@@ -285,7 +353,7 @@ class Budgets:
         key = (allowance.product, allowance.consumer)
         earlier = self.asking.get(key)
         if earlier is not None:
-            lease = Lease(lease.product, lease.consumer, lease.want, earlier.returned)
+            lease = Lease(lease.product, lease.consumer, lease.want, earlier.returned, lease.demand)
         self.asking[key] = lease
         loop = asyncio.get_running_loop()
         allowance.timer = loop.call_later(LEASE_TIMEOUT_S, allowance.expired)
@@ -317,8 +385,10 @@ class Budgets:
                 returned = int(allowance.permits)
                 allowance.permits -= returned
                 earlier = self.asking.get(key)
-                want = earlier.want if earlier is not None else 0
-                self.asking[key] = Lease(key[0], key[1], want, returned)
+                if earlier is not None:
+                    self.asking[key] = Lease(key[0], key[1], earlier.want, returned, earlier.demand)
+                else:
+                    self.asking[key] = Lease(key[0], key[1], 0, returned)
         if self.asking and self.wake is not None:
             self.wake.set()
 
@@ -352,3 +422,13 @@ class Budgets:
         finally:
             self.wake = None
             self.connected = False
+
+
+def _policy(plan: ApiPlan) -> bytes:
+    """A plan's `RateLimit-Policy`: its bucket (burst in the rate's window), then its quota."""
+    items = []
+    if plan.rate > 0:
+        items.append(f'"{plan.name}";q={int(plan.burst)};w={max(1, round(plan.window))}')
+    if plan.quota > 0:
+        items.append(f'"{plan.name}-quota";q={plan.quota};w={PERIOD_SECONDS[plan.quota_period]}')
+    return ", ".join(items).encode("latin-1")

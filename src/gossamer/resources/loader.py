@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from gossamer.resources.base import Resource
+from gossamer.resources.keyfiles import read_key_files
 from gossamer.resources.problems import Problem, Severity, format_path
 from gossamer.resources.registry import UnknownKindError, lookup
 from gossamer.resources.schema import fields_of, model_at
@@ -107,8 +108,19 @@ def load_paths(paths: Iterable[Path]) -> LoadResult:
                 result.files.append(file)
                 result.problems.append(Problem(str(file), 1, f"cannot read file: {error}"))
                 continue
-            result.extend(load_text(text, str(file)))
+            result.extend(_with_key_files(load_text(text, str(file))))
             result.files.append(file)
+    return result
+
+
+def _with_key_files(result: LoadResult) -> LoadResult:
+    """Keys given by file read next to their manifest (keyfiles.py)."""
+    resources = []
+    for loaded in result.resources:
+        resolved, problems = read_key_files(loaded)
+        resources.append(resolved)
+        result.problems.extend(problems)
+    result.resources = resources
     return result
 
 

@@ -370,13 +370,13 @@ _HPA = (
     )
 )
 _API_PRODUCT = (
-    _at("spec", ("hosts", "routes", "apiKey", "plans", "consumers"))
+    _at("spec", ("hosts", "gateways", "routes", "apiKey", "plans", "consumers"))
     | _at("spec.routes", ("name", "uri", "uri.exact", "uri.prefix", "uri.regex", "methods"))
     | _at("spec.apiKey", ("header", "queryParam"))
     | _at("spec.plans", ("name", "routes", "rateLimit", "quota", "failureMode", "maxRequestBytes"))
     | _at("spec.plans.rateLimit", ("requests", "per", "burst"))
     | _at("spec.plans.quota", ("requests", "period"))
-    | _at("spec.consumers", ("name", "plan", "keys", "keys.sha256"))
+    | _at("spec.consumers", ("name", "plan", "keys", "keys.sha256", "keys.fromFile"))
     | _at("spec", ("openapi",))
     | _at("spec.openapi", ("specs", "path", "title", "validateRequests"))
     | _at("spec.openapi.specs", ("configMapKeyRef",))
@@ -464,7 +464,7 @@ _QUALIFIED = {("gateway.networking.k8s.io", "Gateway"): GATEWAY_API_GATEWAY}
 # items, though `up` runs only the first container. A capability that starts acting on a field
 # adds it here; docs/resources.md follows (`make docs`). A field not listed loads and is kept, and
 # `gossamer validate --strict` reports it. Topic is not acted on here (the broker reads Topics
-# itself); ApiProduct's gateways and keys' fromFile are not acted on yet.
+# itself).
 ENFORCED: dict[str, frozenset[str]] = {
     "Service": _SERVICE,
     "Deployment": _DEPLOYMENT,

@@ -272,6 +272,9 @@ class Lease(Struct, frozen=True):
     consumer: str
     want: int = 0
     returned: int = 0
+    demand: float = 0.0
+    """Requests per second this gateway was offered for the consumer lately (averaged over
+    about half a second), admitted or not: the control plane shares the rate in proportion."""
 
 
 class LeaseRequest(Struct, frozen=True, tag="leases"):

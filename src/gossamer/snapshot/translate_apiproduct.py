@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from gossamer.apidocs import spec as openapi
 from gossamer.apidocs.spec import product_documents
 from gossamer.resources import Resource
 from gossamer.resources.kinds.gossamer_kinds import ApiProduct as ApiProductResource
 from gossamer.resources.kinds.gossamer_kinds import Plan
+from gossamer.resources.kinds.istio_networking import Gateway
 from gossamer.resources.kinds.istio_networking import StringMatch as UriMatch
 from gossamer.resources.podconfig import ConfigSource
 from gossamer.snapshot.durations import seconds
@@ -20,6 +21,7 @@ from gossamer.snapshot.model import (
     ApiProductRoute,
     StringMatch,
 )
+from gossamer.snapshot.translate_catalog import labels_match
 from gossamer.snapshot.translate_routes import header_ops
 
 IssuedKey = tuple[str, str, str, float, str]
@@ -28,15 +30,36 @@ IssuedKey = tuple[str, str, str, float, str]
 
 
 def api_products(
-    resources: Iterable[Resource], issued: Sequence[IssuedKey], now: float
+    resources: Iterable[Resource],
+    issued: Sequence[IssuedKey],
+    now: float,
+    gateway_labels: Mapping[str, str] | None = None,
 ) -> tuple[ApiProduct, ...]:
     """Every ApiProduct with its manifest keys and the issued keys still valid at `now`, and
-    its documentation from the ConfigMaps among `resources`."""
+    its documentation from the ConfigMaps among `resources`. Given a gateway's labels, only the
+    products that apply on it (`served_on`)."""
     everything = list(resources)
     products = [r for r in everything if isinstance(r, ApiProductResource)]
+    if gateway_labels is not None:
+        selecting = {
+            f"{r.namespace}/{r.name}"
+            for r in everything
+            if isinstance(r, Gateway) and labels_match(r.spec.selector, gateway_labels)
+        }
+        products = [product for product in products if served_on(product, selecting)]
     products.sort(key=lambda product: (product.namespace, product.name))
     source = ConfigSource.of(everything) if any(p.spec.openapi for p in products) else None
     return tuple(_product(product, issued, now, source) for product in products)
+
+
+def served_on(product: ApiProductResource, gateways: frozenset[str] | set[str]) -> bool:
+    """Whether a product applies on a gateway that the Gateways `gateways` (`NAMESPACE/NAME`)
+    select: every gateway when it names none, as a VirtualService's `gateways`; a short name is
+    in the product's namespace."""
+    names = product.spec.gateways
+    if not names:
+        return True
+    return any((n if "/" in n else f"{product.namespace}/{n}") in gateways for n in names)
 
 
 def _documentation(resource: ApiProductResource, source: ConfigSource | None) -> tuple[str, str]:

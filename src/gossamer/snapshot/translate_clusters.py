@@ -67,24 +67,34 @@ def cluster_name(port: int, subset: str, host: str) -> str:
 def outbound_clusters(catalog: Catalog, endpoints: EndpointIndex) -> Iterator[Cluster]:
     """A cluster per HTTP and opaque TCP port of every service, and one per subset."""
     for service in catalog.services:
-        rule = catalog.destination_rule(service)
-        top = rule.spec.traffic_policy if rule else None
-        for port in service.served_ports:
-            found = _endpoints(service, port, endpoints)
+        yield from service_clusters(catalog, service, endpoints)
+
+
+def service_clusters(
+    catalog: Catalog, service: MeshService, endpoints: EndpointIndex
+) -> Iterator[Cluster]:
+    """One service's clusters: a cluster per HTTP and opaque TCP port, and one per subset.
+
+    Their names depend on the catalog alone; their endpoints (and the labels that fall back on
+    the endpoints') on `endpoints` too, so a change of endpoints alone rebuilds only these."""
+    rule = catalog.destination_rule(service)
+    top = rule.spec.traffic_policy if rule else None
+    for port in service.served_ports:
+        found = _endpoints(service, port, endpoints)
+        yield _cluster(
+            cluster_name(port.number, "", service.host),
+            found,
+            merged_policy(top, None, port.number),
+            _labels(catalog, service, {}, found),
+        )
+        for subset in rule.spec.subsets if rule else ():
+            chosen = tuple(e for e in found if labels_match(subset.labels, dict(e.labels)))
             yield _cluster(
-                cluster_name(port.number, "", service.host),
-                found,
-                merged_policy(top, None, port.number),
-                _labels(catalog, service, {}, found),
+                cluster_name(port.number, subset.name, service.host),
+                chosen,
+                merged_policy(top, subset.traffic_policy, port.number),
+                _labels(catalog, service, subset.labels, chosen),
             )
-            for subset in rule.spec.subsets if rule else ():
-                chosen = tuple(e for e in found if labels_match(subset.labels, dict(e.labels)))
-                yield _cluster(
-                    cluster_name(port.number, subset.name, service.host),
-                    chosen,
-                    merged_policy(top, subset.traffic_policy, port.number),
-                    _labels(catalog, service, subset.labels, chosen),
-                )
 
 
 def placeholder_cluster(name: str) -> Cluster:

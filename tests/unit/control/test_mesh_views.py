@@ -10,6 +10,7 @@ from gossamer.control.mesh.views import (
     ViewState,
     compute_view,
     encode_update,
+    patch_endpoints,
     sidecar_part,
     view_key,
 )
@@ -207,3 +208,52 @@ def test_a_shared_part_that_is_not_what_it_claims_is_refused() -> None:
     broken = msgspec.structs.replace(good, shared=b"not zlib")
     with pytest.raises(SnapshotError, match="shared part unreadable"):
         apply_update(None, broken)
+
+
+SUBSETS = """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"""
+
+
+def test_endpoints_alone_patch_the_view_into_what_a_recompute_gives() -> None:
+    found = resources(BASE + ROUTE + SUBSETS)
+    v1 = Endpoint("127.0.0.1", 9001, labels=(("app", "reviews"), ("version", "v1")))
+    v2 = Endpoint("127.0.0.1", 9002, labels=(("app", "reviews"), ("version", "v2")))
+    first, own = state(found, {REVIEWS: [v1]}, 1, None)
+    running = apply_update(None, update(encode_update("1", "", first.whole(), None, own)))
+
+    # A v2 replica registers and a ratings replica too: only their clusters are rebuilt.
+    ratings = ("ratings.default.svc.cluster.local", 9080)
+    later: EndpointIndex = {REVIEWS: [v1, v2], ratings: [Endpoint("127.0.0.1", 9003)]}
+    hosts = frozenset({REVIEWS[0], ratings[0]})
+    patched = patch_endpoints(first, later, hosts, 2)
+    assert patched is not None
+    recomputed, _ = state(found, later, 2, first)
+    assert patched.same_as(recomputed)
+    assert (
+        patched.steps[-1].clusters
+        == recomputed.steps[-1].clusters
+        == {
+            "outbound|9080||reviews.default.svc.cluster.local",
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+            "outbound|9080||ratings.default.svc.cluster.local",
+        }
+    )
+    running = apply_update(running, update(encode_update("2", "1", patched.delta(), own, own)))
+    same(running, sidecar_snapshot(found, later, SPEC, "2"))
+
+    # The v1 replica goes: its clusters lose it, the proxy runs what translation computes.
+    last: EndpointIndex = {REVIEWS: [v2], ratings: later[ratings]}
+    final = patch_endpoints(patched, last, frozenset({REVIEWS[0]}), 3)
+    assert final is not None
+    assert final.same_as(state(found, last, 3, patched)[0])
+    running = apply_update(running, update(encode_update("3", "2", final.delta(), own, own)))
+    same(running, sidecar_snapshot(found, last, SPEC, "3"))

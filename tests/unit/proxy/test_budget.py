@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gossamer.proxy.budget import ADMIT, QUOTA_EXCEEDED, RATE_LIMITED, Budgets, lease_cap
+from gossamer.proxy.budget import ADMIT, QUOTA_EXCEEDED, RATE_LIMITED, WAIT, Budgets, lease_cap
 from gossamer.snapshot.model import ApiPlan
 from gossamer.snapshot.periods import period_end
+from gossamer.snapshot.protocol import Grant
 
 
 def test_a_local_bucket_admits_the_burst_then_the_rate() -> None:
@@ -36,3 +37,38 @@ def test_periods_end_at_calendar_boundaries_in_utc() -> None:
     assert period_end("hour", now) == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
     # 2025-12-31 is a Wednesday: the week ends on Monday.
     assert period_end("week", now) == datetime(2026, 1, 5, tzinfo=UTC).timestamp()
+
+
+async def test_a_lease_reports_every_request_offered_admitted_or_refused_once() -> None:
+    budgets = Budgets()
+    budgets.shared = budgets.connected = True
+    allowance = budgets.allowance("ns/p", "acme", ApiPlan("partner", rate=100, burst=100))
+    start = allowance.asked_at
+    allowance.permits = 3.0
+    allowance.pending = True  # a lease in flight: none is asked for meanwhile
+    assert [allowance.take(start) for _ in range(3)] == [ADMIT] * 3
+    assert allowance.take(start) == WAIT
+    waiting = allowance.wait()
+    allowance.granted(Grant("ns/p", "acme", retry_after=1.0, limit="rate"), start)
+    assert waiting.done()
+    # The request that waited is decided again after the answer: refused, counted once.
+    assert allowance.take(start) == RATE_LIMITED
+    assert allowance.take(start) == RATE_LIMITED  # another request
+    lease = allowance.lease(start + 0.5)
+    assert lease.demand == 5 / 0.5
+
+
+def test_ratelimit_fields_of_admitted_responses_are_formatted_at_most_once_a_second() -> None:
+    plan = ApiPlan("partner", rate=20, burst=40, quota=100, quota_period="day")
+    allowance = Budgets().allowance("ns/p", "acme", plan)
+    now = allowance.stamp
+    assert allowance.take(now) == ADMIT
+    first = allowance.ratelimit_headers(now)
+    assert first[0] == (b"ratelimit-policy", b'"partner";q=40;w=1, "partner-quota";q=100;w=86400')
+    name, value = first[1]
+    assert name == b"ratelimit"
+    assert value.startswith(b'"partner";r=39;t=1, "partner-quota";r=99;t=')
+    assert allowance.take(now) == ADMIT
+    assert allowance.ratelimit_headers(now + 0.5) is first
+    # A second later the local bucket has earned 20: it is full again.
+    assert allowance.ratelimit_headers(now + 1.0)[1][1].startswith(b'"partner";r=40;t=0, ')

@@ -203,7 +203,7 @@ class MeshEndpoints:
             elif isinstance(message, TapEvents):
                 self.taps.receive(stream.id, message)
             elif isinstance(message, LeaseRequest) and stream.role == "gateway":
-                grants = await self.mesh.leases.grant(message)
+                grants = await self.mesh.leases.grant(message, stream.id)
                 await websocket.send_bytes(encode(grants))
 
     def _sign(self, stream: ProxyStream, csr: str) -> Issued:

@@ -1,11 +1,12 @@
 """The shared budgets of API consumers: gateways lease permits of them in small slices.
 
-Each (product, consumer) has one token bucket here (its plan's rate and burst) and a quota
-count. A lease asks for `want` permits; the grant debits both at once, so no permit is ever
-handed out twice and every gateway together admits at most what the plan allows. Unused
-permits come back with later leases. Quotas are reserved from the store in blocks (a record per
-consumer and period, advanced with compare-and-swap), so a restart of this control plane, or
-another replica, never hands out a quota twice; a restart forgets at most one block.
+Each (product, consumer) has one token bucket here (its plan's rate and burst), shared by the
+gateway replicas that ask in proportion to their demand (sharing.py), and a quota count. A
+lease asks for `want` permits; the grant debits both at once, so no permit is ever handed out
+twice and every gateway together admits at most what the plan allows. Unused permits come back
+with later leases. Quotas are reserved from the store in blocks (a record per consumer and
+period, advanced with compare-and-swap), so a restart of this control plane, or another
+replica, never hands out a quota twice; a restart forgets at most one block.
 docs/api-gateway.md, "Limits across replicas", gives the error bound.
 """
 
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossamer.control.apikeys.sharing import SharedBucket
 from gossamer.control.mesh.mirror import StoreMirror
 from gossamer.control.store import (
     AlreadyExistsError,
@@ -44,21 +46,6 @@ def quota_block(plan: ApiPlan) -> int:
 
 
 @dataclass
-class Bucket:
-    """A consumer's token bucket, refilled lazily."""
-
-    rate: float
-    burst: float
-    tokens: float
-    stamp: float
-
-    def refill(self, now: float) -> None:
-        """Add what the rate earned since the last look, up to the burst."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-
-@dataclass
 class QuotaBlock:
     """What this replica reserved of a consumer's quota and has not granted yet."""
 
@@ -75,7 +62,7 @@ class LeaseBook:
 
     def __init__(self, mirror: StoreMirror) -> None:
         self.mirror = mirror
-        self.buckets: dict[tuple[str, str], Bucket] = {}
+        self.buckets: dict[tuple[str, str], SharedBucket] = {}
         self.quotas: dict[tuple[str, str], QuotaBlock] = {}
         self.granted = 0
         self._plans: dict[tuple[str, str], ApiPlan] | None = None
@@ -97,11 +84,12 @@ class LeaseBook:
             self._plans = plans_of(products)
         return self._plans
 
-    async def grant(self, request: LeaseRequest) -> LeaseGrants:
-        """Answer every lease of a batch."""
-        return LeaseGrants(request.seq, tuple([await self._one(lease) for lease in request.leases]))
+    async def grant(self, request: LeaseRequest, replica: str = "") -> LeaseGrants:
+        """Answer every lease of a batch from one gateway `replica` (its stream)."""
+        grants = [await self._one(lease, replica) for lease in request.leases]
+        return LeaseGrants(request.seq, tuple(grants))
 
-    async def _one(self, lease: Lease) -> Grant:
+    async def _one(self, lease: Lease, replica: str) -> Grant:
         key = (lease.product, lease.consumer)
         plan = self.plans().get(key)
         if plan is None:
@@ -111,7 +99,7 @@ class LeaseBook:
         quota = self._quota(key, plan) if plan.quota > 0 else None
         if lease.returned > 0:
             if bucket is not None:
-                bucket.tokens = min(bucket.burst, bucket.tokens + lease.returned)
+                bucket.give_back(lease.returned, now)
             if quota is not None:
                 quota.left += lease.returned
         want = max(0, lease.want)
@@ -120,9 +108,7 @@ class LeaseBook:
         limit = ""
         granted = want
         if bucket is not None:
-            bucket.refill(now)
-            granted = min(granted, int(bucket.tokens))
-            bucket.tokens -= granted
+            granted = bucket.grant(replica, want, lease.demand, now)
             if granted < want:
                 limit = "rate"
         if quota is not None and granted > 0:
@@ -131,30 +117,30 @@ class LeaseBook:
             except StoreError as error:
                 log.warning("quota of %s/%s unavailable: %s", *key, error)
                 if bucket is not None:
-                    bucket.tokens += granted
+                    bucket.refund(replica, granted)
                 return Grant(lease.product, lease.consumer, unknown=True)
             if taken < granted:
                 if bucket is not None:
-                    bucket.tokens += granted - taken
+                    bucket.refund(replica, granted - taken)
                 granted, limit = taken, "quota"
         self.granted += granted
         return Grant(
             lease.product,
             lease.consumer,
             granted=granted,
-            retry_after=self._retry_after(limit, bucket, quota, granted),
+            retry_after=self._retry_after(limit, bucket, quota, granted, replica),
             limit=limit,
-            remaining=int(bucket.tokens) if bucket is not None else 0,
+            remaining=int(bucket.tokens()) if bucket is not None else 0,
             quota_remaining=max(0, plan.quota - quota.reserved + quota.left) if quota else -1,
         )
 
-    def _bucket(self, key: tuple[str, str], plan: ApiPlan, now: float) -> Bucket | None:
+    def _bucket(self, key: tuple[str, str], plan: ApiPlan, now: float) -> SharedBucket | None:
         if plan.rate <= 0:
             self.buckets.pop(key, None)
             return None
         bucket = self.buckets.get(key)
         if bucket is None or bucket.rate != plan.rate or bucket.burst != plan.burst:
-            bucket = self.buckets[key] = Bucket(plan.rate, plan.burst, plan.burst, now)
+            bucket = self.buckets[key] = SharedBucket(plan.rate, plan.burst, now)
         return bucket
 
     def _quota(self, key: tuple[str, str], plan: ApiPlan) -> QuotaBlock:
@@ -209,14 +195,18 @@ class LeaseBook:
 
     @staticmethod
     def _retry_after(
-        limit: str, bucket: Bucket | None, quota: QuotaBlock | None, granted: int
+        limit: str,
+        bucket: SharedBucket | None,
+        quota: QuotaBlock | None,
+        granted: int,
+        replica: str,
     ) -> float:
         if granted > 0 or not limit:
             return 0.0
         if limit == "quota" and quota is not None:
             return max(1.0, quota.period_end - time.time())
         assert bucket is not None
-        return max(0.0, (1.0 - bucket.tokens) / bucket.rate)
+        return bucket.retry_after(replica)
 
 
 def _record(quota: QuotaBlock, plan: ApiPlan, reserved: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from gossamer.control.mesh.views import (
     compute_view,
     encode_update,
     gateway_part,
+    patch_endpoints,
     sidecar_part,
     view_key,
     vip_part,
@@ -52,9 +53,12 @@ from gossamer.snapshot.vips import assign_vips, services_of
 log = logging.getLogger(__name__)
 
 QUIET_AFTER_RECOMPUTE = 2.0
-"""After a recompute that took T, the next one waits until 2T has passed: while proxies join by
-the thousand (each registration a change) recomputes take at most a third of the time, and the
-rest goes to the joins; a lone change after a quiet period is not delayed."""
+"""After a recompute whose work took T, the next one waits until 2T has passed: while proxies
+join by the thousand (each registration a change) recomputes take at most a third of the time,
+and the rest goes to the joins; a lone change after a quiet period is not delayed. In a storm
+(changes that arrive while the proxies the last recompute woke are still being sent their
+updates) T runs until the last of them has composed its update: with 5,000 proxies connected,
+sending each its delta costs more than a recompute of endpoints alone."""
 
 ENTRIES = ResourceType("networking.istio.io", "workloadentries")
 # Policies: each proxy's own part enforces them; PeerAuthentication also says which endpoints
@@ -187,7 +191,16 @@ class Distributor:
         self._dirty_own = False
         self._dirty_endpoints = False
         self._first_change = 0.0
-        self._quiet_until = 0.0
+        self._flushed_at = 0.0
+        """When the last recompute started (the loop's clock)."""
+        self._cost = 0.0
+        """How long the last recompute took."""
+        self._ripple = 0.0
+        """How long from its start until the streams it woke had composed their updates."""
+        self._rippling: set[str] = set()
+        """Streams the last recompute woke that have not composed their update yet."""
+        self._storm = False
+        """A change came while `_rippling` was not empty."""
         self._timer: asyncio.TimerHandle | None = None
         self.on_ack: list[Any] = []
         """Callbacks `(stream, version, seconds since sent)` for each ACK (benchmarks use it)."""
@@ -240,6 +253,8 @@ class Distributor:
                     self._dirty_own = True
         if not (self._dirty_views or self._dirty_endpoints):
             return
+        if self._rippling:
+            self._storm = True
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self._timer is None:
@@ -247,16 +262,39 @@ class Distributor:
         else:
             self._timer.cancel()
         at = min(now + self.debounce_s, self._first_change + self.max_delay_s)
-        self._timer = loop.call_at(max(at, self._quiet_until), self._flush)
+        self._timer = loop.call_at(max(at, self._quiet_until()), self._flush)
+
+    def _quiet_until(self) -> float:
+        cost = max(self._cost, self._ripple) if self._storm else self._cost
+        return self._flushed_at + (1.0 + QUIET_AFTER_RECOMPUTE) * cost
 
     def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._rippling:
+            # The proxies the last recompute woke are still being sent their updates.
+            self._timer = loop.call_at(loop.time() + max(self._cost, 0.01), self._flush)
+            return
+        quiet = self._quiet_until()
+        if loop.time() < quiet:
+            self._timer = loop.call_at(quiet, self._flush)
+            return
         self._timer = None
+        self._flushed_at = loop.time()
+        self._storm = False
+        self._ripple = 0.0
         started = time.perf_counter()
         try:
             self._recompute()
         finally:
-            cost = time.perf_counter() - started
-            self._quiet_until = asyncio.get_running_loop().time() + QUIET_AFTER_RECOMPUTE * cost
+            self._cost = time.perf_counter() - started
+
+    def _composed(self, stream: ProxyStream) -> None:
+        """A stream composed its update: the last recompute's ripple may have ended."""
+        rippling = self._rippling
+        if stream.id in rippling:
+            rippling.discard(stream.id)
+            if not rippling:
+                self._ripple = asyncio.get_running_loop().time() - self._flushed_at
 
     def _recompute(self) -> None:
         views, own, endpoints = self._dirty_views, self._dirty_own, self._dirty_endpoints
@@ -265,9 +303,13 @@ class Distributor:
         resources = list(self.mirror.resources.values())
         if own or endpoints or self._security_stale:
             self._index_security(resources)
+        # Only endpoints changed (registrations, health): views are patched, not recomputed.
+        patch: frozenset[str] | None = None
         if endpoints:
             index = endpoint_index(resources, self._identity_of if self.roots else None)
             if index != self.endpoints:
+                if not views:
+                    patch = _changed_hosts(self.endpoints, index)
                 self.endpoints = index
                 views = True
         if not views:
@@ -282,7 +324,11 @@ class Distributor:
         changed: set[ViewKey] = set()
         for key in wanted:
             old = self.views.get(key)
-            state = compute_view(resources, self.endpoints, key, self.generation, old)
+            state = None
+            if old is not None and patch is not None:
+                state = patch_endpoints(old, self.endpoints, patch, self.generation)
+            if state is None:
+                state = compute_view(resources, self.endpoints, key, self.generation, old)
             if old is None or not state.same_as(old):
                 self.views[key] = state
                 changed.add(key)
@@ -297,6 +343,8 @@ class Distributor:
                     touched = True
             if touched:
                 stream.wake.set()
+                if stream.sent_version:  # not one still waiting for its first update
+                    self._rippling.add(stream.id)
         log.debug(
             "recompute %d: %d views (%d changed), %d proxies, %.1f ms",
             self.generation,
@@ -340,10 +388,12 @@ class Distributor:
     def disconnect(self, stream: ProxyStream) -> None:
         """The proxy's stream ended."""
         self.streams.pop(stream.id, None)
+        self._composed(stream)
 
     def compose(self, stream: ProxyStream) -> bytes | None:
         """The next message for a proxy, or None when it has everything; marks it sent."""
         assert stream.own is not None
+        self._composed(stream)
         key = stream.view_key
         view = self.views.get(key) if key is not None else None
         mark = (key, view.generation) if key is not None and view is not None else None
@@ -482,7 +532,7 @@ class Distributor:
         security = self._security_of(stream)
         if hello.role == "gateway":
             issued = issued_keys(self.mirror.of_type(API_KEYS))
-            products = api_products(resources, issued, time.time())
+            products = api_products(resources, issued, time.time(), stream.labels)
             security = msgspec.structs.replace(security, api_products=products)
         return dataclasses.replace(own, security=security, telemetry=telemetry)
 
@@ -546,3 +596,9 @@ _INTERNAL = frozenset(
 def pending_versions(streams: Iterable[ProxyStream]) -> int:
     """How many updates are sent and not yet answered (for tests and benchmarks)."""
     return sum(len(stream.pending) for stream in streams)
+
+
+def _changed_hosts(old: EndpointIndex, new: EndpointIndex) -> frozenset[str]:
+    """The service hosts whose endpoints differ between two indexes."""
+    keys = old.keys() | new.keys()
+    return frozenset(key[0] for key in keys if old.get(key) != new.get(key))
