@@ -8,8 +8,8 @@ NATIVE := src/gossamer/proxy/hotpath.digest
 PROXY_SOURCES := $(wildcard src/gossamer/proxy/*.py)
 
 # Debian packages that benchmarks and some tests run against (real servers, not mocks).
-SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd prometheus
-SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server prometheus
+SYSTEM_COMMANDS := nginx haproxy wrk nats-server etcd prometheus redis-server redis-cli
+SYSTEM_PACKAGES := nginx haproxy wrk nats-server etcd-server prometheus redis-server redis-tools
 
 .PHONY: demo test lint unit bench docs clean system-deps native node browser wheel
 
@@ -84,6 +84,7 @@ bench: $(STAMP) $(NATIVE) system-deps
 	$(BIN)/python bench/up_bench.py --markdown bench/results-up.md
 	$(BIN)/python bench/control_bench.py --markdown bench/results-control.md
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/mtls_bench.py --markdown bench/results-mtls.md
+	$(BIN)/python bench/tcp_bench.py --markdown bench/results-tcp.md
 
 docs: $(STAMP)
 	$(BIN)/python -m gossamer.resources.reference docs/resources.md

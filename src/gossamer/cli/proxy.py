@@ -51,6 +51,13 @@ def proxy(
     app_port: Annotated[
         int, typer.Option(help="Where the app listens (every service port); 0: targetPorts.")
     ] = 0,
+    tcp_port: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=PORT",
+            help="Take the opaque TCP Service port NAME on PORT (repeatable; a sidecar).",
+        ),
+    ] = None,
     zone: Annotated[str, typer.Option(help="Locality of this instance.")] = "",
     ready_url: Annotated[
         str | None, typer.Option(help="The app's readiness URL; ready once configured if unset.")
@@ -98,6 +105,8 @@ def proxy(
         argv += ["--inbound-port", str(inbound_port), "--outbound-port", str(outbound_port)]
         argv += ["--gateway-port", str(gateway_port), "--zone", zone, "--app-port", str(app_port)]
         argv += ["--service-account", service_account]
+        for named in tcp_port or ():
+            argv += ["--tcp-port", named]
         if ca_file is not None:
             argv += ["--ca-file", str(ca_file)]
         # The token travels in the environment, not the command line that `ps` shows.

@@ -62,7 +62,7 @@ class AdminServer:
     async def ready(self) -> tuple[int, bytes, bytes]:
         """200 once a snapshot with listeners is applied and the proxy is not draining."""
         proxy = self.proxy
-        if proxy.snapshot is None or proxy.draining or not proxy.listeners:
+        if proxy.snapshot is None or proxy.draining or not (proxy.listeners or proxy.tcp.handles):
             return 503, b"text/plain", b"not ready\n"
         return 200, b"text/plain", b"ready\n"
 
@@ -127,6 +127,16 @@ class AdminServer:
                 "connections": len(h.connections),
             }
             for name, h in self.proxy.listeners.items()
+        ]
+        out += [
+            {
+                "name": name,
+                "address": f"{h.config.address}:{h.port}",
+                "role": h.config.role,
+                "protocol": "tcp",
+                "connections": len(h.connections),
+            }
+            for name, h in self.proxy.tcp.handles.items()
         ]
         return 200, b"application/json", _json(out)
 

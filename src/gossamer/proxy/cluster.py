@@ -136,6 +136,7 @@ class PoolSettings:
         "max_requests",
         "max_requests_per_connection",
         "max_retries",
+        "tcp_idle_timeout",
     )
 
     def __init__(self, limits: PoolLimits) -> None:
@@ -146,6 +147,7 @@ class PoolSettings:
         self.max_retries = limits.max_retries
         self.connect_timeout = limits.connect_timeout
         self.idle_timeout = limits.idle_timeout
+        self.tcp_idle_timeout = limits.tcp_idle_timeout
 
 
 class ClusterState:

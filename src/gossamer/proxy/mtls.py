@@ -27,6 +27,7 @@ from gossamer.snapshot.model import InboundMtls, MtlsMode
 
 if TYPE_CHECKING:
     from gossamer.proxy.server import ListenerHandle
+    from gossamer.proxy.tcp_listeners import TcpListenerHandle
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class MeshAcceptor:
 
     def __init__(
         self,
-        handle: ListenerHandle,
+        handle: ListenerHandle | TcpListenerHandle,
         sock: socket.socket,
         protocol: Callable[[], asyncio.Protocol],
     ) -> None:
@@ -113,7 +114,7 @@ class MeshAcceptor:
 
     @classmethod
     async def start(
-        cls, handle: ListenerHandle, protocol: Callable[[], asyncio.Protocol]
+        cls, handle: ListenerHandle | TcpListenerHandle, protocol: Callable[[], asyncio.Protocol]
     ) -> MeshAcceptor:
         """Bind the listener's address and start accepting."""
         sock = listening_socket(handle.config.address, handle.config.port)

@@ -116,7 +116,9 @@ async def _announce(
 def _serving(proxy: Proxy, admin: AdminServer, options: RunOptions) -> None:
     # Starting up left free memory all through the heap: give it back before traffic comes.
     release_free_memory()
-    ports = ", ".join(f"{n}={h.config.address}:{h.port}" for n, h in proxy.listeners.items())
+    bound = [(n, h.config.address, h.port) for n, h in proxy.listeners.items()]
+    bound += [(n, h.config.address, h.port) for n, h in proxy.tcp.handles.items()]
+    ports = ", ".join(f"{name}={address}:{port}" for name, address, port in bound)
     hot_path = native.describe()
     log.info(
         "serving snapshot %s: %s; admin on %s; hot path %s",
@@ -127,8 +129,7 @@ def _serving(proxy: Proxy, admin: AdminServer, options: RunOptions) -> None:
     )
     if options.ready_file is not None:
         options.ready_file.write_text(
-            "\n".join(f"{n} {h.port}" for n, h in proxy.listeners.items())
-            + f"\nadmin {admin.port}\n"
+            "\n".join(f"{name} {port}" for name, _, port in bound) + f"\nadmin {admin.port}\n"
         )
 
 
@@ -195,7 +196,15 @@ def _parse(argv: list[str]) -> RunOptions:
     parser.add_argument("--outbound-port", type=int, default=15001)
     parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--app-port", type=int, default=0)
+    parser.add_argument(
+        "--tcp-port",
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="take the opaque TCP Service port NAME on PORT (repeatable)",
+    )
     parser.add_argument("--gateway-https-port", type=int, default=0)
+    parser.add_argument("--gateway-passthrough-port", type=int, default=0)
     parser.add_argument("--secrets-dir", default="")
     parser.add_argument("--zone", default="")
     parser.add_argument("--ready-url")
@@ -240,17 +249,22 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if not token:
         parser.error("--control-plane needs --token or --token-file")
     register = args.role == "sidecar" and not args.no_register
+    tcp_ports = _tcp_ports(args.tcp_port, parser)
     hello = Hello(
         workload=args.workload,
         namespace=args.namespace,
         role=args.role,
-        instance=Instance(args.address, args.inbound_port, args.zone) if register else None,
+        instance=(
+            Instance(args.address, args.inbound_port, args.zone, tcp_ports) if register else None
+        ),
         address=args.address,
         outbound_port=args.outbound_port,
         inbound_port=args.inbound_port,
         gateway_port=args.gateway_port,
         app_port=args.app_port,
+        tcp_ports=tcp_ports,
         gateway_https_port=args.gateway_https_port,
+        gateway_passthrough_port=args.gateway_passthrough_port,
         secrets_dir=str(Path(args.secrets_dir).resolve()) if args.secrets_dir else "",
         vip_network=args.vip_network,
         name=f"{args.workload}-{os.getpid()}",
@@ -265,6 +279,16 @@ def _agent_options(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         service_account=args.service_account,
         ca_file=args.ca_file,
     )
+
+
+def _tcp_ports(values: list[str], parser: argparse.ArgumentParser) -> tuple[tuple[str, int], ...]:
+    ports: dict[str, int] = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        if not name or not number.isdigit() or not 0 < int(number) < 65536:
+            parser.error(f"--tcp-port {value!r}: NAME=PORT with a port from 1 to 65535")
+        ports[name] = int(number)
+    return tuple(sorted(ports.items()))
 
 
 def entry(argv: list[str]) -> int:

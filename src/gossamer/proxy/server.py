@@ -23,6 +23,7 @@ from gossamer.proxy.router import CompiledRouteTable
 from gossamer.proxy.sockets import serve
 from gossamer.proxy.span_export import ProxyIdentity, SpanExporter
 from gossamer.proxy.stats import ProxyStats
+from gossamer.proxy.tcp_listeners import TcpListeners, http_listeners
 from gossamer.proxy.timers import TimerWheel
 from gossamer.proxy.tls import ServerCertificates, listening_context
 from gossamer.proxy.tracing import SpanBuffer, Tracer
@@ -157,6 +158,8 @@ class Proxy:
         """API consumers' allowances at this gateway, kept across snapshots (budget.py)."""
         self._own_outbound: str | None = None
         """Issuers' key sets, kept across snapshots; made when a snapshot first needs one."""
+        self.tcp = TcpListeners(self)
+        """The snapshot's opaque TCP listeners (tcp_listeners.py)."""
 
     def set_identity(self, cert_file: str, key_file: str, spiffe: str) -> None:
         """Use a (new) workload certificate for new handshakes from now on.
@@ -209,12 +212,7 @@ class Proxy:
         check(snapshot)
         self._own_outbound = _outbound_url(snapshot) or self._own_outbound
         mesh_tls = self._mesh_tls(snapshot)
-        for listener in snapshot.listeners:
-            if listener.mtls is not None and accepts_tls(listener.mtls) and mesh_tls is None:
-                missing = "trust anchors" if self.identity else "workload certificate"
-                raise SnapshotError(
-                    f"listener {listener.name} takes mTLS, but the proxy has no {missing}"
-                )
+        _check_mtls_listeners(snapshot, mesh_tls, self.identity is not None)
         clusters = {c.name: ClusterState(c, self.clusters.get(c.name)) for c in snapshot.clusters}
         tables = {t.name: CompiledRouteTable(t) for t in snapshot.route_tables}
         tracing = snapshot.telemetry.tracing
@@ -238,13 +236,13 @@ class Proxy:
                 tracer=Tracer(tracing, listener.role, spans) if tracing is not None else None,
                 products=self._products(snapshot, listener),
             )
-            for listener in snapshot.listeners
+            for listener in http_listeners(snapshot)
         }
         kept: dict[str, ListenerHandle] = {}
         certificates: dict[str, ServerCertificates | None] = {}
         fresh: list[ListenerHandle] = []
         try:
-            for listener in snapshot.listeners:
+            for listener in http_listeners(snapshot):
                 handle = self.listeners.get(listener.name)
                 if handle is not None and _same_address(handle.config, listener):
                     kept[listener.name] = handle
@@ -255,6 +253,7 @@ class Proxy:
                     handle = ListenerHandle(self, listener, runtimes[listener.name])
                     await handle.bind()
                     fresh.append(handle)
+            tcp = await self.tcp.prepare(snapshot, clusters)
         except (OSError, SnapshotError):
             for handle in fresh:
                 if handle.server is not None:
@@ -269,6 +268,7 @@ class Proxy:
         for old in self.clusters.values():
             old.retire(clusters.get(old.name))
         self.listeners = {**kept, **{h.config.name: h for h in fresh}}
+        self.tcp.commit(tcp)
         self.clusters = clusters
         self._use_mesh_tls(mesh_tls)
         self.health.watch(clusters)
@@ -328,6 +328,7 @@ class Proxy:
             else max([h.runtime.limits.drain_timeout for h in self.listeners.values()], default=0)
         )
         await asyncio.gather(*[h.drain(deadline) for h in self.listeners.values()])
+        await self.tcp.drain(deadline)
         await self.close()
 
     async def close(self) -> None:
@@ -349,6 +350,7 @@ class Proxy:
                 connection.abort()
         for task in list(self._retiring):
             task.cancel()
+        self.tcp.close()
         for cluster in self.clusters.values():
             for endpoint in cluster.endpoints:
                 for upstream in list(endpoint.idle):
@@ -375,6 +377,16 @@ def request_id_source() -> Iterator[bytes]:
     for number in itertools.count(1):
         yield b"%s-%x" % (prefix, number)
     raise AssertionError("unreachable")
+
+
+def _check_mtls_listeners(snapshot: Snapshot, mesh_tls: MeshTls | None, identified: bool) -> None:
+    """SnapshotError when a listener takes mTLS and the proxy has nothing to take it with."""
+    for listener in snapshot.listeners:
+        if listener.mtls is not None and accepts_tls(listener.mtls) and mesh_tls is None:
+            missing = "trust anchors" if identified else "workload certificate"
+            raise SnapshotError(
+                f"listener {listener.name} takes mTLS, but the proxy has no {missing}"
+            )
 
 
 def _same_address(old: Listener, new: Listener) -> bool:

@@ -135,8 +135,9 @@ _INGRESS = (
 )
 
 # VirtualService HTTP rules are routes (snapshot/translate_routes.py), their CORS policies
-# answered by the proxy (proxy/cors.py); tls and tcp rules, delegation and session persistence
-# are not translated.
+# answered by the proxy (proxy/cors.py); tcp rules pick the clusters of opaque TCP listeners
+# (snapshot/translate_tcp.py), tls rules route PASSTHROUGH Gateway servers by SNI
+# (snapshot/translate_passthrough.py); delegation and session persistence are not translated.
 _MATCH = (
     "name",
     "port",
@@ -176,7 +177,15 @@ _CORS = (
     "unmatchedPreflights",
 )
 _VIRTUAL_SERVICE = (
-    _at("spec", ("hosts", "gateways", "exportTo", "http"))
+    _at("spec", ("hosts", "gateways", "exportTo", "http", "tcp", "tls"))
+    | _at("spec.tls", ("match", "route"))
+    | _at("spec.tls.match", ("sniHosts", "port", "gateways"))
+    | _at("spec.tls.route", ("weight",))
+    | _at("spec.tls.route.destination", _DESTINATION)
+    | _at("spec.tcp", ("match", "route"))
+    | _at("spec.tcp.match", ("port", "sourceLabels", "gateways", "sourceNamespace"))
+    | _at("spec.tcp.route", ("weight",))
+    | _at("spec.tcp.route.destination", _DESTINATION)
     | _at("spec.http", ("name", "timeout", "mirrorPercent"))
     | _at("spec.http.match", _MATCH)
     | _each((f"spec.http.match.{name}" for name in _MATCH_STRINGS), _STRING_MATCH)
@@ -199,7 +208,8 @@ _VIRTUAL_SERVICE = (
 
 # DestinationRule policies are cluster settings (snapshot/translate_clusters.py). Not read: TLS,
 # tunnels, the PROXY protocol, locality and warmup, ring sizes, a hash cookie's ttl and path, TCP
-# keepalive, and outlier detection's interval (the proxy counts errors on every response).
+# keepalive and maximum connection duration, and outlier detection's interval (the proxy counts
+# errors on every response).
 _POLICY_PARTS = (
     "loadBalancer",
     "loadBalancer.simple",
@@ -213,6 +223,7 @@ _POLICY_PARTS = (
     "connectionPool.tcp",
     "connectionPool.tcp.maxConnections",
     "connectionPool.tcp.connectTimeout",
+    "connectionPool.tcp.idleTimeout",
     "connectionPool.http",
     "connectionPool.http.http1MaxPendingRequests",
     "connectionPool.http.http2MaxRequests",
@@ -244,7 +255,8 @@ _DESTINATION_RULE = (
 
 # The ingress gateway serves a Gateway's plain HTTP servers (snapshot/translate_gateway.py).
 _GATEWAY = _at("spec", ("selector", "servers")) | _at(
-    "spec.servers", ("port", "port.number", "port.protocol", "hosts", "tls", "tls.httpsRedirect")
+    "spec.servers",
+    ("port", "port.number", "port.protocol", "hosts", "tls", "tls.httpsRedirect", "tls.mode"),
 )
 
 # ServiceEntry hosts, with their endpoints or the WorkloadEntries they select

@@ -72,6 +72,7 @@ from gossamer.security.trust import (
     control_plane_spiffe_id,
     verify_control_plane,
 )
+from gossamer.snapshot.translate_catalog import opaque_port_names
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,11 @@ class LocalMesh:
                     self._tokens[key] = await self._mint(api, *key)
                 index = int(name.rsplit("-", 1)[1])
                 log.info("scaling up: starting %s", name)
-                self._start_replica(replica_of(deployment, index, self.ports, self.source))
+                opaque = opaque_port_names(
+                    self.resources, deployment.namespace, deployment.pod_labels
+                )
+                replica = replica_of(deployment, index, self.ports, self.source, opaque)
+                self._start_replica(replica)
         self.write_status()
 
     def write_status(self) -> None:
@@ -402,6 +407,11 @@ class LocalMesh:
                 "gateway_https": (
                     f"https://127.0.0.1:{self.plan.gateway_https_port}"
                     if self.plan.gateway_https_port
+                    else None
+                ),
+                "gateway_passthrough": (
+                    f"127.0.0.1:{self.plan.gateway_passthrough_port}"
+                    if self.plan.gateway_passthrough_port
                     else None
                 ),
                 "dns": f"127.0.0.1:{self.plan.dns_port}",
@@ -497,6 +507,8 @@ class LocalMesh:
             argv += ["--workers", str(self.plan.gateway_workers)]
         if self.plan.gateway_https_port is not None:
             argv += ["--gateway-https-port", str(self.plan.gateway_https_port)]
+        if self.plan.gateway_passthrough_port is not None:
+            argv += ["--gateway-passthrough-port", str(self.plan.gateway_passthrough_port)]
             argv += ["--secrets-dir", str(self.workdir / "secrets")]
         return ProcessSpec(
             name=GATEWAY,
@@ -514,6 +526,8 @@ class LocalMesh:
         argv += ["--outbound-port", str(replica.outbound_port)]
         argv += ["--inbound-port", str(replica.inbound_port)]
         argv += ["--app-port", str(replica.app_port)]
+        for port_name, port in replica.tcp_ports:
+            argv += ["--tcp-port", f"{port_name}={port}"]
         argv += ["--service-account", replica.service_account, "--pod", replica.pod]
         if replica.readiness is not None and replica.readiness.kind == "http":
             argv += ["--ready-url", f"http://127.0.0.1:{replica.app_port}{replica.readiness.path}"]
@@ -523,7 +537,7 @@ class LocalMesh:
             log_path=self.logs / f"{name}.log",
             readiness=_admin_ready(replica.admin_port),
             stop_grace_s=6.0,
-            ports=(replica.admin_port, replica.inbound_port),
+            ports=(replica.admin_port, replica.inbound_port, *(p for _, p in replica.tcp_ports)),
         )
 
     def _app(self, replica: Replica) -> ProcessSpec:

@@ -31,7 +31,9 @@ from gossamer.resources.podconfig import (
     pod_volumes,
 )
 from gossamer.resources.problems import format_path
+from gossamer.snapshot.translate_catalog import opaque_port_names
 from gossamer.snapshot.translate_gateway_api import wants_tls as gateway_api_wants_tls
+from gossamer.snapshot.translate_passthrough import serves_passthrough
 
 PortAllocator = Callable[[int], int]
 """A free port on loopback: the preferred one when it is free (0: no preference), else any."""
@@ -96,6 +98,10 @@ class Replica:
     """A Job's failed runs before it is failed."""
     volumes: tuple[VolumeFiles, ...] = ()
     mounts: tuple[Mount, ...] = ()
+    tcp_ports: tuple[tuple[str, int], ...] = ()
+    """(Service port name, sidecar port) for each opaque TCP port of the Services selecting
+    the workload: the sidecar takes that port's connections there, as the mesh-facing port
+    does for HTTP."""
 
     @property
     def pod(self) -> str:
@@ -127,6 +133,8 @@ class MeshPlan:
     replicas: tuple[Replica, ...]
     gateway_port: int | None = None
     gateway_https_port: int | None = None
+    gateway_passthrough_port: int | None = None
+    """Set when an Istio Gateway has a PASSTHROUGH server: TLS routed by SNI there."""
     """Set when an Ingress has `tls`: its hosts are served over TLS there."""
     gateway_admin_port: int | None = None
     gateway_workers: int = 1
@@ -159,7 +167,8 @@ def plan_mesh(
     for resource in resources:
         if isinstance(resource, Workload):
             deployments.append((resource.namespace, resource.name))
-            replicas.extend(_replicas(resource, ports, source))
+            opaque = opaque_port_names(resources, resource.namespace, resource.pod_labels)
+            replicas.extend(_replicas(resource, ports, source, opaque))
     gateway_api = GatewayApiIndex.of(resources)
     wants_gateway = bool(gateway_api.served_gateways()) or any(
         isinstance(r, Ingress | IngressV1Beta1 | Gateway) for r in resources
@@ -173,6 +182,7 @@ def plan_mesh(
         replicas=tuple(replicas),
         gateway_port=ports(gateway_port) if wants_gateway else None,
         gateway_https_port=ports(8443) if wants_tls else None,
+        gateway_passthrough_port=ports(9443) if _wants_passthrough(resources) else None,
         gateway_admin_port=ports(0) if wants_gateway else None,
         gateway_workers=_gateway_workers(resources),
         dns_port=ports(15053),
@@ -183,8 +193,13 @@ def plan_mesh(
     )
 
 
-def _replicas(workload: Workload, ports: PortAllocator, source: ConfigSource) -> list[Replica]:
-    return [replica_of(workload, index, ports, source) for index in range(replica_count(workload))]
+def _replicas(
+    workload: Workload, ports: PortAllocator, source: ConfigSource, opaque: Sequence[str]
+) -> list[Replica]:
+    return [
+        replica_of(workload, index, ports, source, opaque)
+        for index in range(replica_count(workload))
+    ]
 
 
 def replica_count(workload: Workload) -> int:
@@ -197,10 +212,15 @@ def replica_count(workload: Workload) -> int:
 
 
 def replica_of(
-    workload: Workload, index: int, ports: PortAllocator, source: ConfigSource | None = None
+    workload: Workload,
+    index: int,
+    ports: PortAllocator,
+    source: ConfigSource | None = None,
+    opaque: Sequence[str] = (),
 ) -> Replica:
-    """Replica number `index` of a workload, with fresh ports; ConfigMaps and Secrets from
-    `source` (PlanError naming the field when one it needs is missing)."""
+    """Replica number `index` of a workload, with fresh ports (one more per name in `opaque`,
+    its opaque TCP Service ports); ConfigMaps and Secrets from `source` (PlanError naming the
+    field when one it needs is missing)."""
     template = workload.template
     pod = template.spec
     where = f"{workload.KIND} {workload.namespace}/{workload.name}"
@@ -248,6 +268,7 @@ def replica_of(
             Mount(mount.name, mount.mount_path, mount.sub_path or "")
             for mount in container.volume_mounts
         ),
+        tcp_ports=tuple((name, ports(0)) for name in opaque),
     )
 
 
@@ -259,6 +280,13 @@ def _refuse(where: str, missing: list[Missing]) -> None:
 
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 GATEWAY_WORKERS_ANNOTATION = "gossamer.dev/gateway-workers"
+
+
+def _wants_passthrough(resources: Sequence[Resource]) -> bool:
+    return any(
+        isinstance(r, Gateway) and any(serves_passthrough(s) for s in r.spec.servers)
+        for r in resources
+    )
 
 
 def _gateway_workers(resources: Sequence[Resource]) -> int:

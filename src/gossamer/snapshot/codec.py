@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from gossamer.snapshot.model import Route, Snapshot, StringMatch
+from gossamer.snapshot.model import Listener, Route, Snapshot, StringMatch
 
 
 class SnapshotError(ValueError):
@@ -56,7 +56,9 @@ def check(snapshot: Snapshot) -> None:
         raise SnapshotError("route table names must be unique")
     seen: set[tuple[str, int]] = set()
     for listener in snapshot.listeners:
-        if listener.route_table not in tables:
+        if listener.tcp is not None:
+            _check_tcp(listener, clusters)
+        elif listener.route_table not in tables:
             raise SnapshotError(
                 f"listener {listener.name}: no route table named {listener.route_table}"
             )
@@ -70,6 +72,21 @@ def check(snapshot: Snapshot) -> None:
         for host in table.virtual_hosts:
             for route in host.routes:
                 _check_route(route, clusters, f"route table {table.name}, route {route.name}")
+
+
+def _check_tcp(listener: Listener, clusters: set[str]) -> None:
+    route = listener.tcp
+    assert route is not None
+    where = f"listener {listener.name}"
+    for targets in (route.clusters, *(sni.clusters for sni in route.sni)):
+        for target in targets:
+            if target.cluster not in clusters:
+                raise SnapshotError(f"{where}: no cluster named {target.cluster}")
+        # Without SNI routes every connection goes to `clusters`; with them, none may.
+        if (targets or not route.sni) and sum(c.weight for c in targets) <= 0:
+            raise SnapshotError(f"{where}: cluster weights add up to 0")
+    if route.connect_attempts < 1:
+        raise SnapshotError(f"{where}: connect_attempts must be at least 1")
 
 
 def _check_route(route: Route, clusters: set[str], where: str) -> None:

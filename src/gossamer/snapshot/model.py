@@ -219,6 +219,9 @@ class PoolLimits(Struct, frozen=True):
     max_retries: int = 3
     connect_timeout: float = 1.0
     idle_timeout: float = 60.0
+    tcp_idle_timeout: float = 3600.0
+    """An opaque TCP connection with no bytes either way for this long is closed (Istio's
+    `connectionPool.tcp.idleTimeout`, one hour by default)."""
 
 
 class OutlierDetection(Struct, frozen=True):
@@ -327,8 +330,37 @@ class InboundMtls(Struct, frozen=True):
     ports: tuple[tuple[int, MtlsMode], ...] = ()
 
 
+class SniRoute(Struct, frozen=True):
+    """TLS connections whose ClientHello names one of `hosts` (exact, or `*.suffix`), to
+    weighted clusters, the TLS unopened (a VirtualService `tls` rule: passthrough)."""
+
+    hosts: tuple[str, ...]
+    clusters: tuple[WeightedCluster, ...]
+
+
+class TcpRoute(Struct, frozen=True):
+    """What an opaque TCP listener does with each connection: bytes to one of weighted clusters.
+
+    The cluster is picked per connection by weight (a VirtualService `tcp` route, or the
+    service's own cluster); the bytes then flow both ways unread until either side closes.
+    With `sni`, the listener first reads the TLS ClientHello and the first route that names its
+    server name decides; `clusters` (which may be empty: closed) take the others.
+    """
+
+    clusters: tuple[WeightedCluster, ...]
+    sni: tuple[SniRoute, ...] = ()
+    destination_port: int = 0
+    """The workload port AuthorizationPolicy `ports` and port-level mTLS see (inbound);
+    0: the listener's own port."""
+    connect_attempts: int = 3
+    """Endpoints tried, one after another, when connecting fails (no byte is sent before)."""
+
+
 class Listener(Struct, frozen=True):
-    """An address the proxy accepts connections on, and the route table it uses."""
+    """An address the proxy accepts connections on, and the route table it uses.
+
+    With `tcp`, the port is opaque: connections are carried as bytes (route_table is unused).
+    """
 
     name: str
     address: str
@@ -341,6 +373,8 @@ class Listener(Struct, frozen=True):
     """Mesh mTLS with the proxy's own certificate (inbound listeners); None: plaintext only."""
     headers_with_underscores: UnderscoreHeaders = "drop"
     """Request headers and trailers whose name has "_": dropped (and counted), or passed on."""
+    tcp: TcpRoute | None = None
+    """Set on an opaque TCP port: where each connection's bytes go (proxy/tcp_proxy.py)."""
 
 
 class Node(Struct, frozen=True):

@@ -61,8 +61,10 @@ class Instance(Struct, frozen=True):
 
     address: str
     port: int
-    """The sidecar's inbound port: every service port of the workload arrives here."""
+    """The sidecar's inbound port: every HTTP service port of the workload arrives here."""
     zone: str = ""
+    ports: tuple[tuple[str, int], ...] = ()
+    """(Service port name, sidecar port) of each opaque TCP port: the WorkloadEntry's `ports`."""
 
 
 class Hello(Struct, frozen=True, tag="hello"):
@@ -82,11 +84,15 @@ class Hello(Struct, frozen=True, tag="hello"):
     inbound_port: int = 15006
     gateway_port: int = 8080
     gateway_https_port: int = 0
+    gateway_passthrough_port: int = 0
+    """Where a gateway routes PASSTHROUGH TLS by SNI; 0: no such listener."""
     """Where a gateway serves Ingress `tls` hosts; 0: no TLS listener."""
     secrets_dir: str = ""
     """Where a gateway reads Ingress TLS secrets (SECRETS_DIR/NAME/tls.crt, tls.key)."""
     app_port: int = 0
     """Where the app listens on loopback, for every service port; 0: each port's targetPort."""
+    tcp_ports: tuple[tuple[str, int], ...] = ()
+    """(Service port name, port) where the sidecar takes each opaque TCP port of its workload."""
     version: str = ""
     """The version the proxy runs (after a reconnect), so that the first update can be a delta."""
     name: str = ""

@@ -22,6 +22,7 @@ from gossamer.snapshot.model import (
     RouteTable,
     ServiceLabels,
     Snapshot,
+    TcpRoute,
     Telemetry,
     VirtualHost,
     WeightedCluster,
@@ -45,7 +46,9 @@ from gossamer.snapshot.translate_clusters import (
 )
 from gossamer.snapshot.translate_gateway import gateway_virtual_hosts
 from gossamer.snapshot.translate_gateway_api import gateway_api_certificates, mesh_http_routes
+from gossamer.snapshot.translate_passthrough import passthrough_routes
 from gossamer.snapshot.translate_routes import RouteContext, default_route, virtual_service_routes
+from gossamer.snapshot.translate_tcp import inbound_tcp_listeners, vip_tcp_listener
 from gossamer.snapshot.translate_telemetry import telemetry_for
 
 __all__ = [
@@ -82,6 +85,9 @@ class SidecarSpec:
     address: str = LOCALHOST
     mtls: InboundMtls | None = None
     """How the inbound listener takes mesh mTLS (PeerAuthentication); None: plaintext only."""
+    tcp_ports: Mapping[str, int] = field(default_factory=dict)
+    """Opaque TCP Service port name -> the sidecar's mesh-facing port for it (the ports of its
+    WorkloadEntry); a TCP port without one is not served."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,8 @@ class GatewaySpec:
     labels: Mapping[str, str] = field(default_factory=lambda: {"istio": "ingressgateway"})
     https_port: int = 0
     """Where Ingress `tls` hosts are served over TLS; 0: not at all."""
+    passthrough_port: int = 0
+    """Where TLS for Gateway servers in PASSTHROUGH mode is routed by SNI; 0: not at all."""
     secrets_dir: str = ""
     """An Ingress's `secretName: NAME` is read from SECRETS_DIR/NAME/tls.crt and tls.key."""
     # Istio's ingress gateway identity, which AuthorizationPolicies name as a principal.
@@ -160,6 +168,11 @@ def sidecar_own(catalog: Catalog, sidecar: SidecarSpec, labels: Mapping[str, str
         service=canonical_name(labels, sidecar.workload),
         version=canonical_revision(labels),
     )
+    tcp = inbound_tcp_listeners(
+        _selecting(catalog, labels), sidecar.address, sidecar.tcp_ports, sidecar.mtls
+    )
+    # The TCP ports' app ports, where the HTTP ones do not already name them.
+    served = {**_derived_app_ports(catalog, sidecar.workload, labels, opaque=True), **app_ports}
     return SidecarOwn(
         node=node,
         listeners=(
@@ -172,9 +185,10 @@ def sidecar_own(catalog: Catalog, sidecar: SidecarSpec, labels: Mapping[str, str
                 "inbound",
                 mtls=sidecar.mtls,
             ),
+            *tcp,
         ),
         inbound=RouteTable(name="inbound", virtual_hosts=_inbound_hosts(app_ports)),
-        clusters=tuple(_inbound_clusters(catalog, node, app_ports, labels)),
+        clusters=tuple(_inbound_clusters(catalog, node, served if tcp else app_ports, labels)),
     )
 
 
@@ -226,6 +240,19 @@ def gateway_snapshot(
                 "gateway-tls", gateway.address, gateway.https_port, "gateway", "gateway", tls=tls
             )
         )
+    sni = passthrough_routes(catalog, gateway.labels) if gateway.passthrough_port else ()
+    if sni:
+        route = TcpRoute(clusters=(), sni=sni)
+        listeners.append(
+            Listener(
+                "gateway-passthrough",
+                gateway.address,
+                gateway.passthrough_port,
+                "gateway",
+                "",
+                tcp=route,
+            )
+        )
     return Snapshot(
         version=version,
         node=Node(
@@ -237,7 +264,7 @@ def gateway_snapshot(
         ),
         listeners=tuple(listeners),
         route_tables=(table,),
-        clusters=_complete(list(outbound_clusters(catalog, endpoints)), (table,)),
+        clusters=_complete(list(outbound_clusters(catalog, endpoints)), (table,), listeners),
         telemetry=telemetry_for(resources, gateway.namespace, gateway.labels),
     )
 
@@ -249,7 +276,8 @@ def vip_snapshot(
     node: Node,
     version: str,
 ) -> Snapshot:
-    """The proxy behind the services' virtual IPs: a listener on each VIP and HTTP port.
+    """The proxy behind the services' virtual IPs: a listener on each VIP and HTTP or opaque
+    TCP port.
 
     The address a client dialled names the service, as iptables interception would: each
     listener routes every request with that service's routes, whatever its Host header says.
@@ -268,12 +296,15 @@ def vip_snapshot(
             )
             tables.append(RouteTable(name=name, virtual_hosts=(host,)))
             listeners.append(Listener(name, vip, port.number, "outbound", name))
+        listeners.extend(
+            vip_tcp_listener(catalog, service, port, vip) for port in service.tcp_ports
+        )
     return Snapshot(
         version=version,
         node=node,
         listeners=tuple(listeners),
         route_tables=tuple(tables),
-        clusters=_complete(list(outbound_clusters(catalog, endpoints)), tables),
+        clusters=_complete(list(outbound_clusters(catalog, endpoints)), tables, listeners),
         telemetry=telemetry_for(resources, node.namespace, {}),
     )
 
@@ -348,9 +379,10 @@ def _mesh_routes(catalog: Catalog, service: MeshService, port: MeshPort) -> tupl
 
 
 def _derived_app_ports(
-    catalog: Catalog, workload: str, labels: Mapping[str, str]
+    catalog: Catalog, workload: str, labels: Mapping[str, str], *, opaque: bool = False
 ) -> dict[int, int]:
-    """Each port of the Services selecting the workload, to the container port it targets."""
+    """Each HTTP (or, `opaque`, TCP) port of the Services selecting the workload, to the
+    container port it targets."""
     named = {
         port.name: port.container_port
         for deployment in catalog.deployments
@@ -361,7 +393,7 @@ def _derived_app_ports(
     }
     ports: dict[int, int] = {}
     for service in _selecting(catalog, labels):
-        for port in service.http_ports:
+        for port in service.tcp_ports if opaque else service.http_ports:
             target = named.get(port.target) if isinstance(port.target, str) else port.target
             if target is not None:
                 ports.setdefault(port.number, target)
@@ -424,10 +456,19 @@ def _inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
-def _complete(clusters: list[Cluster], tables: Iterable[RouteTable]) -> tuple[Cluster, ...]:
-    """The clusters by name, plus a placeholder for each one a route names but nothing defines."""
+def _complete(
+    clusters: list[Cluster], tables: Iterable[RouteTable], listeners: Iterable[Listener] = ()
+) -> tuple[Cluster, ...]:
+    """The clusters by name, plus a placeholder for each one a route (or a TCP listener)
+    names but nothing defines."""
     known = {cluster.name for cluster in clusters}
     named = {
+        target.cluster
+        for listener in listeners
+        if listener.tcp is not None
+        for targets in (listener.tcp.clusters, *(sni.clusters for sni in listener.tcp.sni))
+        for target in targets
+    } | {
         target
         for table in tables
         for host in table.virtual_hosts

@@ -10,7 +10,7 @@ from gossamer.resources import Resource
 from gossamer.resources.gateway_api_binding import GatewayApiIndex
 from gossamer.resources.hosts import host_matches, qualify, service_fqdn
 from gossamer.resources.kinds.apps import Workload
-from gossamer.resources.kinds.core import Service
+from gossamer.resources.kinds.core import Service, ServicePort
 from gossamer.resources.kinds.ingress import Ingress, IngressV1Beta1
 from gossamer.resources.kinds.istio_networking import (
     DestinationRule,
@@ -26,6 +26,8 @@ ROOT_NAMESPACE = "istio-system"
 EXPORT_ANNOTATION = "networking.istio.io/exportTo"
 # Protocols (by Istio's port naming) that are not HTTP; any other port is routed as HTTP.
 _OPAQUE_PROTOCOLS = frozenset({"tcp", "tls", "https", "mongo", "mysql", "redis", "udp", "sctp"})
+# Of those, the ones that are not carried over TCP at all.
+_NOT_TCP = frozenset({"udp", "sctp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,14 @@ class MeshPort:
     name: str
     target: int | str
     http: bool
+    opaque: bool = False
+    """Carried as bytes over TCP (Istio's `tcp`, `redis`, `mysql`, `mongo`, `tls`, ...)."""
+
+    @property
+    def target_number(self) -> int:
+        """The workload port as a number: the target port, or the service port when it is
+        named (a name resolves per pod)."""
+        return self.target if isinstance(self.target, int) else self.number
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,16 @@ class MeshService:
     def http_ports(self) -> tuple[MeshPort, ...]:
         """The ports routed as HTTP."""
         return tuple(port for port in self.ports if port.http)
+
+    @property
+    def tcp_ports(self) -> tuple[MeshPort, ...]:
+        """The opaque ports, carried as bytes."""
+        return tuple(port for port in self.ports if port.opaque)
+
+    @property
+    def served_ports(self) -> tuple[MeshPort, ...]:
+        """The ports the mesh carries: HTTP and opaque TCP (UDP and SCTP are not)."""
+        return tuple(port for port in self.ports if port.http or port.opaque)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +242,8 @@ def _from_service(service: Service) -> MeshService:
             number=port.port,
             name=port.name or "",
             target=port.effective_target,
-            http=port.protocol == "TCP"
-            and _speaks_http(port.app_protocol or (port.name or "").split("-")[0]),
+            http=port.protocol == "TCP" and _speaks_http(_port_protocol(port)),
+            opaque=is_opaque_tcp(port),
         )
         for port in spec.ports
     )
@@ -242,7 +262,12 @@ def _from_entry(entry: ServiceEntry) -> Iterator[MeshService]:
     dns = spec.resolution in ("DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS")
     ports = tuple(
         MeshPort(
-            port.number, port.name, port.target_port or port.number, _speaks_http(port.protocol)
+            port.number,
+            port.name,
+            port.target_port or port.number,
+            _speaks_http(port.protocol),
+            opaque=not _speaks_http(port.protocol)
+            and (port.protocol or "").lower() not in _NOT_TCP,
         )
         for port in spec.ports
     )
@@ -261,6 +286,34 @@ def _from_entry(entry: ServiceEntry) -> Iterator[MeshService]:
             entries=tuple(spec.endpoints),
             dns_name=host if resolvable and not spec.endpoints else None,
         )
+
+
+def is_opaque_tcp(port: ServicePort) -> bool:
+    """Whether a Service port is carried as bytes: TCP, and named or declared (appProtocol)
+    as a protocol that is not HTTP, as Istio selects protocols."""
+    return port.protocol == "TCP" and not _speaks_http(_port_protocol(port))
+
+
+def opaque_port_names(
+    resources: Sequence[Resource], namespace: str, labels: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The names of the opaque TCP ports of the Services in `namespace` that select pods with
+    these labels, sorted, once each (an unnamed port has no key in a WorkloadEntry's ports)."""
+    names = {
+        port.name
+        for service in services_of(resources)
+        if service.namespace == namespace
+        and service.spec.selector
+        and service.spec.type != "ExternalName"
+        and labels_match(service.spec.selector, labels)
+        for port in service.spec.ports
+        if port.name and is_opaque_tcp(port)
+    }
+    return tuple(sorted(names))
+
+
+def _port_protocol(port: ServicePort) -> str:
+    return port.app_protocol or (port.name or "").split("-")[0]
 
 
 def _speaks_http(protocol: str | None) -> bool:

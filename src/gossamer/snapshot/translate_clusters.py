@@ -65,7 +65,7 @@ def cluster_name(port: int, subset: str, host: str) -> str:
 
 
 def outbound_clusters(catalog: Catalog, endpoints: EndpointIndex) -> Iterator[Cluster]:
-    """A cluster per HTTP port of every service, and one per DestinationRule subset."""
+    """A cluster per HTTP and opaque TCP port of every service, and one per subset."""
     for service in catalog.services:
         yield from service_clusters(catalog, service, endpoints)
 
@@ -73,13 +73,13 @@ def outbound_clusters(catalog: Catalog, endpoints: EndpointIndex) -> Iterator[Cl
 def service_clusters(
     catalog: Catalog, service: MeshService, endpoints: EndpointIndex
 ) -> Iterator[Cluster]:
-    """One service's clusters: a cluster per HTTP port, and one per DestinationRule subset.
+    """One service's clusters: a cluster per HTTP and opaque TCP port, and one per subset.
 
     Their names depend on the catalog alone; their endpoints (and the labels that fall back on
     the endpoints') on `endpoints` too, so a change of endpoints alone rebuilds only these."""
     rule = catalog.destination_rule(service)
     top = rule.spec.traffic_policy if rule else None
-    for port in service.http_ports:
+    for port in service.served_ports:
         found = _endpoints(service, port, endpoints)
         yield _cluster(
             cluster_name(port.number, "", service.host),
@@ -214,6 +214,8 @@ def _limits(pool: ConnectionPoolSettings | None) -> PoolLimits:
         changes["connect_timeout"] = seconds(tcp.connect_timeout)
     if http is not None and http.idle_timeout is not None:
         changes["idle_timeout"] = seconds(http.idle_timeout)
+    if tcp is not None and tcp.idle_timeout is not None:
+        changes["tcp_idle_timeout"] = seconds(tcp.idle_timeout)
     return msgspec.structs.replace(_DEFAULTS.limits, **changes)
 
 

@@ -97,7 +97,7 @@ def _bindings(catalog: Catalog, servers: list[tuple[Gateway, Server]]) -> list[_
     """For each host the servers serve, the VirtualServices bound to it, in resource order."""
     found: dict[str, list[VirtualService]] = {}
     redirects: set[str] = set()
-    for server, host, service in _bound_hosts(catalog, servers):
+    for server, host, service in bound_hosts(catalog, servers):
         services = found.setdefault(host, [])
         if service not in services:
             services.append(service)
@@ -106,7 +106,7 @@ def _bindings(catalog: Catalog, servers: list[tuple[Gateway, Server]]) -> list[_
     return [_Binding(host, tuple(found[host]), host in redirects) for host in found]
 
 
-def _bound_hosts(
+def bound_hosts(
     catalog: Catalog, servers: list[tuple[Gateway, Server]]
 ) -> Iterator[tuple[Server, str, VirtualService]]:
     """Each host both a server and a VirtualService bound to its Gateway name, with the two."""

@@ -1,10 +1,14 @@
 """A stand-in for the containers of the Kubernetes-shaped test folders: it tells what its
-environment and mounted files hold, answers as bookinfo's services do, or runs as a Job."""
+environment and mounted files hold, answers as bookinfo's services do, runs as a Job, (role
+`banner`) speaks a line-based TCP protocol in which the server speaks first, as SMTP does, or
+(role `tls`) answers over HTTPS with the tls.crt and tls.key of its working folder."""
 
 from __future__ import annotations
 
 import json
 import os
+import socketserver
+import ssl
 import sys
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +52,15 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Banner(socketserver.StreamRequestHandler):
+    """Greets before the client says anything, then answers each line."""
+
+    def handle(self) -> None:
+        self.wfile.write(f"220 {os.environ.get('HOSTNAME')} ready\r\n".encode())
+        for line in self.rfile:
+            self.wfile.write(b"250 " + line)
+
+
 def job() -> int:
     """Fail the first run, succeed the next: the restart policy shows in `status`."""
     marker = Path(os.environ["GOSSAMER_DATA"]) / f"{os.environ['HOSTNAME']}.ran"
@@ -60,4 +73,14 @@ def job() -> int:
 if __name__ == "__main__":
     if ROLE == "job":
         sys.exit(job())
+    if ROLE == "tls":
+        server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain("tls.crt", "tls.key")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.serve_forever()
+    if ROLE == "banner":
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        with socketserver.ThreadingTCPServer(("127.0.0.1", int(os.environ["PORT"])), Banner) as s:
+            s.serve_forever()
     ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()

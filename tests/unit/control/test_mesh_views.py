@@ -257,3 +257,23 @@ def test_endpoints_alone_patch_the_view_into_what_a_recompute_gives() -> None:
     assert final.same_as(state(found, last, 3, patched)[0])
     running = apply_update(running, update(encode_update("3", "2", final.delta(), own, own)))
     same(running, sidecar_snapshot(found, last, SPEC, "3"))
+
+
+def test_endpoints_alone_patch_the_clusters_of_opaque_tcp_ports_too() -> None:
+    found = resources(
+        BASE
+        + """\
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cache}
+spec: {selector: {app: cache}, ports: [{name: tcp-redis, port: 6379}]}
+"""
+    )
+    cache = ("cache.default.svc.cluster.local", 6379)
+    first, _ = state(found, {}, 1, None)
+    later: EndpointIndex = {cache: [Endpoint("127.0.0.1", 16379)]}
+    patched = patch_endpoints(first, later, frozenset({cache[0]}), 2)
+    assert patched is not None
+    assert patched.same_as(state(found, later, 2, first)[0])
+    assert patched.steps[-1].clusters == {"outbound|6379||cache.default.svc.cluster.local"}

@@ -205,3 +205,27 @@ def test_downward_api_and_projected_volumes_are_written_as_the_kubelet_writes_th
     assert (root / "bundle" / "ns").read_text() == "shop"
     assert stat.S_IMODE((root / "bundle" / "token").stat().st_mode) == 0o440
     assert not (root / "bundle" / "token-sa").exists()
+
+
+def test_each_opaque_tcp_port_of_a_selecting_service_gets_a_sidecar_port() -> None:
+    plan = _plan(
+        MANIFESTS
+        + """\
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports:
+    - {name: http, port: 80}
+    - {name: tcp-cache, port: 6379}
+    - {name: db, port: 5432, appProtocol: postgresql}
+    - {name: mongo, port: 27017}
+"""
+    )
+    web = [replica for replica in plan.replicas if replica.deployment == "web"]
+    assert [name for name, _ in web[0].tcp_ports] == ["mongo", "tcp-cache"]
+    taken = [port for replica in web for _, port in replica.tcp_ports]
+    assert len(set(taken)) == len(taken) == 4
+    assert all(not replica.tcp_ports for replica in plan.replicas if replica.deployment != "web")

@@ -78,7 +78,7 @@ def clusters_of(rules: str) -> dict[str, Cluster]:
     return {cluster.name: cluster for cluster in snapshot_of(rules).clusters}
 
 
-def test_one_cluster_per_http_port_and_subset_with_its_endpoints_and_metric_labels() -> None:
+def test_one_cluster_per_served_port_and_subset_with_its_endpoints_and_metric_labels() -> None:
     clusters = clusters_of("""\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -88,6 +88,8 @@ spec:
   subsets: [{name: v2, labels: {version: v2}}]
 """)
     assert sorted(name for name in clusters if RATINGS in name) == [
+        f"outbound|5432|v2|{RATINGS}",
+        f"outbound|5432||{RATINGS}",
         f"outbound|9080|v2|{RATINGS}",
         f"outbound|9080||{RATINGS}",
         f"outbound|9090|v2|{RATINGS}",
@@ -118,7 +120,7 @@ spec:
   trafficPolicy:
     loadBalancer: {simple: ROUND_ROBIN}
     connectionPool:
-      tcp: {maxConnections: 100, connectTimeout: 30ms}
+      tcp: {maxConnections: 100, connectTimeout: 30ms, idleTimeout: 10m}
       http: {http1MaxPendingRequests: 10, http2MaxRequests: 1000, maxRequestsPerConnection: 10,
              maxRetries: 5, idleTimeout: 1m30s}
     outlierDetection: {consecutive5xxErrors: 7, interval: 5m, baseEjectionTime: 15m}
@@ -142,6 +144,7 @@ spec:
         max_retries=5,
         connect_timeout=0.03,
         idle_timeout=90.0,
+        tcp_idle_timeout=600.0,
     )
     outlier = OutlierDetection(consecutive_5xx=7, interval=300.0, base_ejection_time=900.0)
     assert (top.lb_policy, top.limits, top.outlier_detection) == ("ROUND_ROBIN", limits, outlier)
@@ -251,12 +254,15 @@ spec:
     assert clusters[f"outbound|9080||{RATINGS}"].lb_policy == "LEAST_REQUEST"
 
 
-def test_opaque_ports_have_no_cluster_and_endpoints_come_sorted() -> None:
-    index = {(RATINGS, 9080): [Endpoint("10.1.0.9", 9080), Endpoint("10.1.0.10", 9080)]}
+def test_opaque_ports_have_a_cluster_too_and_endpoints_come_sorted() -> None:
+    index = {
+        (RATINGS, 9080): [Endpoint("10.1.0.9", 9080), Endpoint("10.1.0.10", 9080)],
+        (RATINGS, 5432): [Endpoint("10.1.0.9", 15432)],
+    }
     snapshot = sidecar_snapshot(resources(SERVICES), index, CALLER, "1")
     check(snapshot)
     clusters = {cluster.name: cluster for cluster in snapshot.clusters}
-    assert f"outbound|5432||{RATINGS}" not in clusters
+    assert [e.port for e in clusters[f"outbound|5432||{RATINGS}"].endpoints] == [15432]
     assert [e.address for e in clusters[f"outbound|9080||{RATINGS}"].endpoints] == [
         "10.1.0.10",
         "10.1.0.9",

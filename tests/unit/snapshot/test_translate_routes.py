@@ -520,7 +520,8 @@ spec:
         "legacy.internal:8080",
     )
     clusters = {c.name: c for c in snapshot.clusters}
-    assert "outbound|443||httpbin.org" not in clusters
+    # The TLS port is carried as opaque bytes (no virtual host), to the same DNS name.
+    assert clusters["outbound|443||httpbin.org"].endpoints == (Endpoint("httpbin.org", 443),)
     assert clusters["outbound|80||httpbin.org"].endpoints == (Endpoint("httpbin.org", 80),)
     assert clusters["outbound|8080||legacy.internal"].endpoints == (
         Endpoint("192.0.2.10", 80, zone="eu-west/a", labels=(("version", "v1"),)),

@@ -553,6 +553,7 @@ class Distributor:
                 namespace=hello.namespace,
                 http_port=hello.gateway_port,
                 https_port=hello.gateway_https_port,
+                passthrough_port=hello.gateway_passthrough_port,
                 secrets_dir=hello.secrets_dir,
                 address=hello.address,
                 labels=dict(stream.labels),
@@ -567,6 +568,7 @@ class Distributor:
             inbound_port=hello.inbound_port,
             address=hello.address,
             mtls=self.security.mtls(hello.namespace, stream.labels) if self.roots else None,
+            tcp_ports=dict(hello.tcp_ports),
         )
         index = self._index()
         if hello.app_port:

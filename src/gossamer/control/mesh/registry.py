@@ -135,6 +135,8 @@ class Registry:
             spec["serviceAccount"] = registration.service_account
         if instance.zone:
             spec["locality"] = instance.zone
+        if instance.ports:
+            spec["ports"] = dict(instance.ports)
         body = {
             "apiVersion": "networking.istio.io/v1",
             "kind": "WorkloadEntry",
