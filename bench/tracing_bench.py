@@ -1,7 +1,7 @@
 """What tracing costs the proxy: requests per CPU-second with tracing off, at 1% and at 100%.
 
 Usage: python bench/tracing_bench.py [--duration 5] [--rounds 9] [--connections 50]
-                                     [--markdown FILE]
+                                     [--markdown FILE] [--one-process]
 
 Three `gossamer proxy --bootstrap` processes run the snapshot of bench/proxy_bench.py (10 routes,
 3 clusters, retries, metrics) in front of the same nginx backend (1 worker, a 1 KB file), and
@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -95,12 +96,16 @@ def receiver(port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def traced_proxy(
-    workdir: Path, name: str, backend: int, sampling: float | None, zipkin: int
-) -> tuple[int, int, subprocess.Popen[bytes]]:
-    """A Gossamer proxy with the benchmark's snapshot; tracing at `sampling` % (None: off)."""
-    port, admin = free_port(), free_port()
+SETTINGS: dict[str, float | None] = {"off": None, "1%": 1.0, "100%": 100.0}
+"""Each setting's sampling percentage (None: no tracing at all)."""
+
+
+def write_config(
+    bootstrap: Path, port: int, backend: int, sampling: float | None, zipkin: int, *, version: str
+) -> None:
+    """The benchmark's snapshot with tracing at `sampling` % (None: off) into `bootstrap`."""
     config = gossamer_snapshot(port, backend)
+    config["version"] = version
     if sampling is not None:
         config["telemetry"] = {
             "tracing": {
@@ -112,8 +117,16 @@ def traced_proxy(
                 },
             }
         }
-    bootstrap = workdir / f"{name}.json"
     bootstrap.write_text(json.dumps(config))
+
+
+def traced_proxy(
+    workdir: Path, name: str, backend: int, sampling: float | None, zipkin: int
+) -> tuple[int, int, subprocess.Popen[bytes]]:
+    """A Gossamer proxy with the benchmark's snapshot; tracing at `sampling` % (None: off)."""
+    port, admin = free_port(), free_port()
+    bootstrap = workdir / f"{name}.json"
+    write_config(bootstrap, port, backend, sampling, zipkin, version=name)
     exe = str(Path(sys.executable).parent / "gossamer")
     process = subprocess.Popen(
         ["taskset", "-c", PROXY_CORE, exe, "proxy", "--bootstrap", str(bootstrap),
@@ -122,6 +135,19 @@ def traced_proxy(
     )  # fmt: skip
     wait_port(port)
     return port, admin, process
+
+
+def switch(process: subprocess.Popen[bytes], admin: int, version: str) -> None:
+    """Make the proxy reload its bootstrap file (SIGHUP) and wait until it runs `version`."""
+    process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        url = f"http://127.0.0.1:{admin}/config_dump"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            if json.loads(answer.read()).get("version") == version:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"the proxy did not apply snapshot {version} within 10 s")
 
 
 def span_counters(admin: int) -> dict[str, float]:
@@ -168,7 +194,7 @@ def render(
     return "\n".join(lines)
 
 
-def main() -> int:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per window")
     parser.add_argument(
@@ -176,7 +202,16 @@ def main() -> int:
     )
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--markdown", type=Path, help="also write the table here")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="one proxy, switched between the settings by SIGHUP before each window",
+    )
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = arguments()
     for tool in ("nginx", "wrk", "taskset"):
         if shutil.which(tool) is None:
             print(f"error: {tool} is not installed")
@@ -192,7 +227,10 @@ def main() -> int:
         wait_port(zipkin_port)
         load = [*family(processes[0].pid), processes[1].pid]
         proxies: dict[str, tuple[int, int, list[int]]] = {}
-        for name, sampling in (("off", None), ("1%", 1.0), ("100%", 100.0)):
+        for name, sampling in SETTINGS.items():
+            if args.one_process and proxies:
+                proxies[name] = proxies["off"]
+                continue
             port, admin, process = traced_proxy(workdir, name, backend_port, sampling, zipkin_port)
             processes.append(process)
             proxies[name] = (port, admin, family(process.pid))
@@ -202,7 +240,16 @@ def main() -> int:
         names = list(proxies)
         for turn in range(args.rounds):
             for name in names[turn % len(names) :] + names[: turn % len(names)]:
-                port, _, pids = proxies[name]
+                port, admin, pids = proxies[name]
+                if args.one_process:
+                    version = f"{name}-{turn}"
+                    bootstrap = workdir / "off.json"
+                    sampling = SETTINGS[name]
+                    write_config(
+                        bootstrap, port, backend_port, sampling, zipkin_port, version=version
+                    )
+                    switch(processes[2], admin, version)
+                    warm(port, PATH, args.connections)
                 result = wrk(port, PATH, args.connections, args.duration, pids, load=load)
                 runs[name].append(result)
                 print(
@@ -213,9 +260,12 @@ def main() -> int:
                 )
         rows = {name: median(results) for name, results in runs.items()}
         spans = {name: span_counters(admin) for name, (_, admin, _) in proxies.items()}
+        if args.one_process:  # one process's counters: every setting's together
+            spans = {"100%": spans["100%"]}
+        how = "one proxy switched by SIGHUP" if args.one_process else "a proxy per setting"
         table = (
-            f"machine: {machine()}; hot path {native.describe()}; {args.rounds} rounds of one "
-            f"{args.duration} s window per setting, order rotating, {args.connections} "
+            f"machine: {machine()}; hot path {native.describe()}; {how}; {args.rounds} rounds "
+            f"of one {args.duration} s window per setting, order rotating, {args.connections} "
             "connections, medians\n\n" + render(rows, paired_ratios(runs, "off"), spans)
         )
         print()
