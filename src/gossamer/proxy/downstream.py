@@ -12,14 +12,14 @@ import httptools
 
 from gossamer.proxy import local_reply as lr
 from gossamer.proxy.apiproduct import ProductExchange
+from gossamer.proxy.codec import ClientSide, ResponseWriter
 from gossamer.proxy.exchange import Exchange
-from gossamer.proxy.http1 import RequestHead
+from gossamer.proxy.http1 import Http1Writer, RequestHead
 from gossamer.proxy.rejection import QueuedRejection
 from gossamer.proxy.tunnel import UpgradeExchange
 from gossamer.security.spiffe import peer_spiffe_id
 
 if TYPE_CHECKING:
-    from gossamer.proxy.listener import ListenerRuntime
     from gossamer.proxy.server import ListenerHandle
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class _Inert:
 _CLOSED_PARSER: Final = httptools.HttpRequestParser(_Inert())
 
 
-class DownstreamConnection(asyncio.Protocol):
+class DownstreamConnection(ClientSide):
     """One client connection; requests are parsed as they come and answered in order."""
 
     __slots__ = (
@@ -59,30 +59,19 @@ class DownstreamConnection(asyncio.Protocol):
         "last_activity",
         "parser",
         "paused_by",
-        "peer",
-        "peer_bytes",
-        "principal",
         "queue",
         "request_started",
-        "runtime",
-        "secure",
         "starting",
         "then",
         "transport",
         "url",
-        "write_paused",
     )
 
     def __init__(self, handle: ListenerHandle) -> None:
+        super().__init__(handle.runtime)
         self.handle = handle
-        self.runtime: ListenerRuntime = handle.runtime
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.peer = ""
-        self.peer_bytes = b""
-        """`peer` as bytes, for x-forwarded-for."""
-        self.principal = ""
-        self.secure = False
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
@@ -91,7 +80,6 @@ class DownstreamConnection(asyncio.Protocol):
         self.incoming: Exchange | None = None
         self.queue: deque[Exchange] = deque()
         self.paused_by: set[str] = set()
-        self.write_paused = False
         self.batch: list[bytes] | None = None
         self.request_started = 0.0
         self.last_activity = time.monotonic()
@@ -271,6 +259,10 @@ class DownstreamConnection(asyncio.Protocol):
                 self._next(incoming.keep_alive)
 
     # Used by exchanges
+
+    def response_writer(self, head: RequestHead, head_only: bool) -> ResponseWriter:
+        """HTTP/1.x framing for the response to `head`."""
+        return Http1Writer(self, head.version, head_only)
 
     def write(self, data: bytes) -> None:
         """Send to the client, unless it is gone; inside a batch, at the batch's end."""
