@@ -15,6 +15,8 @@ from gossamer.proxy.apiproduct import ProductExchange
 from gossamer.proxy.codec import ClientSide, ResponseWriter
 from gossamer.proxy.exchange import Exchange
 from gossamer.proxy.http1 import Http1Writer, RequestHead
+from gossamer.proxy.http2 import PREFACE, after_preface
+from gossamer.proxy.http2_connection import Http2Connection
 from gossamer.proxy.rejection import QueuedRejection
 from gossamer.proxy.tunnel import UpgradeExchange
 from gossamer.security.spiffe import peer_spiffe_id
@@ -99,6 +101,9 @@ class DownstreamConnection(ClientSide):
         self.peer_bytes = self.peer.encode()
         if self.handle.config.mtls is not None and not self._mesh_peer(transport):
             return
+        if self.handle.certificates is not None and _alpn(transport) == "h2":
+            self._switch_to_http2(transport, b"")
+            return
         high = self.runtime.limits.max_request_body_buffer
         transport.set_write_buffer_limits(high=high, low=high // 2)
         if not self.handle.admit(self):
@@ -141,6 +146,8 @@ class DownstreamConnection(ClientSide):
                 self.runtime.stats.incr("gossamer_internal_errors_total")
                 self._reject(500, "internal proxy error")
         except httptools.HttpParserError as error:
+            if self.parser.get_method() == b"PRI" and self._http2_prior_knowledge(data):
+                return
             self._reject(400, f"malformed request: {_describe(error)}")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -317,6 +324,28 @@ class DownstreamConnection(ClientSide):
 
     # Internals
 
+    def _http2_prior_knowledge(self, data: bytes) -> bool:
+        """The connection opened with HTTP/2's preface (h2c with prior knowledge): hand it, and
+        the frames after the preface, to an HTTP/2 connection. False if it was no preface."""
+        rest = after_preface(data)
+        transport = self.transport
+        if rest is None or transport is None or self.current is not None or self.queue:
+            return False
+        # h2 reads the preface itself.
+        self._switch_to_http2(transport, PREFACE + rest)
+        return True
+
+    def _switch_to_http2(self, transport: asyncio.Transport, received: bytes) -> None:
+        # The new protocol takes this connection's place at the listener and on the transport.
+        self.handle.forget(self)
+        self.parser = _CLOSED_PARSER
+        connection = Http2Connection(self.handle, self.peer, self.principal, self.secure)
+        transport.set_protocol(connection)
+        self.transport = None
+        connection.connection_made(transport)
+        if received and connection.transport is not None:
+            connection.data_received(received)
+
     def _upgrade(self, head: RequestHead) -> Exchange:
         if head.method == b"CONNECT":
             raise RequestRejectedError(501, "CONNECT is not supported on this listener")
@@ -424,6 +453,12 @@ class DownstreamConnection(ClientSide):
         """Close once idle; a request in flight finishes first (with connection: close)."""
         if self.current is None and not self.queue and not self.request_started:
             self._close_after_write()
+
+
+def _alpn(transport: asyncio.Transport) -> str | None:
+    """The protocol the TLS handshake chose by ALPN, if any."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    return None if ssl_object is None else ssl_object.selected_alpn_protocol()
 
 
 def _framing(head: RequestHead) -> bool:

@@ -17,6 +17,7 @@ from gossamer.proxy.cluster import ClusterState
 from gossamer.proxy.downstream import DownstreamConnection
 from gossamer.proxy.guard import RequestGuard
 from gossamer.proxy.healthcheck import HealthChecker
+from gossamer.proxy.http2_connection import Http2Connection
 from gossamer.proxy.listener import ListenerRuntime
 from gossamer.proxy.mtls import MeshAcceptor, MeshTls, accepts_tls
 from gossamer.proxy.router import CompiledRouteTable
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 SWEEP_INTERVAL = 0.5
 
+ClientConnection = DownstreamConnection | Http2Connection
+"""A connection a listener accepted: HTTP/1.1, or HTTP/2 once the client chose it."""
+
 
 class ListenerHandle:
     """A bound listener and its connections; its runtime is swapped when a snapshot changes it."""
@@ -43,7 +47,7 @@ class ListenerHandle:
         self.config = config
         self.runtime = runtime
         self.server: asyncio.Server | MeshAcceptor | None = None
-        self.connections: set[DownstreamConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self.certificates: ServerCertificates | None = (
             ServerCertificates(config.tls) if config.tls is not None else None
         )
@@ -80,14 +84,14 @@ class ListenerHandle:
         if self._tls_slot is not None and certificates is not None:
             self._tls_slot[0] = certificates
 
-    def admit(self, connection: DownstreamConnection) -> bool:
+    def admit(self, connection: ClientConnection) -> bool:
         """Track a new connection, unless the listener is at max_connections."""
         if len(self.connections) >= self.runtime.limits.max_connections:
             return False
         self.connections.add(connection)
         return True
 
-    def forget(self, connection: DownstreamConnection) -> None:
+    def forget(self, connection: ClientConnection) -> None:
         """A connection closed."""
         self.connections.discard(connection)
 

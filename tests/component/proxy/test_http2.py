@@ -1,0 +1,421 @@
+"""HTTP/2 from clients (h2c with prior knowledge, h2 over TLS), HTTP/1.1 to the upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import shutil
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import h2.exceptions
+import hpack
+import httpx
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from h2.errors import ErrorCodes
+
+from gossamer.proxy.http2 import PREFACE
+from gossamer.proxy.http2_connection import Http2Connection
+from gossamer.snapshot import (
+    Certificate,
+    Fault,
+    Listener,
+    ListenerLimits,
+    ListenerTls,
+    RetryPolicy,
+    Snapshot,
+)
+
+from .backend import Backend
+from .h2client import H2Client
+from .harness import Running, cluster, snapshot, to
+from .waiting import eventually
+
+Run = Callable[[Snapshot], Awaitable[Running]]
+
+CURL = shutil.which("curl")
+
+
+def plain(backend: Backend, **route: object) -> Snapshot:
+    return snapshot([to("one", **route)], [cluster("one", backend.port)])
+
+
+@pytest.mark.skipif(CURL is None, reason="needs curl")
+async def test_curl_with_prior_knowledge_gets_an_answer(backend: Backend, run_proxy: Run) -> None:
+    proxy = await run_proxy(plain(backend))
+    assert CURL is not None
+    process = await asyncio.create_subprocess_exec(
+        CURL, "-sS", "--http2-prior-knowledge", "-D", "-", "-H", "x-test: yes",
+        f"{proxy.url}/hello?x=1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, err
+    head, _, body = out.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/2 200")
+    received = json.loads(body)
+    assert received["target"] == "/hello?x=1"
+    assert ["x-test", "yes"] in received["headers"]
+    assert ["host", f"127.0.0.1:{proxy.port}"] in received["headers"]
+    [seen] = backend.requests
+    assert seen.header("x-forwarded-for") == "127.0.0.1"
+
+
+async def test_many_streams_on_one_connection(backend: Backend, run_proxy: Run) -> None:
+    proxy = await run_proxy(plain(backend))
+    client = await H2Client.connect(proxy.port)
+    try:
+        streams = {
+            client.request(f"/n/{i}", method="POST", body=f"body {i}".encode() * 50): i
+            for i in range(20)
+        }
+        for stream_id, i in streams.items():
+            answer = await client.answer(stream_id)
+            assert answer.status == 200, answer
+            received = json.loads(answer.body)
+            assert received["target"] == f"/n/{i}"
+            assert received["body"] == f"body {i}" * 50
+    finally:
+        await client.close()
+
+
+async def test_a_retry_route_retries_over_http2(backend: Backend, run_proxy: Run) -> None:
+    retries = RetryPolicy(attempts=2, retry_on=("5xx",), backoff_base=0.001)
+    proxy = await run_proxy(plain(backend, retries=retries))
+    backend.fail_next = [503, 503]
+    client = await H2Client.connect(proxy.port)
+    try:
+        answer = await client.get("/flaky")
+    finally:
+        await client.close()
+    assert answer.status == 200
+    assert len(backend.requests) == 3
+
+
+async def test_a_fault_answers_over_http2_and_is_recorded(backend: Backend, run_proxy: Run) -> None:
+    proxy = await run_proxy(plain(backend, fault=Fault(abort_status=418)))
+    client = await H2Client.connect(proxy.port)
+    try:
+        answer = await client.get("/")
+    finally:
+        await client.close()
+    assert answer.status == 418
+    assert answer.headers["x-gossamer-reason"] == "fault injected"
+    assert bytes(answer.body) == b"fault injected\n"
+    assert backend.requests == []
+    assert 'response_code="418",response_flags="FI"} 1' in proxy.proxy.stats.prometheus()
+
+
+async def test_chunked_responses_lose_their_framing_and_keep_trailers(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(plain(backend))
+    client = await H2Client.connect(proxy.port)
+    try:
+        answer = await client.get("/", headers=[(b"x-chunked", b"1"), (b"te", b"trailers")])
+    finally:
+        await client.close()
+    assert answer.status == 200
+    assert "transfer-encoding" not in answer.headers
+    assert json.loads(answer.body)["target"] == "/"
+    assert answer.trailers == {"x-trailer": "done"}
+
+
+async def test_a_large_body_both_ways_follows_flow_control(
+    backend: Backend, run_proxy: Run
+) -> None:
+    # Windows far smaller than the bodies: nothing moves unless each side credits the other.
+    limits = ListenerLimits(http2_stream_window=16384, http2_connection_window=65535)
+    config = snapshot([to("one")], [cluster("one", backend.port)], limits=limits)
+    proxy = await run_proxy(config)
+    client = await H2Client.connect(proxy.port, window=16384)
+    upload = bytes(range(256)) * 4096  # 1 MiB
+    try:
+        sent = client.request("/up", method="POST", body=upload)
+        fetched = client.request("/down", headers=[(b"x-body-size", b"3000000")])
+        up, down = await client.answer(sent, 30), await client.answer(fetched, 30)
+    finally:
+        await client.close()
+    assert up.status == 200
+    assert len(json.loads(up.body)["body"].encode("latin-1")) == len(upload)
+    assert next(r for r in backend.requests if r.target == "/up").body == upload
+    assert down.status == 200
+    assert len(down.body) == 3_000_000
+
+
+async def test_a_slow_reader_pauses_the_upstream_instead_of_buffering(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(plain(backend))
+    client = await H2Client.connect(proxy.port)
+    client.auto_ack = False
+    try:
+        stream_id = client.request("/", headers=[(b"x-body-size", b"20000000")])
+        answer = client.answers[stream_id]
+        await eventually(lambda: len(answer.body) >= 65535 - 16384, what="first window")
+        [connection] = next(iter(proxy.proxy.listeners.values())).connections
+        assert isinstance(connection, Http2Connection)
+        [stream] = connection.streams.values()
+        await eventually(lambda: stream.write_paused, what="upstream paused")
+        # The proxy holds at most about one upstream read beyond the client's window.
+        assert len(stream.pending) < 1_000_000
+        client.auto_ack = True
+        client.conn.acknowledge_received_data(len(answer.body), stream_id)
+        client.flush()
+        await client.answer(stream_id, 60)
+    finally:
+        await client.close()
+    assert len(answer.body) == 20_000_000
+
+
+async def test_malformed_requests_reset_their_stream_only(backend: Backend, run_proxy: Run) -> None:
+    proxy = await run_proxy(plain(backend))
+    client = await H2Client.connect(proxy.port, validate=False)
+    try:
+        bad = [
+            client.request("/", headers=[(b"connection", b"keep-alive")], end=False),
+            client.request("/", headers=[(b"transfer-encoding", b"chunked")], end=False),
+            client.request("/", headers=[(b"X-Upper", b"1")], end=False),
+            client.request("/", headers=[(b"te", b"gzip")], end=False),
+            client.request("/", headers=[(b":status", b"200")], end=False),
+            client.request("/", headers=[(b"x-smuggle", b"a\r\nb: c")], end=False),
+        ]
+        for stream_id in bad:
+            answer = await client.answer(stream_id)
+            assert answer.status == 400, answer
+            assert answer.reset == ErrorCodes.PROTOCOL_ERROR
+        good = await client.get("/still")
+    finally:
+        await client.close()
+    assert good.status == 200
+    assert [r.target for r in backend.requests] == ["/still"]
+    assert client.goaway is None
+
+
+async def test_oversized_headers_get_431_on_their_stream(backend: Backend, run_proxy: Run) -> None:
+    limits = ListenerLimits(max_header_bytes=4096)
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)], limits=limits))
+    client = await H2Client.connect(proxy.port)
+    try:
+        big = await client.get("/", headers=[(b"x-big", b"v" * 5000)])
+        good = await client.get("/after")
+    finally:
+        await client.close()
+    assert big.status == 431
+    assert good.status == 200
+
+
+async def test_a_content_length_mismatch_ends_that_connection_only(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(plain(backend))
+    other = await H2Client.connect(proxy.port)
+    liar = await H2Client.connect(proxy.port, validate=False)
+    try:
+        stream_id = liar.request(
+            "/", method="POST", headers=[(b"content-length", b"10")], body=b"12345"
+        )
+        await liar.answer(stream_id)
+        await asyncio.wait_for(liar.closed.wait(), 10)
+        assert liar.goaway == ErrorCodes.PROTOCOL_ERROR
+        assert (await other.get("/fine")).status == 200
+    finally:
+        await liar.close()
+        await other.close()
+
+
+async def test_a_rapid_reset_flood_gets_goaway(backend: Backend, run_proxy: Run) -> None:
+    limits = ListenerLimits(http2_max_resets=50)
+    config = snapshot([to("one")], [cluster("one", backend.port)], limits=limits)
+    proxy = await run_proxy(config)
+    other = await H2Client.connect(proxy.port)
+    attacker = await H2Client.connect(proxy.port)
+    try:
+        for _ in range(200):
+            stream_id = attacker.request("/", headers=[(b"x-delay", b"1")])
+            attacker.reset(stream_id)
+            if attacker.closed.is_set():
+                break
+        await asyncio.wait_for(attacker.closed.wait(), 10)
+        assert attacker.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+        assert (await other.get("/fine")).status == 200
+    finally:
+        await attacker.close()
+        await other.close()
+    assert "\ngossamer_http2_reset_flood_total 1\n" in proxy.proxy.stats.prometheus()
+    await eventually(lambda: proxy.proxy.active_requests == 0, what="resets released")
+
+
+async def test_a_continuation_flood_ends_that_connection(backend: Backend, run_proxy: Run) -> None:
+    proxy = await run_proxy(plain(backend))
+    other = await H2Client.connect(proxy.port)
+    # HEADERS without END_HEADERS, then CONTINUATION frames that never end the block.
+    flood = frame(1, 0x1, 1, b"\x82") + frame(9, 0, 1, b"\x00" * 16000) * 200
+    await refused_connection(proxy.port, flood)
+    assert (await other.get("/fine")).status == 200
+    await other.close()
+    assert "\ngossamer_http2_protocol_errors_total 1\n" in proxy.proxy.stats.prometheus()
+
+
+async def test_an_hpack_bomb_ends_that_connection(backend: Backend, run_proxy: Run) -> None:
+    limits = ListenerLimits(max_header_bytes=4096)
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)], limits=limits))
+    other = await H2Client.connect(proxy.port)
+    # One 4,000-byte field into HPACK's dynamic table, then 2,000 one-byte references to it:
+    # 8 MB of headers from 6 KB.
+    fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/")]
+    block = hpack.Encoder().encode([*fields, (b"x-big", b"v" * 4000)]) + b"\xbe" * 2000
+    code = await refused_connection(proxy.port, frame(1, 0x4 | 0x1, 1, block))
+    assert code in (None, ErrorCodes.ENHANCE_YOUR_CALM)
+    assert (await other.get("/fine")).status == 200
+    await other.close()
+    assert [r.target for r in backend.requests] == ["/fine"]
+    assert "\ngossamer_http2_protocol_errors_total 1\n" in proxy.proxy.stats.prometheus()
+
+
+async def test_an_oversized_frame_is_refused_as_its_header_arrives(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(plain(backend))
+    # A frame header announcing 16 MiB, and no payload: the proxy must not wait for it.
+    code = await refused_connection(proxy.port, b"\xff" * 64)
+    assert code in (None, ErrorCodes.FRAME_SIZE_ERROR)
+    client = await H2Client.connect(proxy.port)
+    try:
+        assert (await client.get("/")).status == 200
+    finally:
+        await client.close()
+
+
+async def test_streams_beyond_the_limit_are_not_taken(backend: Backend, run_proxy: Run) -> None:
+    limits = ListenerLimits(http2_max_concurrent_streams=5)
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", backend.port)], limits=limits))
+    client = await H2Client.connect(proxy.port)
+    try:
+        await eventually(
+            lambda: client.conn.remote_settings.max_concurrent_streams == 5, what="settings"
+        )
+        streams = [client.request("/", headers=[(b"x-delay", b"0.2")]) for _ in range(5)]
+        with pytest.raises(h2.exceptions.TooManyStreamsError):
+            client.request("/")
+        answers = [await client.answer(s) for s in streams]
+    finally:
+        await client.close()
+    assert [a.status for a in answers] == [200] * 5
+
+
+@pytest.mark.skipif(CURL is None, reason="needs curl")
+async def test_drain_sends_goaway_and_finishes_streams_in_flight(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(plain(backend))
+    assert CURL is not None
+    process = await asyncio.create_subprocess_exec(
+        CURL, "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+        "-H", "x-delay: 0.5", f"{proxy.url}/slow",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await eventually(lambda: len(backend.requests) == 1, timeout=20, what="request upstream")
+    await proxy.proxy.drain(10.0)
+    out, err = await asyncio.wait_for(process.communicate(), 20)
+    assert (process.returncode, out) == (0, b"200 2"), err
+
+
+async def test_h2_over_tls_by_alpn(backend: Backend, run_proxy: Run, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "shop.example")
+    listener = Listener(
+        name="outbound", address="127.0.0.1", port=0, role="gateway", route_table="outbound",
+        tls=ListenerTls(certificates=(Certificate(cert_file=str(cert), key_file=str(key)),)),
+    )  # fmt: skip
+    config = msgspec.structs.replace(plain(backend), listeners=(listener,))
+    proxy = await run_proxy(config)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    context.check_hostname = False
+    client = await H2Client.connect(proxy.port, tls=context)
+    try:
+        answer = await client.get("/secure", authority="shop.example")
+    finally:
+        await client.close()
+    assert answer.status == 200
+    assert [r.header("x-forwarded-proto") for r in backend.requests] == ["https"]
+    # An HTTP/1.1 client on the same listener is still served.
+    plain_context = ssl.create_default_context(cafile=str(cert))
+    plain_context.check_hostname = False
+    async with httpx.AsyncClient(verify=plain_context) as http1:
+        response = await http1.get(f"https://127.0.0.1:{proxy.port}/")
+    assert (response.status_code, response.http_version) == (200, "HTTP/1.1")
+
+
+async def refused_connection(port: int, frames: bytes) -> int | None:
+    """Open a connection, send the preface, SETTINGS and `frames`, and wait until the proxy
+    closes it; the GOAWAY's error code, if it reached the client before the close did."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = b""
+    try:
+        writer.write(PREFACE + frame(4, 0, 0, b"") + frames)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            data = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    return goaway_code(data)
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    """One raw HTTP/2 frame."""
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes([kind, flags])
+        + stream_id.to_bytes(4, "big")
+        + payload
+    )
+
+
+def goaway_code(data: bytes) -> int | None:
+    """The error code of the first GOAWAY among raw frames, if any."""
+    at = 0
+    while at + 9 <= len(data):
+        length = int.from_bytes(data[at : at + 3], "big")
+        if data[at + 3] == 7:
+            return int.from_bytes(data[at + 13 : at + 17], "big")
+        at += 9 + length
+    return None
+
+
+def self_signed(folder: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `host`, and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "tls.crt", folder / "tls.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
