@@ -17,7 +17,6 @@ from gossamer.proxy.cluster import ClusterState
 from gossamer.proxy.downstream import DownstreamConnection
 from gossamer.proxy.guard import RequestGuard
 from gossamer.proxy.healthcheck import HealthChecker
-from gossamer.proxy.http2_connection import Http2Connection
 from gossamer.proxy.listener import ListenerRuntime
 from gossamer.proxy.mtls import MeshAcceptor, MeshTls, accepts_tls
 from gossamer.proxy.router import CompiledRouteTable
@@ -31,12 +30,13 @@ from gossamer.snapshot import Listener, Snapshot, SnapshotError
 from gossamer.snapshot.codec import check
 
 if TYPE_CHECKING:
+    from gossamer.proxy.http2_connection import Http2Connection
     from gossamer.security.jwks import JwksCache
 
-SWEEP_INTERVAL = 0.5
+    ClientConnection = DownstreamConnection | Http2Connection
+    """A connection a listener accepted: HTTP/1.1, or HTTP/2 once the client chose it."""
 
-ClientConnection = DownstreamConnection | Http2Connection
-"""A connection a listener accepted: HTTP/1.1, or HTTP/2 once the client chose it."""
+SWEEP_INTERVAL = 0.5
 
 
 class ListenerHandle:
