@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import datetime
 import json
+import os
 import shutil
 import ssl
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -330,13 +332,8 @@ async def test_drain_sends_goaway_and_finishes_streams_in_flight(
 
 
 async def test_h2_over_tls_by_alpn(backend: Backend, run_proxy: Run, tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path, "shop.example")
-    listener = Listener(
-        name="outbound", address="127.0.0.1", port=0, role="gateway", route_table="outbound",
-        tls=ListenerTls(certificates=(Certificate(cert_file=str(cert), key_file=str(key)),)),
-    )  # fmt: skip
-    config = msgspec.structs.replace(plain(backend), listeners=(listener,))
-    proxy = await run_proxy(config)
+    proxy = await run_proxy(tls_gateway(backend, tmp_path))
+    cert = tmp_path / "tls.crt"
     context = ssl.create_default_context(cafile=str(cert))
     context.set_alpn_protocols(["h2", "http/1.1"])
     context.check_hostname = False
@@ -369,6 +366,80 @@ async def refused_connection(port: int, frames: bytes) -> int | None:
     finally:
         writer.close()
     return goaway_code(data)
+
+
+async def test_streams_of_one_connection_run_at_the_same_time(
+    backend: Backend, run_proxy: Run
+) -> None:
+    proxy = await run_proxy(plain(backend))
+    client = await H2Client.connect(proxy.port)
+    try:
+        streams = [client.request(f"/{i}", headers=[(b"x-delay", b"1")]) for i in range(10)]
+        # One after the other, the tenth would reach the upstream nine seconds from now.
+        await eventually(lambda: len(backend.requests) == 10, timeout=5, what="all upstream")
+        assert not any(client.answers[s].done.is_set() for s in streams)
+        answers = [await client.answer(s) for s in streams]
+    finally:
+        await client.close()
+    assert [a.status for a in answers] == [200] * 10
+    assert backend.connections == 10
+
+
+@pytest.mark.skipif(CURL is None, reason="needs curl")
+async def test_curl_over_tls_chooses_http2_by_alpn(
+    backend: Backend, run_proxy: Run, tmp_path: Path
+) -> None:
+    proxy = await run_proxy(tls_gateway(backend, tmp_path))
+    assert CURL is not None
+    process = await asyncio.create_subprocess_exec(
+        CURL, "-sS", "-k", "--http2", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+        f"https://127.0.0.1:{proxy.port}/",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 20)
+    assert (process.returncode, out) == (0, b"200 2"), err
+
+
+async def test_h2load_many_streams_on_few_connections(
+    backend: Backend, run_proxy: Run, h2load: str
+) -> None:
+    proxy = await run_proxy(plain(backend))
+    process = await asyncio.create_subprocess_exec(
+        h2load, "-n", "2000", "-c", "4", "-m", "20", f"{proxy.url}/load",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err
+    assert "2000 succeeded, 0 failed, 0 errored" in out.decode(), out.decode()
+    assert "status codes: 2000 2xx" in out.decode()
+    assert len(backend.requests) == 2000
+    await eventually(lambda: proxy.proxy.active_requests == 0, what="all finished")
+
+
+@pytest.fixture(scope="session")
+def h2load() -> str:
+    """h2load, from Debian's nghttp2-client, installed here when missing and run as root."""
+    found = shutil.which("h2load")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", "nghttp2-client"]
+        if subprocess.run(install, env=environment, check=False, timeout=600).returncode:
+            subprocess.run(["apt-get", "update", "-qq"], env=environment, check=True, timeout=600)
+            subprocess.run(install, env=environment, check=True, timeout=600)
+        found = shutil.which("h2load")
+    if found is None:
+        pytest.skip("needs h2load: apt-get install nghttp2-client")
+    return found
+
+
+def tls_gateway(backend: Backend, folder: Path) -> Snapshot:
+    """A gateway listener terminating TLS with a self-signed certificate for shop.example."""
+    cert, key = self_signed(folder, "shop.example")
+    listener = Listener(
+        name="outbound", address="127.0.0.1", port=0, role="gateway", route_table="outbound",
+        tls=ListenerTls(certificates=(Certificate(cert_file=str(cert), key_file=str(key)),)),
+    )  # fmt: skip
+    return msgspec.structs.replace(plain(backend), listeners=(listener,))
 
 
 def frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
