@@ -162,6 +162,13 @@ class Http2Connection(asyncio.Protocol):
                 transport = self.transport
                 if transport is None or transport.is_closing():
                     break  # the connection ended on one of them: the rest is moot
+        except Exception:
+            # A bug of ours: say so, end this connection, keep serving everyone else.
+            log.exception("internal error handling an HTTP/2 connection")
+            self.handle.runtime.stats.incr("gossamer_internal_errors_total")
+            self.batching = False
+            self._send_goaway(ErrorCodes.INTERNAL_ERROR)
+            self._close()
         finally:
             self.batching = False
             self.flush()

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import json
 import os
+import random
 import shutil
 import ssl
 import subprocess
@@ -39,7 +40,7 @@ from gossamer.snapshot import (
 from .backend import Backend
 from .h2client import H2Client
 from .harness import Running, cluster, snapshot, to
-from .waiting import eventually
+from .waiting import LoopErrors, eventually
 
 Run = Callable[[Snapshot], Awaitable[Running]]
 
@@ -442,6 +443,19 @@ def tls_gateway(backend: Backend, folder: Path) -> Snapshot:
     return msgspec.structs.replace(plain(backend), listeners=(listener,))
 
 
+async def pinged_or_closed(reader: asyncio.StreamReader) -> None:
+    """Read frames until a PING ACK comes or the proxy closes the connection."""
+    data = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await reader.read(65536):
+            data += chunk
+            at = 0
+            while at + 9 <= len(data):
+                if data[at + 3] == 6 and data[at + 4] & 1:
+                    return
+                at += 9 + int.from_bytes(data[at : at + 3], "big")
+
+
 def frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
     """One raw HTTP/2 frame."""
     return (
@@ -490,3 +504,35 @@ def self_signed(folder: Path, host: str) -> tuple[Path, Path]:
         )
     )
     return cert_file, key_file
+
+
+async def test_random_frames_never_reach_the_event_loop(backend: Backend, run_proxy: Run) -> None:
+    errors = LoopErrors().install(asyncio.get_running_loop())
+    proxy = await run_proxy(plain(backend))
+    rng = random.Random(20)
+    valid = hpack.Encoder().encode(
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/")]
+    )
+    for _ in range(150):
+        frames = b"".join(
+            frame(
+                rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0x20]),
+                rng.randrange(256),
+                rng.choice([0, 1, 3, rng.randrange(1 << 31)]),
+                rng.choice([valid, b"", rng.randbytes(rng.randrange(40))]),
+            )
+            for _ in range(rng.randrange(1, 8))
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        # A PING after them: its ACK says the proxy has dealt with everything before it.
+        writer.write(PREFACE + frame(4, 0, 0, b"") + frames + frame(6, 0, 0, b"12345678"))
+        # Answered, reset or closed: any of them, as long as nothing escapes.
+        await asyncio.wait_for(pinged_or_closed(reader), 10)
+        writer.close()
+    client = await H2Client.connect(proxy.port)
+    try:
+        assert (await client.get("/after")).status == 200
+    finally:
+        await client.close()
+    assert errors.seen == []
+    assert "gossamer_internal_errors_total" not in proxy.proxy.stats.prometheus()
