@@ -50,6 +50,7 @@ class Http2Stream(ClientSide):
         self.peer_bytes = connection.peer_bytes
         self.principal = connection.principal
         self.secure = connection.secure
+        self.write_paused = connection.write_paused
         self.exchange: Exchange | None = None
         self.counted = False
         """The request counts against the listener's max_concurrent_requests."""

@@ -386,6 +386,26 @@ async def test_streams_of_one_connection_run_at_the_same_time(
     assert backend.connections == 10
 
 
+async def test_batches_of_streams_share_pooled_upstream_connections(
+    backend: Backend, run_proxy: Run
+) -> None:
+    # Responses outrun the client's window: upstream connections are paused for one stream,
+    # and must read again for the next one that takes them from the pool.
+    proxy = await run_proxy(plain(backend))
+    client = await H2Client.connect(proxy.port)
+    try:
+        for batch in range(10):
+            streams = [
+                client.request(f"/{batch}/{i}", headers=[(b"x-body-size", b"4000")])
+                for i in range(30)
+            ]
+            answers = [await client.answer(s) for s in streams]
+            assert [(a.status, len(a.body)) for a in answers] == [(200, 4000)] * 30
+    finally:
+        await client.close()
+    assert backend.connections <= 30
+
+
 @pytest.mark.skipif(CURL is None, reason="needs curl")
 async def test_curl_over_tls_chooses_http2_by_alpn(
     backend: Backend, run_proxy: Run, tmp_path: Path
