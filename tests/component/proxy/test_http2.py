@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import io
 import json
 import os
 import random
@@ -115,6 +116,25 @@ async def test_a_fault_answers_over_http2_and_is_recorded(backend: Backend, run_
     assert bytes(answer.body) == b"fault injected\n"
     assert backend.requests == []
     assert 'response_code="418",response_flags="FI"} 1' in proxy.proxy.stats.prometheus()
+
+
+async def test_a_route_timeout_answers_504_on_its_stream(backend: Backend, run_proxy: Run) -> None:
+    proxy = await run_proxy(plain(backend, timeout=0.2))
+    log = io.StringIO()
+    proxy.proxy.listeners["outbound"].runtime.log = log
+    client = await H2Client.connect(proxy.port)
+    try:
+        slow = client.request("/slow", headers=[(b"x-delay", b"2")])
+        fast = await client.get("/fast")
+        answer = await client.answer(slow)
+    finally:
+        await client.close()
+    assert (answer.status, answer.headers["x-gossamer-reason"]) == (504, "upstream timeout")
+    assert fast.status == 200
+    entries = {e["path"]: e for e in map(json.loads, log.getvalue().splitlines())}
+    assert entries["/slow"]["protocol"] == "HTTP/2"
+    assert (entries["/slow"]["response_code"], entries["/slow"]["response_flags"]) == (504, "UT")
+    assert entries["/fast"]["response_code"] == 200
 
 
 async def test_chunked_responses_lose_their_framing_and_keep_trailers(

@@ -7,6 +7,7 @@ import pytest
 from gossamer.proxy.http1 import RequestHead
 from gossamer.proxy.http2 import (
     PREFACE,
+    FrameLengths,
     HeaderRules,
     Refused,
     after_preface,
@@ -186,3 +187,22 @@ def test_the_preface_is_found_however_it_was_split(cut: int) -> None:
 
 def test_other_bytes_are_no_preface() -> None:
     assert after_preface(b"GET / HTTP/1.1\r\n\r\n") is None
+
+
+def test_frame_lengths_follow_frames_across_chunks() -> None:
+    lengths = FrameLengths(16384)
+    stream = PREFACE + frame(4, b"") + frame(0, b"x" * 16384) + frame(1, b"abc")
+    for at in range(0, len(stream), 7):
+        assert lengths.feed(stream[at : at + 7])
+    assert (lengths.left, lengths.header) == (0, b"")
+
+
+def test_frame_lengths_refuse_a_frame_over_the_limit_from_its_header() -> None:
+    lengths = FrameLengths(16384)
+    assert lengths.feed(PREFACE + frame(4, b""))
+    assert lengths.feed(b"\x00\x40")  # a header cut short says nothing yet
+    assert not lengths.feed(b"\x01\x00\x00\x00\x00\x00\x01")  # 16,385 bytes announced
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, 0]) + b"\x00\x00\x00\x01" + payload
