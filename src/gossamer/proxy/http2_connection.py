@@ -290,6 +290,7 @@ class Http2Connection(asyncio.Protocol):
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             self._uncount(stream)
+            self._release_window(stream)
             stream.lost()
         if not by_client:
             return
@@ -379,6 +380,7 @@ class Http2Connection(asyncio.Protocol):
         if self.streams.get(stream.stream_id) is not stream:
             return
         del self.streams[stream.stream_id]
+        self._release_window(stream)
         if not stream.request_done and not stream.reset:
             stream.reset = True
             self._reset_stream(stream.stream_id, ErrorCodes.NO_ERROR)
@@ -460,6 +462,12 @@ class Http2Connection(asyncio.Protocol):
         except StreamClosedError:
             return  # both sides had ended it: nothing left to reset
         self.flush()
+
+    def _release_window(self, stream: Http2Stream) -> None:
+        # Body a paused stream held back still counts against the connection's window.
+        if stream.unacked and self.transport is not None:
+            unacked, stream.unacked = stream.unacked, 0
+            self.h2.acknowledge_received_data(unacked, stream.stream_id)
 
     def _uncount(self, stream: Http2Stream) -> None:
         if stream.counted:

@@ -118,6 +118,7 @@ class H2Client:
             self.waiting[stream_id] = (rest, end)
 
     def reset(self, stream_id: int, code: int = 8) -> None:
+        self.waiting.pop(stream_id, None)
         self.conn.reset_stream(stream_id, code)
         self.flush()
 

@@ -199,6 +199,36 @@ async def test_a_slow_reader_pauses_the_upstream_instead_of_buffering(
     assert len(answer.body) == 20_000_000
 
 
+async def test_a_reset_stream_gives_back_the_window_its_held_body_took(
+    backend: Backend, run_proxy: Run
+) -> None:
+    # During the delay the body has nowhere to go: past max_request_body_buffer the stream
+    # stops crediting it back. Reset then, it must not keep that share of the connection's
+    # window, or the next upload on the connection would wait forever.
+    limits = ListenerLimits(max_request_body_buffer=1024, http2_connection_window=65535)
+    route = to("one", fault=Fault(delay=0.3))
+    proxy = await run_proxy(snapshot([route], [cluster("one", backend.port)], limits=limits))
+    client = await H2Client.connect(proxy.port)
+    try:
+        held = client.request("/held", method="POST", body=b"h" * 40000, end=False)
+
+        def held_back() -> int:
+            return sum(
+                stream.unacked
+                for connection in proxy.proxy.listeners["outbound"].connections
+                if isinstance(connection, Http2Connection)
+                for stream in connection.streams.values()
+            )
+
+        await eventually(lambda: held_back() >= 16384, what="body held back")
+        client.reset(held)
+        answer = await client.get("/next", method="POST", body=b"n" * 60000)
+    finally:
+        await client.close()
+    assert answer.status == 200
+    assert [r.target for r in backend.requests] == ["/next"]
+
+
 async def test_malformed_requests_reset_their_stream_only(backend: Backend, run_proxy: Run) -> None:
     proxy = await run_proxy(plain(backend))
     client = await H2Client.connect(proxy.port, validate=False)
