@@ -178,3 +178,13 @@ class H2Client:
                 self.send_body(stream_id, rest, end=end)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = int(event.error_code or 0)
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    """One raw HTTP/2 frame."""
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes([kind, flags])
+        + stream_id.to_bytes(4, "big")
+        + payload
+    )
