@@ -34,7 +34,7 @@ from gossamer.snapshot.periods import PERIOD_SECONDS
 
 if TYPE_CHECKING:
     from gossamer.apidocs.validate import Operation, Problem, RequestValidator
-    from gossamer.proxy.downstream import DownstreamConnection
+    from gossamer.proxy.codec import ClientSide
     from gossamer.proxy.http1 import RequestHead
 
 API_KEY_DENIED = "AK"
@@ -339,7 +339,7 @@ class ProductExchange(Exchange):
     limits: list[tuple[bytes, bytes]] | None
     """RateLimit-Policy and RateLimit for the response of a request its plan limits."""
 
-    def __init__(self, client: DownstreamConnection, head: RequestHead) -> None:
+    def __init__(self, client: ClientSide, head: RequestHead) -> None:
         super().__init__(client, head)
         # Set before any body arrives: a request queued behind another gets its body first.
         self.consumer = ""

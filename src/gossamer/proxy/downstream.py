@@ -12,14 +12,15 @@ import httptools
 
 from gossamer.proxy import local_reply as lr
 from gossamer.proxy.apiproduct import ProductExchange
+from gossamer.proxy.codec import ClientSide, ResponseWriter
 from gossamer.proxy.exchange import Exchange
-from gossamer.proxy.http1 import RequestHead
+from gossamer.proxy.http1 import Http1Writer, RequestHead
+from gossamer.proxy.http2 import PREFACE, after_preface
 from gossamer.proxy.rejection import QueuedRejection
 from gossamer.proxy.tunnel import UpgradeExchange
 from gossamer.security.spiffe import peer_spiffe_id
 
 if TYPE_CHECKING:
-    from gossamer.proxy.listener import ListenerRuntime
     from gossamer.proxy.server import ListenerHandle
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class _Inert:
 _CLOSED_PARSER: Final = httptools.HttpRequestParser(_Inert())
 
 
-class DownstreamConnection(asyncio.Protocol):
+class DownstreamConnection(ClientSide):
     """One client connection; requests are parsed as they come and answered in order."""
 
     __slots__ = (
@@ -59,30 +60,19 @@ class DownstreamConnection(asyncio.Protocol):
         "last_activity",
         "parser",
         "paused_by",
-        "peer",
-        "peer_bytes",
-        "principal",
         "queue",
         "request_started",
-        "runtime",
-        "secure",
         "starting",
         "then",
         "transport",
         "url",
-        "write_paused",
     )
 
     def __init__(self, handle: ListenerHandle) -> None:
+        super().__init__(handle.runtime)
         self.handle = handle
-        self.runtime: ListenerRuntime = handle.runtime
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.peer = ""
-        self.peer_bytes = b""
-        """`peer` as bytes, for x-forwarded-for."""
-        self.principal = ""
-        self.secure = False
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
@@ -91,7 +81,6 @@ class DownstreamConnection(asyncio.Protocol):
         self.incoming: Exchange | None = None
         self.queue: deque[Exchange] = deque()
         self.paused_by: set[str] = set()
-        self.write_paused = False
         self.batch: list[bytes] | None = None
         self.request_started = 0.0
         self.last_activity = time.monotonic()
@@ -110,6 +99,9 @@ class DownstreamConnection(asyncio.Protocol):
         self.peer = str(peer[0]) if peer else ""
         self.peer_bytes = self.peer.encode()
         if self.handle.config.mtls is not None and not self._mesh_peer(transport):
+            return
+        if self.handle.certificates is not None and _alpn(transport) == "h2":
+            self._switch_to_http2(transport, b"")
             return
         high = self.runtime.limits.max_request_body_buffer
         transport.set_write_buffer_limits(high=high, low=high // 2)
@@ -153,6 +145,8 @@ class DownstreamConnection(asyncio.Protocol):
                 self.runtime.stats.incr("gossamer_internal_errors_total")
                 self._reject(500, "internal proxy error")
         except httptools.HttpParserError as error:
+            if self.parser.get_method() == b"PRI" and self._http2_prior_knowledge(data):
+                return
             self._reject(400, f"malformed request: {_describe(error)}")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -272,6 +266,10 @@ class DownstreamConnection(asyncio.Protocol):
 
     # Used by exchanges
 
+    def response_writer(self, head: RequestHead, head_only: bool) -> ResponseWriter:
+        """HTTP/1.x framing for the response to `head`."""
+        return Http1Writer(self, head.version, head_only)
+
     def write(self, data: bytes) -> None:
         """Send to the client, unless it is gone; inside a batch, at the batch's end."""
         if self.batch is not None:
@@ -324,6 +322,32 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     # Internals
+
+    def _http2_prior_knowledge(self, data: bytes) -> bool:
+        """The connection opened with HTTP/2's preface (h2c with prior knowledge): hand it, and
+        the frames after the preface, to an HTTP/2 connection. False if it was no preface."""
+        rest = after_preface(data)
+        transport = self.transport
+        if rest is None or transport is None or self.current is not None or self.queue:
+            return False
+        # h2 reads the preface itself.
+        self._switch_to_http2(transport, PREFACE + rest)
+        return True
+
+    def _switch_to_http2(self, transport: asyncio.Transport, received: bytes) -> None:
+        # Imported on first use: a proxy whose clients speak only HTTP/1.1 never loads h2
+        # (1.5 MB of resident memory).
+        from gossamer.proxy.http2_connection import Http2Connection  # noqa: PLC0415
+
+        # The new protocol takes this connection's place at the listener and on the transport.
+        self.handle.forget(self)
+        self.parser = _CLOSED_PARSER
+        connection = Http2Connection(self.handle, self.peer, self.principal, self.secure)
+        transport.set_protocol(connection)
+        self.transport = None
+        connection.connection_made(transport)
+        if received and connection.transport is not None:
+            connection.data_received(received)
 
     def _upgrade(self, head: RequestHead) -> Exchange:
         if head.method == b"CONNECT":
@@ -432,6 +456,12 @@ class DownstreamConnection(asyncio.Protocol):
         """Close once idle; a request in flight finishes first (with connection: close)."""
         if self.current is None and not self.queue and not self.request_started:
             self._close_after_write()
+
+
+def _alpn(transport: asyncio.Transport) -> str | None:
+    """The protocol the TLS handshake chose by ALPN, if any."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    return None if ssl_object is None else ssl_object.selected_alpn_protocol()
 
 
 def _framing(head: RequestHead) -> bool:

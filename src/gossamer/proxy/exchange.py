@@ -4,8 +4,9 @@ Callback driven, no task per request: the downstream connection calls `start`, `
 and `request_end`; `start` hands the exchange to `dispatch` (routing, the guard, local answers),
 which comes back through `forward`. Each try upstream is an `Attempt`, whose connection calls
 the `on_response_*` methods; retries follow `retry_state`, the body is kept for them in a
-`ReplayBuffer`, the cluster admits and counts, and `http1` frames what the client gets. Timers
-call the `_on_*timeout` methods. Every path ends in `_finish`, exactly once.
+`ReplayBuffer`, the cluster admits and counts, and the client's `codec.ResponseWriter` frames
+what the client gets (HTTP/1.1 or HTTP/2: the exchange does not know which). Timers call the
+`_on_*timeout` methods. Every path ends in `_finish`, exactly once.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING
 from gossamer.proxy import local_reply as lr
 from gossamer.proxy.attempt import Attempt
 from gossamer.proxy.cluster import ClusterState, EndpointState, jittered_backoff
+from gossamer.proxy.codec import ResponseWriter
 from gossamer.proxy.dispatch import dispatch, route_request
 from gossamer.proxy.forwarding import hash_key, upstream_head
-from gossamer.proxy.http1 import RequestHead, ResponseWriter, body_chunk, body_end, response_fields
+from gossamer.proxy.http1 import RequestHead, body_chunk, body_end, response_fields
 from gossamer.proxy.mirror import send_copies
 from gossamer.proxy.replay import ReplayBuffer
 from gossamer.proxy.retry_state import (
@@ -38,7 +40,7 @@ from gossamer.proxy.upstream import ResponseSink, UpstreamConnection
 from gossamer.snapshot import Mirror, RetryPolicy
 
 if TYPE_CHECKING:
-    from gossamer.proxy.downstream import DownstreamConnection
+    from gossamer.proxy.codec import ClientSide
 
 
 class Exchange(ResponseSink):
@@ -84,7 +86,7 @@ class Exchange(ResponseSink):
         "writer",
     )
 
-    def __init__(self, client: DownstreamConnection, head: RequestHead) -> None:
+    def __init__(self, client: ClientSide, head: RequestHead) -> None:
         self.client = client
         self.runtime = client.runtime
         self.head = head
@@ -108,7 +110,7 @@ class Exchange(ResponseSink):
         self.body_size = 0
         self.request_done = False
         self.response_started = False
-        self.writer = ResponseWriter(head.version, self.is_head)
+        self.writer: ResponseWriter = client.response_writer(head, self.is_head)
         self.response_bytes = 0
         self.status = 0
         self.flags = "-"
@@ -261,9 +263,7 @@ class Exchange(ResponseSink):
         # never waits on an upstream that sends none; the upstream's own 100 is not passed on.
         self.head.expect_continue = False
         if not self.request_done:
-            interim = self.writer.interim_continue()
-            if interim:
-                self.client.write(interim)
+            self.writer.send_continue()
 
     # Response side: called by the upstream connection
 
@@ -288,21 +288,20 @@ class Exchange(ResponseSink):
                 self.flags = lr.UPSTREAM_RETRY_LIMIT
         self.status = status
         self.response_started = True
-        self.client.write(self._downstream_head(status, reason, headers))
+        self._downstream_head(status, reason, headers)
 
     def on_response_body(self, data: bytes) -> None:
         """Stream the body on, in the framing chosen for the client."""
         if not self.response_started:
             return
         self.response_bytes += len(data)
-        self.client.write(self.writer.body(data))
+        self.writer.send_body(data)
 
     def on_response_tail(self, trailers: list[tuple[bytes, bytes]]) -> None:
         """End the client's response and send it now: the bookkeeping waits for the send."""
         if not self.response_started:
             return
-        if self.writer.chunked():
-            self.client.write(self.writer.end(trailers))
+        self.writer.send_end(trailers)
         self.client.end_batch()
 
     def on_response_end(self, trailers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
@@ -478,10 +477,8 @@ class Exchange(ResponseSink):
         if self.cors_origin:
             # As Envoy's CORS filter sees the local replies of the filters after it.
             extra = self._cors_fields(extra or [])
-        data = self.writer.local(status, reason, self.keep_alive, body, extra)
-        self.response_bytes = len(data)
         self.response_started = True
-        self.client.write(data)
+        self.response_bytes = self.writer.send_local(status, reason, self.keep_alive, body, extra)
         self._finish()
 
     def _fail(self, status: int, reason: str, flag: str) -> None:
@@ -532,7 +529,7 @@ class Exchange(ResponseSink):
 
     def _downstream_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> bytes:
+    ) -> None:
         writer = self.writer
         out, length_known = response_fields(headers)
         framing = writer.framing_for(status, length_known)
@@ -547,9 +544,8 @@ class Exchange(ResponseSink):
                 out = target_ops.apply(out)
             if self.cors_origin:
                 out = self._cors_fields(out)
-        data = writer.head(
+        writer.send_head(
             status, reason, out, self.keep_alive and self.request_done and not self.runtime.draining
         )
         if writer.closes:
             self.keep_alive = False
-        return data

@@ -5,15 +5,19 @@ reply's status and reason); this module alone knows how HTTP/1.1 puts them on th
 and status lines, `name: value` lines, chunked framing and its trailers, Connection headers and
 keep-alive, 100-continue, and the hop-by-hop fields a response drops. Parsing stays with the
 connections (`downstream`, `upstream`), which hand the exchange a `RequestHead` and header lists.
-HTTP/2 would be another codec with the same calls, not a change to the exchange.
+HTTP/2 is another codec with the same calls (`codec.ResponseWriter`, `http2_stream`).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from gossamer.proxy import local_reply as lr
+from gossamer.proxy.codec import ResponseWriter
 from gossamer.proxy.headers import HOP_BY_HOP, extra_hop_by_hop, last_chunk
+
+if TYPE_CHECKING:
+    from gossamer.proxy.downstream import DownstreamConnection
 
 # How a response's body is delimited for the client.
 FRAMING_AS_IS: Final = 0
@@ -145,19 +149,19 @@ def response_fields(
     return out, length_known
 
 
-class ResponseWriter:
+class Http1Writer(ResponseWriter):
     """One response to one HTTP/1.x client: how its body is framed, and whether the connection
     closes after it."""
 
-    __slots__ = ("closes", "framing", "head_only", "version")
+    __slots__ = ("client", "framing", "head_only", "version")
 
-    def __init__(self, version: str, head_only: bool) -> None:
+    def __init__(self, client: DownstreamConnection, version: str, head_only: bool) -> None:
+        self.client = client
         self.version = version
         self.head_only = head_only
         """A response to HEAD: a head that describes a body, and no body."""
         self.framing = FRAMING_AS_IS
         self.closes = False
-        """The connection closes after this response (said in its head)."""
 
     def framing_for(self, status: int, length_known: bool) -> tuple[bytes, bytes] | None:
         """Choose the body's framing; the header it needs, if any, to add to the head."""
@@ -171,9 +175,9 @@ class ResponseWriter:
         self.closes = True
         return None
 
-    def head(
+    def send_head(
         self, status: int, reason: bytes, fields: list[tuple[bytes, bytes]], keep_alive: bool
-    ) -> bytes:
+    ) -> None:
         """The status line and headers, with the Connection header that the framing and
         `keep_alive` (the exchange may carry on with another request) call for."""
         if self.closes or not keep_alive:
@@ -184,37 +188,38 @@ class ResponseWriter:
         lines = [_STATUS_LINE[status], reason, b"\r\n"]
         append_fields(lines, fields)
         lines.append(b"\r\n")
-        return b"".join(lines)
+        self.client.write(b"".join(lines))
 
-    def body(self, data: bytes) -> bytes:
+    def send_body(self, data: bytes) -> None:
         """Part of the body, framed."""
         if self.framing == FRAMING_CHUNKED:
-            return b"%x\r\n%b\r\n" % (len(data), data)
-        return data
+            self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.client.write(data)
 
-    def chunked(self) -> bool:
-        """Whether the body is framed in chunks by the proxy (and ends with `end`)."""
-        return self.framing == FRAMING_CHUNKED
+    def send_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """The last chunk and its trailers, for a body the proxy frames in chunks."""
+        if self.framing == FRAMING_CHUNKED:
+            self.client.write(last_chunk(trailers))
 
-    def end(self, trailers: list[tuple[bytes, bytes]]) -> bytes:
-        """The last chunk and its trailers, for a chunked body."""
-        return last_chunk(trailers)
-
-    def local(
+    def send_local(
         self,
         status: int,
         reason: str,
         keep_alive: bool,
         body: bytes | None,
         extra: list[tuple[bytes, bytes]] | None,
-    ) -> bytes:
+    ) -> int:
         """A whole reply made by the proxy (see `local_reply.render`)."""
         self.closes = not keep_alive
-        return lr.render(
+        data = lr.render(
             status, reason, close=not keep_alive, body=body, head_only=self.head_only,
             extra=extra,
         )  # fmt: skip
+        self.client.write(data)
+        return len(data)
 
-    def interim_continue(self) -> bytes:
+    def send_continue(self) -> None:
         """The 100 Continue an HTTP/1.1 client that sent `Expect: 100-continue` waits for."""
-        return CONTINUE if self.version == "1.1" else b""
+        if self.version == "1.1":
+            self.client.write(CONTINUE)

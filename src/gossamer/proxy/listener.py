@@ -32,6 +32,11 @@ class ConnectionLimits:
     __slots__ = (
         "drain_timeout",
         "header_timeout",
+        "http2_connection_window",
+        "http2_max_concurrent_streams",
+        "http2_max_resets",
+        "http2_reset_window",
+        "http2_stream_window",
         "idle_timeout",
         "max_concurrent_requests",
         "max_connections",
@@ -53,6 +58,11 @@ class ConnectionLimits:
         self.max_concurrent_requests = limits.max_concurrent_requests
         self.max_request_body_buffer = limits.max_request_body_buffer
         self.drain_timeout = limits.drain_timeout
+        self.http2_max_concurrent_streams = limits.http2_max_concurrent_streams
+        self.http2_stream_window = limits.http2_stream_window
+        self.http2_connection_window = limits.http2_connection_window
+        self.http2_max_resets = limits.http2_max_resets
+        self.http2_reset_window = limits.http2_reset_window
 
 
 class ListenerRuntime:

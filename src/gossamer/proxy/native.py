@@ -26,7 +26,9 @@ from typing import Literal
 
 MODULES = (
     "headers",
+    "codec",
     "http1",
+    "http2",
     "stats",
     "tracing",
     "timers",
@@ -46,6 +48,8 @@ MODULES = (
     "mirror",
     "budget",
     "apiproduct",
+    "http2_stream",
+    "http2_connection",
     "downstream",
     "listener",
     "guard",

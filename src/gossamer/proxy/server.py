@@ -31,7 +31,11 @@ from gossamer.snapshot import Listener, Snapshot, SnapshotError
 from gossamer.snapshot.codec import check
 
 if TYPE_CHECKING:
+    from gossamer.proxy.http2_connection import Http2Connection
     from gossamer.security.jwks import JwksCache
+
+    ClientConnection = DownstreamConnection | Http2Connection
+    """A connection a listener accepted: HTTP/1.1, or HTTP/2 once the client chose it."""
 
 SWEEP_INTERVAL = 0.5
 
@@ -44,7 +48,7 @@ class ListenerHandle:
         self.config = config
         self.runtime = runtime
         self.server: asyncio.Server | MeshAcceptor | None = None
-        self.connections: set[DownstreamConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self.certificates: ServerCertificates | None = (
             ServerCertificates(config.tls) if config.tls is not None else None
         )
@@ -81,14 +85,14 @@ class ListenerHandle:
         if self._tls_slot is not None and certificates is not None:
             self._tls_slot[0] = certificates
 
-    def admit(self, connection: DownstreamConnection) -> bool:
+    def admit(self, connection: ClientConnection) -> bool:
         """Track a new connection, unless the listener is at max_connections."""
         if len(self.connections) >= self.runtime.limits.max_connections:
             return False
         self.connections.add(connection)
         return True
 
-    def forget(self, connection: DownstreamConnection) -> None:
+    def forget(self, connection: ClientConnection) -> None:
         """A connection closed."""
         self.connections.discard(connection)
 

@@ -14,7 +14,8 @@ from gossamer.proxy.memory import keep_tls_buffers_on_heap
 from gossamer.snapshot import SnapshotError
 from gossamer.snapshot.model import Certificate, ListenerTls
 
-ALPN = ["http/1.1"]
+ALPN = ["h2", "http/1.1"]
+"""What a TLS listener offers: HTTP/2 to the clients that ask for it (http2_connection.py)."""
 
 
 class ServerCertificates:

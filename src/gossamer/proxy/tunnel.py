@@ -77,7 +77,7 @@ class UpgradeExchange(Exchange):
             self.timer = None
         self.status = 101
         self.response_started = True
-        self.client.write(_switching_head(reason, headers))
+        self.downstream.write(_switching_head(reason, headers))
 
     def on_switched(self, connection: UpstreamConnection, rest: bytes) -> None:
         """The upstream switched protocols: splice the two connections."""

@@ -83,6 +83,7 @@ class UpstreamConnection(asyncio.Protocol):
         "in_headers",
         "is_closed",
         "parser",
+        "reading_paused",
         "reason",
         "served",
         "sink",
@@ -104,6 +105,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.served = 0
         self.idle_since = time.monotonic()
         self.is_closed = False
+        self.reading_paused = False
+        """The client of the exchange served is slow: the response is not read meanwhile."""
         self._high_water = high_water
 
     # asyncio.Protocol
@@ -233,11 +236,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         """Response body flow control: the client is slow."""
+        self.reading_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         """The client caught up."""
+        self.reading_paused = False
         if self.transport is not None:
             self.transport.resume_reading()
 
@@ -278,6 +283,10 @@ class UpstreamConnection(asyncio.Protocol):
         trailers = self.trailers
         sink.on_response_tail(trailers)
         if reusable:
+            if self.reading_paused:
+                # The whole response came before the client caught up: the pause was for that
+                # client, not for whoever takes the connection next.
+                self.resume_reading()
             self.cluster.release(self)
         else:
             self.close()

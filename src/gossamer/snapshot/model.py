@@ -299,6 +299,18 @@ class ListenerLimits(Struct, frozen=True):
     max_concurrent_requests: int = 5000
     max_request_body_buffer: int = 65536
     drain_timeout: float = 10.0
+    http2_max_concurrent_streams: int = 100
+    """Streams an HTTP/2 client may have open on one connection at once
+    (SETTINGS_MAX_CONCURRENT_STREAMS)."""
+    http2_stream_window: int = 65535
+    """Request body an HTTP/2 stream may send before the proxy has passed it on (the stream's
+    flow-control window)."""
+    http2_connection_window: int = 1048576
+    """The same for all the streams of one HTTP/2 connection together."""
+    http2_max_resets: int = 200
+    """Streams an HTTP/2 client may reset within `http2_reset_window` seconds; one more, and
+    the connection is closed with GOAWAY ENHANCE_YOUR_CALM (the rapid reset attack)."""
+    http2_reset_window: float = 10.0
 
 
 class Certificate(Struct, frozen=True):
