@@ -313,6 +313,10 @@ class Exchange(ResponseSink):
         self._end_try(gateway_error=False)
         self._finish()
 
+    def request_sent(self) -> bool:
+        """Whether the request's body has all gone upstream (it is sent as it arrives)."""
+        return self.request_done or self.head.bodiless()
+
     def begin_batch(self) -> bool:
         """Hold the client's writes while a chunk of response is parsed."""
         return self.client.begin_batch()

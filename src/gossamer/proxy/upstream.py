@@ -52,6 +52,12 @@ class ResponseSink:
         """The connection failed or closed before the response was complete."""
         raise NotImplementedError
 
+    def request_sent(self) -> bool:
+        """Whether the whole request was handed to the connection. An upstream may answer
+        before it has read the body (a 403 on the head alone); until the rest is sent, the
+        connection cannot carry another request: the upstream would read that as the body."""
+        return True
+
     def on_upstream_pause(self) -> None:
         """The connection's write buffer is full: stop reading the request body."""
 
@@ -278,8 +284,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = None
         self.served += 1
         limit = self.cluster.limits.max_requests_per_connection
-        reusable = keep_alive and not (limit and self.served >= limit) and self.usable()
         assert sink is not None
+        reusable = (
+            keep_alive
+            and not (limit and self.served >= limit)
+            and sink.request_sent()
+            and self.usable()
+        )
         trailers = self.trailers
         sink.on_response_tail(trailers)
         if reusable:

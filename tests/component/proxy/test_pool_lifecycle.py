@@ -101,3 +101,53 @@ async def test_a_post_the_upstream_read_before_dying_is_not_replayed(
         second = await client.post(proxy.url, content=b"second")
     assert second.status_code == 503
     assert [line.rsplit(b" ", 1)[1] for line in seen] == [b"first", b"second"]
+
+
+@pytest.fixture
+async def answers_before_the_body() -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An upstream that refuses a PUT on its head alone, before reading its body (as an app
+    that checks permissions first does), then reads on: the body's length, then the next
+    request. It answers 400 to what is not a request, as uvicorn does."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line = head.split(b"\r\n")[0]
+                seen.append(line)
+                if not line.endswith(b" HTTP/1.1") or line.split(b" ")[0] not in (b"GET", b"PUT"):
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    break
+                if line.startswith(b"PUT"):
+                    writer.write(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\nno")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        writer.transport.abort()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield int(server.sockets[0].getsockname()[1]), seen
+    server.close()
+
+
+async def test_a_connection_answered_before_its_request_body_is_not_reused(
+    answers_before_the_body: tuple[int, list[bytes]], run_proxy: Run
+) -> None:
+    port, seen = answers_before_the_body
+    proxy = await run_proxy(snapshot([to("one")], [cluster("one", port)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"PUT /users/7/permissions HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 403")
+    writer.write(b'{"roles": ["admin"]}')  # the body, after the answer
+    await writer.drain()
+    writer.close()
+    async with httpx.AsyncClient() as client:
+        # Had the upstream connection gone back to the pool, the upstream would have read this
+        # request's first 20 bytes as the PUT's body and the rest as garbage: a 400.
+        answer = await client.get(f"{proxy.url}/next")
+    assert answer.status_code == 200, answer.text
+    assert seen == [b"PUT /users/7/permissions HTTP/1.1", b"GET /next HTTP/1.1"]
