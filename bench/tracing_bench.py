@@ -7,9 +7,9 @@ Three `gossamer proxy --bootstrap` processes run the snapshot of bench/proxy_ben
 3 clusters, retries, metrics) in front of the same nginx backend (1 worker, a 1 KB file), and
 differ only in their telemetry: none (tracing off: trace headers are still continued), Istio's
 default 1% sampling, and 100%, the last two exporting Zipkin v2 JSON to a receiver that reads
-each POST and answers 202 (bench's own, a few lines of asyncio: a real socket, a real HTTP
-exchange, no storage). wrk sends no trace headers, so every request starts a trace and the
-proxy draws its sampling decision.
+each POST and answers 202 on a kept connection (bench's own, a few lines of asyncio: a real
+socket, a real HTTP exchange, no storage). wrk sends no trace headers, so every request starts
+a trace and the proxy draws its sampling decision.
 
 The proxies are pinned to core 0; wrk, nginx and the receiver to core 1. They take turns,
 `--rounds` rounds of one `--duration`-second window each, the order rotating from round to
@@ -63,19 +63,21 @@ TARGET = 0.97
 RECEIVER = """
 import asyncio, sys
 
-ACCEPTED = b"HTTP/1.1 202 Accepted\\r\\ncontent-length: 0\\r\\nconnection: close\\r\\n\\r\\n"
+ACCEPTED = b"HTTP/1.1 202 Accepted\\r\\ncontent-length: 0\\r\\n\\r\\n"
 
 async def serve(reader, writer):
+    # Keep-alive, as Zipkin and OpenTelemetry collectors are: the proxy keeps its connection.
     try:
-        head = await reader.readuntil(b"\\r\\n\\r\\n")
-        length = 0
-        for line in head.split(b"\\r\\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        await reader.readexactly(length)
-        writer.write(ACCEPTED)
-        await writer.drain()
+        while True:
+            head = await reader.readuntil(b"\\r\\n\\r\\n")
+            length = 0
+            for line in head.split(b"\\r\\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            writer.write(ACCEPTED)
+            await writer.drain()
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
         pass
     writer.close()
