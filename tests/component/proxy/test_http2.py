@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import io
 import json
 import os
@@ -16,10 +15,6 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gossamer.proxy.http2_connection import Http2Connection
 from gossamer.snapshot import (
@@ -33,6 +28,7 @@ from gossamer.snapshot import (
 )
 
 from .backend import Backend
+from .certificates import self_signed
 from .h2client import H2Client
 from .harness import Running, cluster, snapshot, to
 from .waiting import eventually
@@ -242,7 +238,7 @@ async def test_drain_sends_goaway_and_finishes_streams_in_flight(
 
 async def test_h2_over_tls_by_alpn(backend: Backend, run_proxy: Run, tmp_path: Path) -> None:
     proxy = await run_proxy(tls_gateway(backend, tmp_path))
-    cert = tmp_path / "tls.crt"
+    cert = tmp_path / "shop.example.crt"
     context = ssl.create_default_context(cafile=str(cert))
     context.set_alpn_protocols(["h2", "http/1.1"])
     context.check_hostname = False
@@ -347,38 +343,9 @@ def h2load() -> str:
 
 def tls_gateway(backend: Backend, folder: Path) -> Snapshot:
     """A gateway listener terminating TLS with a self-signed certificate for shop.example."""
-    cert, key = self_signed(folder, "shop.example")
+    cert, key = self_signed("shop.example", folder)
     listener = Listener(
         name="outbound", address="127.0.0.1", port=0, role="gateway", route_table="outbound",
         tls=ListenerTls(certificates=(Certificate(cert_file=str(cert), key_file=str(key)),)),
     )  # fmt: skip
     return msgspec.structs.replace(plain(backend), listeners=(listener,))
-
-
-def self_signed(folder: Path, host: str) -> tuple[Path, Path]:
-    """A self-signed certificate for `host`, and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "tls.crt", folder / "tls.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file

@@ -4,16 +4,11 @@ to real TLS servers, which terminate the TLS themselves (the proxy never holds t
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gossamer.proxy import Proxy
 from gossamer.snapshot import (
@@ -26,37 +21,8 @@ from gossamer.snapshot import (
     WeightedCluster,
 )
 
+from .certificates import self_signed
 from .waiting import eventually
-
-
-def certificate(name: str, folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for `name` (and its key), as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_file, key_file = folder / f"{name}.crt", folder / f"{name}.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
 
 
 class TlsServer:
@@ -64,7 +30,7 @@ class TlsServer:
 
     def __init__(self, name: str, folder: Path) -> None:
         self.name = name
-        self.cert, key = certificate(name, folder)
+        self.cert, key = self_signed(name, folder)
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(self.cert, key)
         self.server: asyncio.Server | None = None
