@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.component.proxy.test_tcp_passthrough import certificate
+from tests.component.proxy.certificates import self_signed
 from tests.e2e.test_up_hello import gossamer
 from tests.e2e.test_up_kubernetes import _mesh, _up
 
@@ -23,7 +23,7 @@ NAME = "shop.example.com"
 @pytest.fixture
 def passthrough(tmp_path: Path) -> Iterator[Path]:
     for folder in _mesh(tmp_path, "passthrough"):
-        cert, key = certificate(NAME, tmp_path / "certs")
+        cert, key = self_signed(NAME, tmp_path / "certs")
         (folder / "tls.crt").write_bytes(cert.read_bytes())
         (folder / "tls.key").write_bytes(key.read_bytes())
         yield folder
